@@ -1,0 +1,45 @@
+"""Sessions for development and CI: ``nox -s tests lint typecheck docs bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", ".[test,cli]")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.install("-e", ".[test,cli,bench]", "mypy>=1.11", "nox")
+    session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    session.install("-e", ".[bench,cli]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    session.install("-e", ".", "pip-audit>=2.7")
+    session.run("pip-audit", "--skip-editable", "--progress-spinner", "off")

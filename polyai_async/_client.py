@@ -1,0 +1,424 @@
+"""PolyAIClient: the three calls of the Chat API over a pooled session, with retries."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
+
+import aiohttp
+import cattrs
+import orjson
+from yarl import URL
+
+from . import _models
+from ._config import (
+    DEFAULT_REGION,
+    PoolLimits,
+    Timeouts,
+    check_header_value,
+    check_segment,
+    resolve_base_url,
+    setting,
+)
+from ._conversation import Conversation
+from ._errors import (
+    ClientClosedError,
+    ConfigurationError,
+    PolyAIError,
+    ResponseValidationError,
+    map_transport_errors,
+    status_error,
+)
+from ._models import (
+    Channel,
+    CloseChatRequest,
+    CloseChatResponse,
+    CreateChatRequest,
+    CreateChatResponse,
+    RespondChatRequest,
+    RespondChatResponse,
+)
+from ._pool import SessionPool
+from ._retry import Retrier, RetryPolicy
+
+__all__ = ["PolyAIClient"]
+
+T = TypeVar("T")
+
+try:
+    _USER_AGENT = f"polyai-async/{version('polyai-async')}"
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _USER_AGENT = "polyai-async"
+
+# Chat answers are a few hundred bytes; anything near this is a proxy's page or an attack.
+DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
+_EXCERPT = 120
+
+
+def _check_id(conversation_id: object) -> str:
+    if not isinstance(conversation_id, str) or not conversation_id.strip():
+        raise ConfigurationError(
+            f"conversation_id must be a non-empty string, got {conversation_id!r}"
+        )
+    return conversation_id
+
+
+def _check_optional_str(value: object, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string or None, not {type(value).__name__}")
+    return value
+
+
+def _check_mapping(value: object, name: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name} must be a dict or None, not {type(value).__name__}")
+    return dict(value)
+
+
+def _check_channel(value: object) -> Channel | None:
+    if value is None or isinstance(value, Channel):
+        return value
+    try:
+        return Channel(value)
+    except ValueError:
+        valid = ", ".join(c.value for c in Channel)
+        raise ConfigurationError(f"unknown channel {value!r}: use one of {valid}") from None
+
+
+def _encode(request: object) -> bytes:
+    try:
+        return _models.dumps(request)
+    except TypeError as exc:
+        raise ConfigurationError(f"the request cannot be sent as JSON: {exc}") from None
+
+
+class PolyAIClient:
+    """The asyncio client for the PolyAI Chat API.
+
+    One client serves any number of concurrent conversations; make one per process (per
+    project) and share it. Use it as ``async with PolyAIClient() as client:`` or call
+    ``await client.aclose()`` when done.
+
+    Args:
+        api_key: the API key (``X-API-KEY``); default ``POLYAI_API_KEY``.
+        token: the connector token from Agent Studio (``X-TOKEN``); default ``POLYAI_TOKEN``.
+        account_id: the account (workspace) id; default ``POLYAI_ACCOUNT_ID``.
+        project_id: the project id; default ``POLYAI_PROJECT_ID``.
+        region: ``us-1``, ``uk-1`` or ``euw-1``; default ``POLYAI_REGION``, else ``us-1``.
+        base_url: any other origin (a fake server, a proxy); overrides the region's host;
+            default ``POLYAI_BASE_URL``. Plain ``http://`` only to loopback, unless
+            ``allow_insecure_http``.
+        version: the API version in the path.
+        retry: the RetryPolicy; default ``RetryPolicy()``.
+        timeout: per-attempt Timeouts, or seconds for both connect and read.
+        limits: PoolLimits for the pool this client makes (not with ``pool``).
+        pool: a SessionPool to share with other clients; this client will not close it.
+        max_response_bytes: the largest answer read before the call fails.
+        allow_insecure_http: allow a plain ``http://`` base_url to a non-loopback host.
+
+    Raises:
+        ConfigurationError: a setting is missing or invalid; the message names it.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,
+        account_id: str | None = None,
+        project_id: str | None = None,
+        region: str | None = None,
+        base_url: str | None = None,
+        version: str = "v1",
+        retry: RetryPolicy | None = None,
+        timeout: Timeouts | float | None = None,
+        limits: PoolLimits | None = None,
+        pool: SessionPool | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        api_key = check_header_value(setting(api_key, "api_key", "POLYAI_API_KEY"), "api_key")
+        token = check_header_value(setting(token, "token", "POLYAI_TOKEN"), "token")
+        self.account_id = check_segment(
+            setting(account_id, "account_id", "POLYAI_ACCOUNT_ID"), "account_id"
+        )
+        self.project_id = check_segment(
+            setting(project_id, "project_id", "POLYAI_PROJECT_ID"), "project_id"
+        )
+        self.region = setting(region, "region", "POLYAI_REGION", DEFAULT_REGION)
+        if base_url is None:
+            base_url = setting(None, "base_url", "POLYAI_BASE_URL", "") or None
+        self.version = check_segment(version, "version")
+        self.base_url = resolve_base_url(
+            base_url, self.region, allow_insecure_http=allow_insecure_http
+        )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigurationError("retry must be a RetryPolicy")
+        self.retry_policy = retry if retry is not None else RetryPolicy()
+        self.timeouts = Timeouts.coerce(timeout)
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
+            raise ConfigurationError("max_response_bytes must be a whole number of bytes")
+        if max_response_bytes < 1:
+            raise ConfigurationError("max_response_bytes must be at least 1")
+        self.max_response_bytes = max_response_bytes
+        if pool is not None and limits is not None:
+            raise ConfigurationError(
+                "pass limits or pool, not both: a shared pool keeps its own limits"
+            )
+        if pool is not None and not isinstance(pool, SessionPool):
+            raise ConfigurationError("pool must be a SessionPool")
+        self._owns_pool = pool is None
+        self.pool = pool if pool is not None else SessionPool(limits=limits or PoolLimits())
+
+        # Built once: every call reuses these.
+        self._headers = {
+            "X-API-KEY": api_key,
+            "X-TOKEN": token,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+        }
+        chat = self.base_url / self.version / self.account_id / self.project_id / "chat"
+        self._create_url = chat / "create"
+        self._respond_url = chat / "respond"
+        self._close_url = chat / "close"
+        self._origin = self.base_url.origin()
+        self._retrier = Retrier(self.retry_policy)
+        self._first_timeout = self._timeout(self.retry_policy.deadline)
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    # -- the three calls -------------------------------------------------------------------
+
+    async def create_chat(
+        self,
+        *,
+        channel: Channel | str | None = None,
+        variant_id: str | None = None,
+        integration_attributes: Mapping[str, Any] | None = None,
+        asr_lang_code: str | None = None,
+        tts_lang_code: str | None = None,
+    ) -> CreateChatResponse:
+        """Start a conversation; the answer holds its id and the agent's greeting.
+
+        Args:
+            channel: the channel the conversation runs on.
+            variant_id: the project variant to use (settable only here).
+            integration_attributes: data for the agent's integrations.
+            asr_lang_code: the speech-recognition language, such as ``en-US``.
+            tts_lang_code: the speech-synthesis language.
+        """
+        request = CreateChatRequest(
+            channel=_check_channel(channel),
+            variant_id=_check_optional_str(variant_id, "variant_id"),
+            integration_attributes=_check_mapping(integration_attributes, "integration_attributes"),
+            asr_lang_code=_check_optional_str(asr_lang_code, "asr_lang_code"),
+            tts_lang_code=_check_optional_str(tts_lang_code, "tts_lang_code"),
+        )
+        return await self._call(
+            "POST", self._create_url, _encode(request), CreateChatResponse, "create_chat", False
+        )
+
+    async def respond(
+        self,
+        conversation_id: str,
+        message: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        integration_attributes: Mapping[str, Any] | None = None,
+        asr_lang_code: str | None = None,
+        tts_lang_code: str | None = None,
+    ) -> RespondChatResponse:
+        """Send the user's message and return the agent's reply.
+
+        Check ``end_conversation`` (and ``handoff``) on the answer: once the agent has ended
+        the conversation, further messages fail with ConversationEndedError.
+
+        Args:
+            conversation_id: the id create_chat returned.
+            message: the user's message.
+            metadata: data visible to the agent's functions for this turn only.
+            integration_attributes: data for the agent's integrations.
+            asr_lang_code: the speech-recognition language.
+            tts_lang_code: the speech-synthesis language.
+        """
+        request = RespondChatRequest(
+            conversation_id=_check_id(conversation_id),
+            message=_check_optional_str(message, "message"),
+            metadata=_check_mapping(metadata, "metadata"),
+            integration_attributes=_check_mapping(integration_attributes, "integration_attributes"),
+            asr_lang_code=_check_optional_str(asr_lang_code, "asr_lang_code"),
+            tts_lang_code=_check_optional_str(tts_lang_code, "tts_lang_code"),
+        )
+        return await self._call(
+            "POST", self._respond_url, _encode(request), RespondChatResponse, "respond", False
+        )
+
+    async def close_chat(self, conversation_id: str) -> CloseChatResponse:
+        """Close a conversation. Safe to retry: close is idempotent."""
+        request = CloseChatRequest(conversation_id=_check_id(conversation_id))
+        return await self._call(
+            "PUT", self._close_url, _encode(request), CloseChatResponse, "close_chat", True
+        )
+
+    @contextlib.asynccontextmanager
+    async def conversation(
+        self,
+        *,
+        channel: Channel | str | None = None,
+        variant_id: str | None = None,
+        integration_attributes: Mapping[str, Any] | None = None,
+        asr_lang_code: str | None = None,
+        tts_lang_code: str | None = None,
+    ) -> AsyncIterator[Conversation]:
+        """Create a conversation for the block and close it on the way out.
+
+        ``async with client.conversation() as chat: reply = await chat.send("hi")``.
+        A 404 or 410 when closing (the conversation is already gone) is not an error; a
+        failure to close after the block raised is logged, never raised over the block's error.
+        """
+        created = await self.create_chat(
+            channel=channel,
+            variant_id=variant_id,
+            integration_attributes=integration_attributes,
+            asr_lang_code=asr_lang_code,
+            tts_lang_code=tts_lang_code,
+        )
+        chat = Conversation(self, created)
+        try:
+            yield chat
+        except BaseException:
+            await chat.aclose(quiet=True)
+            raise
+        await chat.aclose()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` has been called."""
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Close the client, and its pool if it made it. Calls after this fail. Idempotent."""
+        self._closed = True
+        self._session = None
+        if self._owns_pool:
+            await self.pool.aclose()
+
+    async def __aenter__(self) -> PolyAIClient:
+        if self._closed:
+            raise ClientClosedError("this PolyAIClient is closed; make a new one")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"<PolyAIClient {self.base_url} account_id={self.account_id!r} "
+            f"project_id={self.project_id!r}{' closed' if self._closed else ''}>"
+        )
+
+    @property
+    def retry_budget(self) -> float | None:
+        """Tokens left in this client's retry budget (None when the policy has none)."""
+        return self._retrier.budget_tokens
+
+    # -- the hot path ----------------------------------------------------------------------
+
+    def _timeout(self, seconds_left: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=seconds_left, sock_connect=self.timeouts.connect, sock_read=self.timeouts.read
+        )
+
+    async def _call(
+        self, method: str, url: URL, body: bytes, cls: type[T], what: str, idempotent: bool
+    ) -> T:
+        if self._closed:
+            raise ClientClosedError(f"{what}: this PolyAIClient is closed; make a new one")
+        attempt = functools.partial(self._attempt, method, url, body, cls, what)
+        return await self._retrier.call(attempt, what=what, idempotent=idempotent)
+
+    async def _attempt(
+        self, method: str, url: URL, body: bytes, cls: type[T], what: str, seconds_left: float
+    ) -> T:
+        session = self._session
+        if session is None or session.closed:
+            if self._closed:
+                raise ClientClosedError(f"{what}: the client was closed during the call")
+            session = self._session = self.pool.session(self._origin)
+        timeout = (
+            self._first_timeout
+            if seconds_left >= self.retry_policy.deadline
+            else self._timeout(seconds_left)
+        )
+        try:
+            with map_transport_errors(what):
+                async with session.request(
+                    method, url, data=body, headers=self._headers, timeout=timeout
+                ) as resp:
+                    raw = await self._read(resp, what)
+                    status = resp.status
+                    if status >= 300:
+                        raise status_error(status, resp.reason, resp.headers, raw, what=what)
+        except PolyAIError as error:
+            if self._closed and not isinstance(error, ClientClosedError):
+                raise ClientClosedError(f"{what}: the client was closed during the call") from error
+            raise
+        except RuntimeError as error:  # aiohttp: "Session is closed"
+            if session.closed:
+                raise ClientClosedError(f"{what}: the client was closed during the call") from error
+            raise
+        return self._parse(raw, status, cls, what)
+
+    async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
+        cap = self.max_response_bytes
+        length = resp.content_length
+        if length is not None and length <= cap:
+            return await resp.read()
+        size = 0
+        chunks = []
+        if length is None or length <= cap:
+            async for chunk in resp.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > cap:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        raise ResponseValidationError(
+            f"{what} failed: the answer (HTTP {resp.status}) is larger than "
+            f"max_response_bytes={cap}; not read further",
+            status=resp.status,
+            body=b"".join(chunks),
+        )
+
+    @staticmethod
+    def _parse(raw: bytes, status: int, cls: type[T], what: str) -> T:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            excerpt = raw[:_EXCERPT].decode("utf-8", "replace")
+            raise ResponseValidationError(
+                f"{what}: the answer (HTTP {status}) is not JSON: {excerpt!r}",
+                status=status,
+                body=raw,
+            ) from None
+        try:
+            return _models.structure(data, cls)
+        except (cattrs.BaseValidationError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, cattrs.BaseValidationError):
+                detail = "; ".join(cattrs.transform_error(exc))
+            else:
+                detail = f"expected a JSON object, got {type(data).__name__}"
+            raise ResponseValidationError(
+                f"{what}: the answer (HTTP {status}) does not match the API: {detail}",
+                status=status,
+                body=raw,
+            ) from None

@@ -1,0 +1,99 @@
+"""Conversation: one chat's state, as ``client.conversation()`` hands it out."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from ._errors import ConversationEndedError, NotFoundError, PolyAIError
+from ._models import CreateChatResponse, Handoff, RespondChatResponse
+
+if TYPE_CHECKING:
+    from ._client import PolyAIClient
+
+__all__ = ["Conversation", "Turn"]
+
+logger = logging.getLogger("polyai_async")
+
+
+@attrs.frozen
+class Turn:
+    """One message in a conversation's history."""
+
+    role: Literal["agent", "user"]
+    text: str | None
+
+
+class Conversation:
+    """A live conversation: send messages, see whether the agent ended it or handed it off.
+
+    Made by ``client.conversation()``, which closes it when the block ends.
+
+    Attributes:
+        conversation_id: the API's id for this conversation.
+        greeting: the agent's first message.
+        history: every turn so far, the greeting first.
+        ended: True once the agent ended the conversation (or it was closed).
+        handoff: where the agent handed the user over to, if it did.
+    """
+
+    def __init__(self, client: PolyAIClient, created: CreateChatResponse) -> None:
+        self._client = client
+        self.conversation_id = created.conversation_id
+        self.greeting = created.response
+        self.history: list[Turn] = [Turn("agent", created.response)]
+        self.ended = False
+        self.handoff: Handoff | None = None
+        self._closed = False
+
+    async def send(self, message: str | None, **respond_kwargs: Any) -> RespondChatResponse:
+        """Send the user's message; returns the agent's reply and records both turns.
+
+        Takes the keyword arguments of ``PolyAIClient.respond`` (metadata, ...).
+
+        Raises:
+            ConversationEndedError: the agent has already ended this conversation; nothing is
+                sent.
+        """
+        if self.ended:
+            raise ConversationEndedError(
+                f"conversation {self.conversation_id} has ended"
+                + (f" (handed off to {self.handoff.destination})" if self.handoff else "")
+                + "; start a new one",
+                status=410,
+                error_code="CONVERSATION_ENDED",
+            )
+        reply = await self._client.respond(self.conversation_id, message, **respond_kwargs)
+        self.history.append(Turn("user", message))
+        self.history.append(Turn("agent", reply.response))
+        if reply.end_conversation:
+            self.ended = True
+            self.handoff = reply.handoff
+        return reply
+
+    async def aclose(self, *, quiet: bool = False) -> None:
+        """Close the conversation on the API; already gone (404, 410) counts as closed.
+
+        Args:
+            quiet: log a failure instead of raising it (used when the block already failed).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.ended = True
+        try:
+            await self._client.close_chat(self.conversation_id)
+        except (NotFoundError, ConversationEndedError):
+            pass
+        except PolyAIError:
+            if not quiet:
+                raise
+            logger.warning(
+                "polyai_async: closing conversation %s failed", self.conversation_id, exc_info=True
+            )
+
+    def __repr__(self) -> str:
+        state = "ended" if self.ended else "open"
+        return f"<Conversation {self.conversation_id} {state}, {len(self.history)} turns>"

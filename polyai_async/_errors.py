@@ -1,0 +1,293 @@
+"""Every error the client raises, and the one place transport failures are translated.
+
+The hierarchy::
+
+    PolyAIError
+    ├── ConfigurationError          bad settings or arguments, raised before anything is sent
+    ├── ClientClosedError           the client (or its pool) was closed
+    ├── APIConnectionError          the transport failed: refused, reset, disconnected
+    │   └── APITimeoutError         connect or read timeout, or the call's deadline
+    ├── ResponseValidationError     a 2xx answer that is not the documented JSON
+    └── APIStatusError              the API answered with an error status
+        ├── BadRequestError         400
+        ├── AuthenticationError     401
+        ├── PermissionDeniedError   403
+        ├── NotFoundError           404
+        ├── ConversationEndedError  410 (also raised locally, with no request, by Conversation.send)
+        ├── RateLimitError          429
+        └── InternalServerError     5xx
+
+Every error carries ``attempts``: the number of HTTP attempts the call made (0 when it was refused
+before sending). No error message ever contains the API key or the connector token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+__all__ = [
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConfigurationError",
+    "ConversationEndedError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PolyAIError",
+    "RateLimitError",
+    "ResponseValidationError",
+]
+
+CORRELATION_HEADER = "X-PolyAI-Correlation-Id"
+
+# How much of a raw body an error message quotes: enough to recognise an HTML error page.
+_BODY_EXCERPT = 200
+
+
+class PolyAIError(Exception):
+    """The base of every error raised by polyai_async.
+
+    Attributes:
+        attempts: HTTP attempts made by the call that failed (0 if nothing was sent).
+    """
+
+    attempts: int
+
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        if self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
+
+
+class ConfigurationError(PolyAIError, ValueError):
+    """A setting or argument is missing or invalid; the message says which and how to fix it."""
+
+
+class ClientClosedError(PolyAIError):
+    """The client or its session pool has been closed; make a new client."""
+
+
+class APIConnectionError(PolyAIError):
+    """The request could not be completed at the transport level.
+
+    Attributes:
+        request_sent: False only when the request provably never reached the server (the
+            connection could not be made); True when the server may have processed it.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.request_sent = request_sent
+
+
+class APITimeoutError(APIConnectionError):
+    """A connect or read timeout, or the call's overall deadline, expired."""
+
+
+class ResponseValidationError(PolyAIError):
+    """A successful status came with a body that is not the documented JSON.
+
+    Attributes:
+        status: the HTTP status of the answer.
+        body: the raw body, as received.
+    """
+
+    def __init__(self, message: str, *, status: int, body: bytes, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+        self.body = body
+
+
+class APIStatusError(PolyAIError):
+    """The API answered with an error status.
+
+    Attributes:
+        status: the HTTP status code.
+        error_code: the API's ``error_code`` (for example ``CHAT_TIMEOUT``), if it sent one.
+        error_message: the API's ``error_message``, if it sent one.
+        correlation_id: the ``X-PolyAI-Correlation-Id`` header, or the body's ``error_id``;
+            quote it to PolyAI support.
+        body: the parsed JSON body if it was a JSON object, else the raw bytes.
+        headers: the response headers (they never hold credentials).
+    """
+
+    status_code: ClassVar[int | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        correlation_id: str | None = None,
+        body: Mapping[str, Any] | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+        self.error_code = error_code
+        self.error_message = error_message
+        self.correlation_id = correlation_id
+        self.body = body
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+
+
+class BadRequestError(APIStatusError):
+    """400: the request is invalid, or a chat code such as ``CHAT_TIMEOUT``; not retried."""
+
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key or connector token is missing or wrong."""
+
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the credentials may not use this account or project."""
+
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    """404: the account, project or conversation does not exist."""
+
+    status_code = 404
+
+
+class ConversationEndedError(APIStatusError):
+    """410: the conversation has already ended; start a new one."""
+
+    status_code = 410
+
+
+class RateLimitError(APIStatusError):
+    """429: rate limited; the client retries after ``Retry-After`` within the deadline."""
+
+    status_code = 429
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the API failed; retried with backoff within the deadline."""
+
+
+_STATUS_CLASSES: dict[int, type[APIStatusError]] = {
+    cls.status_code: cls
+    for cls in (
+        BadRequestError,
+        AuthenticationError,
+        PermissionDeniedError,
+        NotFoundError,
+        ConversationEndedError,
+        RateLimitError,
+    )
+    if cls.status_code is not None
+}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def status_error(
+    status: int, reason: str | None, headers: Mapping[str, str], raw: bytes, *, what: str
+) -> APIStatusError:
+    """Build the typed error for an error answer (private helper).
+
+    Both documented body shapes parse; a body that is not a JSON object (an HTML page from a
+    proxy) still yields the class its status calls for.
+    """
+    body: Mapping[str, Any] | bytes = raw
+    error_code = error_message = error_id = None
+    try:
+        parsed = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        body = parsed
+        error_code = _text(parsed.get("error_code"))
+        error_message = _text(parsed.get("error_message")) or _text(parsed.get("error"))
+        error_id = _text(parsed.get("error_id"))
+    correlation_id = headers.get(CORRELATION_HEADER) or error_id
+    if status >= 500:
+        cls: type[APIStatusError] = InternalServerError
+    else:
+        cls = _STATUS_CLASSES.get(status, APIStatusError)
+    detail = error_message
+    if detail is None and raw:
+        detail = raw[:_BODY_EXCERPT].decode("utf-8", "replace").strip() or None
+    parts = [f"{what} failed: HTTP {status}" + (f" {reason}" if reason else "")]
+    if error_code:
+        parts.append(f"[{error_code}]")
+    if detail:
+        parts.append(f"- {detail}")
+    if correlation_id:
+        parts.append(f"(correlation id {correlation_id})")
+    return cls(
+        " ".join(parts),
+        status=status,
+        error_code=error_code,
+        error_message=error_message,
+        correlation_id=correlation_id,
+        body=body,
+        headers=headers,
+    )
+
+
+@contextlib.contextmanager
+def map_transport_errors(what: str) -> Iterator[None]:
+    """Translate aiohttp, asyncio and OS errors raised in the block into ours (private helper).
+
+    The one place such exceptions are caught: everything under it sees only PolyAIError.
+    ``asyncio.CancelledError`` is never caught, so cancellation works as asyncio intends.
+    """
+    try:
+        yield
+    except PolyAIError:
+        raise
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise APITimeoutError(
+            f"{what} failed: timed out connecting to the server", request_sent=False
+        ) from exc
+    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
+        raise APITimeoutError(f"{what} failed: timed out waiting for the answer") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise APIConnectionError(
+            f"{what} failed: the server's TLS certificate was rejected ({exc.certificate_error})",
+            request_sent=False,
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise APIConnectionError(
+            f"{what} failed: could not connect to {exc.host}:{exc.port} ({exc.strerror})",
+            request_sent=False,
+        ) from exc
+    except aiohttp.ServerDisconnectedError as exc:
+        raise APIConnectionError(
+            f"{what} failed: the server closed the connection before answering"
+        ) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise APIConnectionError(
+            f"{what} failed: the connection broke while reading the answer ({exc})"
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise APIConnectionError(
+            f"{what} failed: {type(exc).__name__}: {exc or 'connection error'}"
+        ) from exc

@@ -1,0 +1,141 @@
+"""The requests and answers of the Chat API, and the one converter that reads and writes them.
+
+Requests omit the fields left unset; answers ignore fields they do not know (the API adds
+fields) and are checked strictly: a missing field or a wrong type is an error, never coerced.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_unstructure_fn
+
+__all__ = [
+    "Channel",
+    "CloseChatRequest",
+    "CloseChatResponse",
+    "CreateChatRequest",
+    "CreateChatResponse",
+    "Handoff",
+    "RespondChatRequest",
+    "RespondChatResponse",
+]
+
+T = TypeVar("T")
+
+
+class Channel(str, enum.Enum):
+    """The channel a conversation runs on."""
+
+    WEBCHAT = "webchat"
+    WHATSAPP = "whatsapp"
+    SMS = "sms"
+    API = "api"
+
+
+@attrs.frozen(kw_only=True)
+class CreateChatRequest:
+    """The body of ``POST .../chat/create``; every field is optional."""
+
+    channel: Channel | None = None
+    variant_id: str | None = None
+    integration_attributes: dict[str, Any] | None = None
+    asr_lang_code: str | None = None
+    tts_lang_code: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RespondChatRequest:
+    """The body of ``POST .../chat/respond``."""
+
+    conversation_id: str
+    message: str | None = None
+    metadata: dict[str, Any] | None = None
+    integration_attributes: dict[str, Any] | None = None
+    asr_lang_code: str | None = None
+    tts_lang_code: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CloseChatRequest:
+    """The body of ``PUT .../chat/close``."""
+
+    conversation_id: str
+
+
+@attrs.frozen(kw_only=True)
+class CreateChatResponse:
+    """The answer to create: the new conversation's id and the agent's greeting."""
+
+    conversation_id: str
+    response: str
+
+
+@attrs.frozen(kw_only=True)
+class Handoff:
+    """Where the agent handed the conversation over to (a human queue) and why."""
+
+    destination: str | None = None
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RespondChatResponse:
+    """The agent's reply to one user message.
+
+    When ``end_conversation`` is true the agent is done; if ``handoff`` is set too, route the
+    user to ``handoff.destination``.
+    """
+
+    conversation_id: str
+    response: str
+    end_conversation: bool
+    handoff: Handoff | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CloseChatResponse:
+    """The answer to close."""
+
+    success: bool
+
+
+def _strict(kind: type[Any]) -> Any:
+    """Make a structure hook that accepts exactly ``kind``: cattrs would coerce ``1`` to ``"1"``."""
+
+    def structure(value: Any, _: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(forbid_extra_keys=False)
+    converter.register_structure_hook(str, _strict(str))
+    converter.register_structure_hook(bool, _strict(bool))
+    converter.register_unstructure_hook(Channel, lambda channel: channel.value)
+    for request in (CreateChatRequest, RespondChatRequest, CloseChatRequest):
+        converter.register_unstructure_hook(
+            request, make_dict_unstructure_fn(request, converter, _cattrs_omit_if_default=True)
+        )
+    return converter
+
+
+#: The converter for every model, built once at import.
+converter = _make_converter()
+
+
+def dumps(request: object) -> bytes:
+    """Serialise a request model to JSON bytes, leaving out unset fields (private helper)."""
+    return orjson.dumps(converter.unstructure(request))
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Structure decoded JSON into ``cls``; raises cattrs' errors (private helper)."""
+    return converter.structure(data, cls)

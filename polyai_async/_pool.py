@@ -1,0 +1,136 @@
+"""One aiohttp session, with its own connection pool, per API host."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ._config import PoolLimits
+from ._errors import ClientClosedError, ConfigurationError
+
+__all__ = ["SessionPool"]
+
+logger = logging.getLogger("polyai_async")
+
+
+@attrs.define(eq=False, repr=False)
+class SessionPool:
+    """Pooled HTTP sessions, one per API host (per region), made on first use.
+
+    Every request to a host reuses that host's ``aiohttp.ClientSession`` and its keep-alive
+    connections. Several clients (other projects, other credentials) may share one pool; the
+    credentials travel per request, never in the session. Close it with ``await pool.aclose()``
+    or ``async with``; a client that made its own pool closes it, a client given one does not.
+
+    Args:
+        limits: connection limits applied to each host's pool.
+        trace_configs: aiohttp ``TraceConfig`` objects, to observe every request and connection.
+        connector_options: extra keyword arguments for each ``aiohttp.TCPConnector`` (for
+            example ``ssl=`` with a custom ``SSLContext``, ``local_addr=``, ``family=``).
+    """
+
+    limits: PoolLimits = attrs.field(factory=PoolLimits, kw_only=True)
+    trace_configs: Sequence[aiohttp.TraceConfig] = attrs.field(default=(), kw_only=True)
+    connector_options: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True)
+    _sessions: dict[str, aiohttp.ClientSession] = attrs.field(init=False, factory=dict)
+    _closed: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.limits, PoolLimits):
+            raise ConfigurationError("limits must be a PoolLimits")
+        reserved = {"limit", "limit_per_host", "keepalive_timeout", "ttl_dns_cache"}
+        clash = reserved & set(self.connector_options)
+        if clash:
+            raise ConfigurationError(
+                f"connector_options may not set {', '.join(sorted(clash))}: use PoolLimits"
+            )
+
+    @property
+    def closed(self) -> bool:
+        """True once ``aclose()`` has been called."""
+        return self._closed
+
+    def session(self, origin: URL) -> aiohttp.ClientSession:
+        """Return the session for ``origin`` (scheme, host and port), making it on first use.
+
+        Must be called from a running event loop: aiohttp binds sessions to it.
+        """
+        if self._closed:
+            raise ClientClosedError("the session pool is closed; make a new client or pool")
+        key = str(origin)
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            session = self._sessions[key] = self._make_session()
+        return session
+
+    def _make_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self.limits.max_connections,
+            limit_per_host=self.limits.max_connections,
+            keepalive_timeout=self.limits.keepalive_timeout,
+            ttl_dns_cache=self.limits.dns_ttl,
+            **self.connector_options,
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            trace_configs=list(self.trace_configs) or None,
+            # Timeouts are set per request from Timeouts and the deadline.
+            timeout=aiohttp.ClientTimeout(total=None),
+            # Credentials are per client, so nothing is read from the environment or ~/.netrc.
+            trust_env=False,
+            raise_for_status=False,
+            # Some proxies return a chunked 500 without a body; aiohttp copes with the default.
+            auto_decompress=True,
+        )
+
+    def open_connections(self) -> int:
+        """Count the connections held by every host's pool, busy or idle (for tests and stats)."""
+        total = 0
+        for session in self._sessions.values():
+            connector = session.connector
+            if connector is not None and not connector.closed:
+                # aiohttp exposes no public count; _conns holds the idle, _acquired the busy.
+                idle = sum(len(v) for v in getattr(connector, "_conns", {}).values())
+                total += idle + len(getattr(connector, "_acquired", ()))
+        return total
+
+    async def aclose(self) -> None:
+        """Close every session and release every connection. Idempotent."""
+        self._closed = True
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in reversed(sessions):
+            try:
+                await session.close()
+            except Exception:  # a failed close must not stop the others closing
+                logger.warning("polyai_async: closing a pooled session failed", exc_info=True)
+        if sessions:
+            # Let the transports finish closing so no "unclosed transport" warning follows.
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> SessionPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._sessions)} host(s)"
+        return f"<SessionPool {state} limits={self.limits!r}>"
+
+    def __del__(self) -> None:
+        # Only warn: closing needs the event loop, which may be gone by now.
+        sessions = getattr(self, "_sessions", None)
+        if sessions and any(not s.closed for s in sessions.values()):
+            warnings.warn(
+                f"{self!r} was never closed: use `async with` or `await aclose()`",
+                ResourceWarning,
+                stacklevel=1,
+                source=self,
+            )

@@ -1,0 +1,271 @@
+"""The retry rules, all of them: what is retried, how long to wait, and when to give up.
+
+- Retried: the statuses in ``retry_statuses`` (429, 500, 502, 503, 504) and transport errors.
+  Never retried: other 4xx, answers that fail validation, a closed client.
+- create and respond are not idempotent. With ``retry_ambiguous=False`` they are retried only
+  when the request provably never reached the server (the connection could not be made) or
+  the server said it did not take it (429, 503). close is a PUT and is always retried.
+- Backoff is exponential with full jitter, capped by ``max_backoff``; ``Retry-After``
+  (seconds or an HTTP date) or ``retry-after-ms`` replaces it, up to ``max_retry_after``.
+- ``deadline`` bounds the whole call: no attempt starts and no sleep is taken past it, and each
+  attempt's timeout shrinks to the time left.
+- A retry budget shared by the client (botocore's "standard" mode) stops retry storms: every
+  retry spends tokens, every success refunds one; with the budget spent, failures raise at once.
+
+The success path does not touch tenacity: the first attempt runs directly, and the tenacity
+machinery, built once per client, is entered only after a retryable failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Generic, TypeVar
+
+import attrs
+import tenacity
+
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    ConfigurationError,
+    PolyAIError,
+)
+
+__all__ = ["RetryPolicy"]
+
+T = TypeVar("T")
+logger = logging.getLogger("polyai_async")
+
+# Statuses that mean the server did not take the request, so even a non-idempotent call is safe.
+_NOT_PROCESSED = frozenset({429, 503})
+# Budget costs, as in botocore's standard retry mode.
+_RETRY_COST = 5
+_TIMEOUT_RETRY_COST = 10
+_SUCCESS_REFUND = 1
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigurationError(f"{attribute.name} must be a number >= 0, got {value!r}")
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How a call is retried, and how long it may take in all.
+
+    Args:
+        max_attempts: HTTP attempts per call, the first included; 1 turns retries off.
+        initial_backoff: the first backoff's upper bound, in seconds; it doubles per retry.
+        max_backoff: the cap on any computed backoff, in seconds.
+        deadline: seconds the whole call may take, every attempt and sleep included.
+        retry_statuses: statuses that are retried.
+        retry_ambiguous: retry create and respond even when the server may already have
+            processed the request (which can duplicate a turn). Set False where a duplicated
+            turn is worse than a failed one.
+        max_retry_after: the most a server's ``Retry-After`` may make us wait, in seconds.
+        retry_budget: tokens in the client-wide retry budget (a retry costs 5, a retry after
+            a timeout 10, a success refunds 1); None turns the budget off.
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
+    initial_backoff: float = attrs.field(default=0.5, validator=_positive)
+    max_backoff: float = attrs.field(default=8.0, validator=_positive)
+    deadline: float = attrs.field(default=60.0, validator=_positive)
+    retry_statuses: frozenset[int] = attrs.field(
+        default=frozenset({429, 500, 502, 503, 504}), converter=frozenset
+    )
+    retry_ambiguous: bool = True
+    max_retry_after: float = attrs.field(default=60.0, validator=_positive)
+    retry_budget: int | None = 500
+
+    def __attrs_post_init__(self) -> None:
+        if self.deadline <= 0:
+            raise ConfigurationError("deadline must be more than 0 seconds")
+        if self.retry_budget is not None and self.retry_budget < 0:
+            raise ConfigurationError("retry_budget must be >= 0 or None")
+        bad = [s for s in self.retry_statuses if not 400 <= s <= 599]
+        if bad:
+            raise ConfigurationError(f"retry_statuses must be 4xx or 5xx codes, got {sorted(bad)}")
+
+
+@attrs.define
+class RetryBudget:
+    """A token bucket shared by every call of one client (private helper)."""
+
+    capacity: int
+    tokens: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.tokens = self.capacity
+
+    def spend(self, cost: int) -> bool:
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+    def refund(self) -> None:
+        if self.tokens < self.capacity:
+            self.tokens = min(self.capacity, self.tokens + _SUCCESS_REFUND)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@attrs.define(eq=False)
+class _Call(Generic[T]):
+    """One call's state while it is retried (private helper)."""
+
+    attempt: Callable[[float], Awaitable[T]]
+    what: str
+    idempotent: bool
+    deadline: float
+    first_error: PolyAIError | None
+    attempts: int = 1
+
+    async def next_attempt(self) -> T:
+        # tenacity's attempt 1 replays the failure that sent us here, without a request.
+        if self.first_error is not None:
+            error, self.first_error = self.first_error, None
+            raise error
+        self.attempts += 1
+        return await self.attempt(self.deadline - asyncio.get_running_loop().time())
+
+
+class Retrier:
+    """Runs calls under one RetryPolicy; built once per client (private helper)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self._budget = RetryBudget(policy.retry_budget) if policy.retry_budget is not None else None
+        self._backoff = tenacity.wait_random_exponential(
+            multiplier=policy.initial_backoff, max=policy.max_backoff
+        )
+        # The template is copied per failing call: tenacity keeps per-run state on the object.
+        self._retrying = tenacity.AsyncRetrying(
+            retry=self._should_retry,
+            wait=self._wait,
+            stop=self._stop,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    @property
+    def budget_tokens(self) -> float | None:
+        """Tokens left in the retry budget (None without one)."""
+        return self._budget.tokens if self._budget is not None else None
+
+    async def call(
+        self, attempt: Callable[[float], Awaitable[T]], *, what: str, idempotent: bool
+    ) -> T:
+        """Run ``attempt(seconds_left)`` until it succeeds or the policy gives up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.policy.deadline
+        try:
+            result = await attempt(self.policy.deadline)
+        except PolyAIError as error:
+            if self.policy.max_attempts == 1 or not self._retryable(error, idempotent):
+                error.attempts = 1
+                raise
+            call = _Call(attempt, what, idempotent, deadline, error)
+        else:
+            if self._budget is not None:
+                self._budget.refund()
+            return result
+        try:
+            result = await self._retrying.copy()(call.next_attempt)
+        except PolyAIError as error:
+            error.attempts = call.attempts
+            if isinstance(error, APITimeoutError) and loop.time() >= deadline:
+                error.message += f"; the call's deadline of {self.policy.deadline:g}s passed"
+            raise
+        if self._budget is not None:
+            self._budget.refund()
+        return result
+
+    def _retryable(self, error: BaseException, idempotent: bool) -> bool:
+        if isinstance(error, APIStatusError):
+            if error.status not in self.policy.retry_statuses:
+                return False
+            return idempotent or self.policy.retry_ambiguous or error.status in _NOT_PROCESSED
+        if isinstance(error, APIConnectionError):
+            return idempotent or self.policy.retry_ambiguous or not error.request_sent
+        return False
+
+    # The hooks below get tenacity's state; the call is the function tenacity runs.
+    @staticmethod
+    def _call(state: tenacity.RetryCallState) -> _Call[object]:
+        call = state.fn.__self__  # type: ignore[union-attr]
+        assert isinstance(call, _Call)  # noqa: S101 - tenacity only runs _Call.next_attempt
+        return call
+
+    def _should_retry(self, state: tenacity.RetryCallState) -> bool:
+        error = state.outcome.exception() if state.outcome is not None else None
+        return error is not None and self._retryable(error, self._call(state).idempotent)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, APIStatusError):
+            asked = retry_after(error.headers)
+            if asked is not None:
+                return min(asked, self.policy.max_retry_after)
+        return float(self._backoff(state))
+
+    def _stop(self, state: tenacity.RetryCallState) -> bool:
+        call = self._call(state)
+        error = state.outcome.exception() if state.outcome is not None else None
+        if state.attempt_number >= self.policy.max_attempts:
+            return True
+        # No sleep is taken past the deadline, nor one that leaves no time for an attempt.
+        if asyncio.get_running_loop().time() + state.upcoming_sleep >= call.deadline:
+            return True
+        if self._budget is not None:
+            cost = _TIMEOUT_RETRY_COST if isinstance(error, APITimeoutError) else _RETRY_COST
+            if not self._budget.spend(cost):
+                if isinstance(error, PolyAIError):
+                    error.message += "; not retried: the client's retry budget is spent"
+                return True
+        return False
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        call = self._call(state)
+        error = state.outcome.exception() if state.outcome is not None else None
+        correlation = getattr(error, "correlation_id", None)
+        logger.warning(
+            "polyai_async: %s attempt %d of %d failed (%s); retrying in %.2fs%s",
+            call.what,
+            state.attempt_number,
+            self.policy.max_attempts,
+            error,
+            state.upcoming_sleep,
+            f" (correlation id {correlation})" if correlation else "",
+        )
