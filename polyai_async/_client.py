@@ -90,6 +90,12 @@ def _check_channel(value: object) -> Channel | None:
         raise ConfigurationError(f"unknown channel {value!r}: use one of {valid}") from None
 
 
+def _describe(error: BaseException, _: object) -> str:
+    if isinstance(error, KeyError):
+        return "required field missing"
+    return str(error) or type(error).__name__
+
+
 def _encode(request: object) -> bytes:
     try:
         return _models.dumps(request)
@@ -410,13 +416,17 @@ class PolyAIClient:
                 status=status,
                 body=raw,
             ) from None
+        if type(data) is not dict:
+            raise ResponseValidationError(
+                f"{what}: the answer (HTTP {status}) is not a JSON object but "
+                f"{type(data).__name__}",
+                status=status,
+                body=raw,
+            )
         try:
             return _models.structure(data, cls)
-        except (cattrs.BaseValidationError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, cattrs.BaseValidationError):
-                detail = "; ".join(cattrs.transform_error(exc))
-            else:
-                detail = f"expected a JSON object, got {type(data).__name__}"
+        except cattrs.BaseValidationError as exc:
+            detail = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
             raise ResponseValidationError(
                 f"{what}: the answer (HTTP {status}) does not match the API: {detail}",
                 status=status,

@@ -1,0 +1,112 @@
+"""A raw HTTP/1.1 server on 127.0.0.1 that misbehaves on purpose, for transport-fault tests.
+
+aiohttp.web cannot answer half a body or sit on a request forever on demand; this can. Each
+request takes the next action from a script (then "ok" forever):
+
+- ``"ok"``: a 200 with ``body`` (keep-alive);
+- ``"close"``: close the connection without answering (a dead keep-alive connection);
+- ``"reset"``: abort the connection (RST) without answering;
+- ``"half"``: send the headers and half the body, then close;
+- ``"hang"``: never answer;
+- ``"big"``: a 200 with a body of ``big_size`` bytes;
+- ``"<status>"`` such as ``"503"``: that status with a JSON error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+
+import orjson
+
+OK_BODY = orjson.dumps({"conversation_id": "CONV-1", "response": "hi", "end_conversation": False})
+
+
+class RawServer:
+    """A scripted HTTP/1.1 server; counts connections and requests."""
+
+    def __init__(self, script: Iterable[str] = (), *, body: bytes = OK_BODY) -> None:
+        self.script = list(script)
+        self.body = body
+        self.big_size = 8 * 1024 * 1024
+        self.connections = 0
+        self.open_connections = 0
+        self.max_open_connections = 0
+        self.requests = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        self.open_connections += 1
+        self.max_open_connections = max(self.max_open_connections, self.open_connections)
+        try:
+            while await self._serve_one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.open_connections -= 1
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await reader.readexactly(length)
+        self.requests += 1
+        action = self.script.pop(0) if self.script else "ok"
+        if action == "close":
+            return False
+        if action == "reset":
+            writer.transport.abort()
+            return False
+        if action == "hang":
+            await asyncio.sleep(3600)
+        body = self.body
+        status = "200 OK"
+        if action == "big":
+            body = b" " * self.big_size
+        elif action.isdigit():
+            status = f"{action} Error"
+            body = orjson.dumps({"error_message": f"scripted {action}"})
+        header = (
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        if action == "half":
+            writer.write(header + body[: len(body) // 2])
+            await writer.drain()
+            return False
+        writer.write(header + body)
+        await writer.drain()
+        return True

@@ -1,0 +1,191 @@
+"""Construction: settings, environment fallbacks, regions, and what is refused before sending."""
+
+from __future__ import annotations
+
+import pytest
+
+from polyai_async import (
+    REGIONS,
+    ConfigurationError,
+    PolyAIClient,
+    PoolLimits,
+    RetryPolicy,
+    SessionPool,
+    Timeouts,
+)
+
+CREDS = {
+    "api_key": "key-123",
+    "token": "tok-456",
+    "account_id": "ACCOUNT-1",
+    "project_id": "PROJ-1",
+}
+
+
+@pytest.mark.parametrize(
+    ("argument", "variable"),
+    [
+        ("api_key", "POLYAI_API_KEY"),
+        ("token", "POLYAI_TOKEN"),
+        ("account_id", "POLYAI_ACCOUNT_ID"),
+        ("project_id", "POLYAI_PROJECT_ID"),
+    ],
+)
+def test_missing_setting_names_argument_and_variable(argument: str, variable: str) -> None:
+    """A missing setting raises ConfigurationError naming both the argument and its variable."""
+    kwargs = {k: v for k, v in CREDS.items() if k != argument}
+    with pytest.raises(ConfigurationError, match=f"{argument}.*{variable}"):
+        PolyAIClient(**kwargs)
+
+
+def test_settings_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each setting is read from its POLYAI_* variable when the argument is not given."""
+    monkeypatch.setenv("POLYAI_API_KEY", "env-key")
+    monkeypatch.setenv("POLYAI_TOKEN", "env-token")
+    monkeypatch.setenv("POLYAI_ACCOUNT_ID", "ACCOUNT-env")
+    monkeypatch.setenv("POLYAI_PROJECT_ID", "PROJECT-env")
+    monkeypatch.setenv("POLYAI_REGION", "euw-1")
+    client = PolyAIClient()
+    assert client.account_id == "ACCOUNT-env"
+    assert client.project_id == "PROJECT-env"
+    assert str(client.base_url) == "https://api.euw-1.platform.polyai.app"
+    assert client._headers["X-API-KEY"] == "env-key"
+    assert client._headers["X-TOKEN"] == "env-token"
+
+
+def test_base_url_falls_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """POLYAI_BASE_URL overrides the region's host."""
+    monkeypatch.setenv("POLYAI_BASE_URL", "http://127.0.0.1:9999")
+    client = PolyAIClient(**CREDS)
+    assert str(client._respond_url) == "http://127.0.0.1:9999/v1/ACCOUNT-1/PROJ-1/chat/respond"
+
+
+def test_argument_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit argument is used even when the variable is set."""
+    monkeypatch.setenv("POLYAI_ACCOUNT_ID", "ACCOUNT-env")
+    assert PolyAIClient(**CREDS).account_id == "ACCOUNT-1"
+
+
+@pytest.mark.parametrize("region", sorted(REGIONS))
+def test_regions_map_to_their_hosts(region: str) -> None:
+    """Each documented region maps to https://api.{region}.platform.polyai.app."""
+    client = PolyAIClient(**CREDS, region=region)
+    assert str(client._create_url) == (
+        f"https://api.{region}.platform.polyai.app/v1/ACCOUNT-1/PROJ-1/chat/create"
+    )
+
+
+def test_default_region_is_us_1() -> None:
+    """With no region anywhere, us-1 is used."""
+    assert PolyAIClient(**CREDS).base_url.host == "api.us-1.platform.polyai.app"
+
+
+def test_unknown_region_lists_valid_ones() -> None:
+    """An unknown region is refused with the list of valid regions."""
+    with pytest.raises(ConfigurationError, match="us-1, uk-1, euw-1"):
+        PolyAIClient(**CREDS, region="mars-1")
+
+
+def test_base_url_with_prefix_keeps_it() -> None:
+    """A base_url with a path (a proxy) keeps that path before the API path."""
+    client = PolyAIClient(**CREDS, base_url="https://proxy.example/polyai")
+    assert str(client._close_url) == "https://proxy.example/polyai/v1/ACCOUNT-1/PROJ-1/chat/close"
+
+
+@pytest.mark.parametrize("url", ["http://api.example.com", "http://10.0.0.5:8080"])
+def test_plain_http_to_remote_host_is_refused(url: str) -> None:
+    """Plain http to a non-loopback host is refused: it would send the key in clear."""
+    with pytest.raises(ConfigurationError, match="allow_insecure_http"):
+        PolyAIClient(**CREDS, base_url=url)
+
+
+def test_plain_http_allowed_when_opted_in() -> None:
+    """allow_insecure_http=True lets a plain http base_url through."""
+    client = PolyAIClient(**CREDS, base_url="http://api.example.com", allow_insecure_http=True)
+    assert client.base_url.scheme == "http"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:1", "http://[::1]:8"])
+def test_plain_http_to_loopback_is_allowed(url: str) -> None:
+    """A fake server on loopback needs no opt-in."""
+    assert PolyAIClient(**CREDS, base_url=url).base_url.scheme == "http"
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "not a url", "https://h/?q=1", "/relative"])
+def test_bad_base_url_is_refused(url: str) -> None:
+    """A base_url that is not an absolute http(s) origin is refused."""
+    with pytest.raises(ConfigurationError, match="base_url"):
+        PolyAIClient(**CREDS, base_url=url)
+
+
+@pytest.mark.parametrize("value", ["a/b", "..", ".", "x?y", "x#y", "a\r\nb", "", "a b", "%2F"])
+@pytest.mark.parametrize("argument", ["account_id", "project_id", "version"])
+def test_path_segments_cannot_change_the_target(argument: str, value: str) -> None:
+    """An id with /, .., ?, #, CR/LF or % is refused before any request."""
+    kwargs: dict[str, str] = {**CREDS, argument: value}
+    with pytest.raises(ConfigurationError, match=argument):
+        PolyAIClient(**kwargs)
+
+
+@pytest.mark.parametrize("argument", ["api_key", "token"])
+@pytest.mark.parametrize("value", ["abc\r\nX-Evil: 1", "abc\n", "   "])
+def test_header_values_with_line_breaks_are_refused(argument: str, value: str) -> None:
+    """A credential with CR/LF (header injection) or only spaces is refused at construction."""
+    with pytest.raises(ConfigurationError, match=argument) as info:
+        PolyAIClient(**{**CREDS, argument: value})
+    assert value.strip() == "" or value not in str(info.value)
+
+
+def test_repr_never_shows_secrets() -> None:
+    """Neither the API key nor the token appears in the client's repr."""
+    client = PolyAIClient(**CREDS)
+    text = repr(client)
+    assert "key-123" not in text
+    assert "tok-456" not in text
+    assert "ACCOUNT-1" in text
+
+
+def test_timeout_accepts_a_number() -> None:
+    """timeout=2.5 bounds both connecting and reading."""
+    client = PolyAIClient(**CREDS, timeout=2.5)
+    assert client.timeouts == Timeouts(connect=2.5, read=2.5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True])
+def test_bad_timeouts_are_refused(bad: object) -> None:
+    """A non-positive or non-numeric timeout is refused."""
+    with pytest.raises(ConfigurationError, match="timeout|seconds"):
+        PolyAIClient(**CREDS, timeout=bad)  # type: ignore[arg-type]
+
+
+def test_configuration_is_frozen_and_evolvable() -> None:
+    """Configuration objects are frozen; attrs.evolve makes a changed copy."""
+    import attrs
+
+    policy = RetryPolicy()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        policy.max_attempts = 5  # type: ignore[misc]
+    assert attrs.evolve(policy, max_attempts=1).max_attempts == 1
+    assert attrs.evolve(PoolLimits(), max_connections=7).max_connections == 7
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_attempts": 0}, {"deadline": 0}, {"initial_backoff": -1}, {"retry_statuses": {200}}],
+)
+def test_bad_retry_policy_is_refused(kwargs: dict[str, object]) -> None:
+    """A RetryPolicy that cannot work is refused with a ConfigurationError."""
+    with pytest.raises(ConfigurationError):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_pool_and_limits_are_exclusive() -> None:
+    """A shared pool keeps its own limits, so passing both is an error."""
+    with pytest.raises(ConfigurationError, match="limits or pool"):
+        PolyAIClient(**CREDS, pool=SessionPool(), limits=PoolLimits())
+
+
+def test_connector_options_cannot_override_limits() -> None:
+    """Connector options may not silently replace the PoolLimits."""
+    with pytest.raises(ConfigurationError, match="limit"):
+        SessionPool(connector_options={"limit": 5})
