@@ -154,7 +154,7 @@ def test_timeout_accepts_a_number() -> None:
 @pytest.mark.parametrize("bad", [0, -1, "5", True])
 def test_bad_timeouts_are_refused(bad: object) -> None:
     """A non-positive or non-numeric timeout is refused."""
-    with pytest.raises(ConfigurationError, match="timeout|seconds"):
+    with pytest.raises(ConfigurationError, match=r"timeout|seconds"):
         PolyAIClient(**CREDS, timeout=bad)  # type: ignore[arg-type]
 
 
