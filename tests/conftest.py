@@ -24,7 +24,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-CREDS = {
+CREDS: dict[str, Any] = {
     "api_key": "key-123",
     "token": "tok-456",
     "account_id": "ACCOUNT-1",

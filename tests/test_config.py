@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from polyai_async import (
@@ -14,12 +16,7 @@ from polyai_async import (
     Timeouts,
 )
 
-CREDS = {
-    "api_key": "key-123",
-    "token": "tok-456",
-    "account_id": "ACCOUNT-1",
-    "project_id": "PROJ-1",
-}
+from .conftest import CREDS
 
 
 @pytest.mark.parametrize(
@@ -122,7 +119,7 @@ def test_bad_base_url_is_refused(url: str) -> None:
 @pytest.mark.parametrize("argument", ["account_id", "project_id", "version"])
 def test_path_segments_cannot_change_the_target(argument: str, value: str) -> None:
     """An id with /, .., ?, #, CR/LF or % is refused before any request."""
-    kwargs: dict[str, str] = {**CREDS, argument: value}
+    kwargs: dict[str, Any] = {**CREDS, argument: value}
     with pytest.raises(ConfigurationError, match=argument):
         PolyAIClient(**kwargs)
 

@@ -197,7 +197,7 @@ async def test_ambiguous_failures_not_retried_when_off(
     mocked: aioresponses, failure: dict[str, object]
 ) -> None:
     """With retry_ambiguous=False, a 500 or a disconnect after sending ends respond at once."""
-    mocked.post(f"{BASE}/respond", **failure)  # type: ignore[arg-type]
+    mocked.post(f"{BASE}/respond", **failure)
     mocked.post(f"{BASE}/respond", payload=OK)
     policy = RetryPolicy(retry_ambiguous=False, initial_backoff=0, max_backoff=0)
     async with PolyAIClient(**CREDS, retry=policy) as client:

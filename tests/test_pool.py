@@ -1,0 +1,172 @@
+"""Pooled sessions against a real local server: reuse, limits, faults and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+
+import aiohttp
+import pytest
+
+from polyai_async import (
+    APIConnectionError,
+    ClientClosedError,
+    PolyAIClient,
+    PoolLimits,
+    RetryPolicy,
+    SessionPool,
+)
+
+from .conftest import CREDS
+from .servers import RawServer
+
+FAST = RetryPolicy(initial_backoff=0, max_backoff=0)
+
+
+async def test_concurrent_calls_reuse_a_bounded_number_of_connections() -> None:
+    """500 concurrent calls over one client open at most max_connections TCP connections."""
+    async with RawServer() as server:
+        limits = PoolLimits(max_connections=8)
+        async with PolyAIClient(**CREDS, base_url=server.url, limits=limits) as client:
+            await asyncio.gather(*(client.respond("C", f"m{i}") for i in range(500)))
+            await asyncio.gather(*(client.respond("C", f"n{i}") for i in range(100)))
+    assert server.requests == 600
+    assert server.max_open_connections <= 8
+    assert server.connections <= 8
+
+
+async def test_sequential_calls_use_one_connection() -> None:
+    """Calls one after another reuse the same keep-alive connection."""
+    async with RawServer() as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            for i in range(20):
+                await client.respond("C", f"m{i}")
+    assert server.connections == 1
+
+
+async def test_clients_share_a_pool_and_its_connections() -> None:
+    """Two clients (other credentials) on one pool share its session and connections."""
+    async with RawServer() as server, SessionPool() as pool:
+        first = PolyAIClient(**CREDS, base_url=server.url, pool=pool)
+        second = PolyAIClient(**{**CREDS, "api_key": "other"}, base_url=server.url, pool=pool)
+        await first.respond("C", "a")
+        await second.respond("C", "b")
+        await first.aclose()
+        assert not pool.closed  # a client given a pool does not close it
+        await second.respond("C", "c")
+        await second.aclose()
+    assert server.connections == 1
+    assert pool.closed
+
+
+async def test_client_closes_the_pool_it_made() -> None:
+    """A client that made its own pool closes it, releasing every connection."""
+    async with RawServer() as server:
+        client = PolyAIClient(**CREDS, base_url=server.url)
+        await client.respond("C", "a")
+        assert client.pool.open_connections() == 1
+        await client.aclose()
+        assert client.pool.closed
+        assert client.pool.open_connections() == 0
+        await asyncio.sleep(0.05)
+        assert server.open_connections == 0
+
+
+async def test_one_session_per_host() -> None:
+    """Each host (region) gets its own session; the same host reuses one."""
+    async with RawServer() as a, RawServer() as b, SessionPool() as pool:
+        for url in (a.url, b.url, a.url):
+            async with PolyAIClient(**CREDS, base_url=url, pool=pool) as client:
+                await client.respond("C", "x")
+        assert len(pool._sessions) == 2
+
+
+@pytest.mark.parametrize("fault", ["reset", "close", "half"])
+async def test_transport_faults_are_retried(fault: str) -> None:
+    """A reset, a dead keep-alive connection and a body cut half-way are retried."""
+    async with RawServer(["ok", fault]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=FAST) as client:
+            await client.respond("C", "first")  # leaves a pooled keep-alive connection
+            assert (await client.respond("C", "second")).response == "hi"
+    assert server.requests == 3
+
+
+@pytest.mark.parametrize("fault", ["reset", "close", "half"])
+async def test_transport_faults_surface_typed(fault: str) -> None:
+    """With retries off, a transport fault raises APIConnectionError, never an aiohttp error."""
+    async with RawServer([fault]) as server:
+        async with PolyAIClient(
+            **CREDS, base_url=server.url, retry=RetryPolicy(max_attempts=1)
+        ) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.respond("C", "x")
+    assert info.value.request_sent is True
+    assert isinstance(info.value.__cause__, aiohttp.ClientError | OSError)
+
+
+async def test_oversized_answer_is_cut_and_reported() -> None:
+    """An answer larger than max_response_bytes is not read whole and says why."""
+    async with RawServer(["big"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, max_response_bytes=1000) as client:
+            with pytest.raises(Exception, match="max_response_bytes=1000") as info:
+                await client.respond("C", "x")
+    assert len(getattr(info.value, "body", b"")) <= 1000
+
+
+async def test_call_on_closed_client_is_refused() -> None:
+    """After aclose(), every call raises ClientClosedError without sending."""
+    async with RawServer() as server:
+        client = PolyAIClient(**CREDS, base_url=server.url)
+        await client.aclose()
+        with pytest.raises(ClientClosedError, match="closed"):
+            await client.respond("C", "x")
+        with pytest.raises(ClientClosedError):
+            async with client:
+                pass
+    assert server.requests == 0
+
+
+async def test_closing_during_calls_fails_them_cleanly() -> None:
+    """Closing the client while calls hang fails them with ClientClosedError, none left pending."""
+    async with RawServer(["hang"] * 5) as server:
+        client = PolyAIClient(**CREDS, base_url=server.url)
+        tasks = [asyncio.create_task(client.respond("C", "x")) for _ in range(5)]
+        while server.requests < 5:
+            await asyncio.sleep(0.01)
+        await client.aclose()
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=5)
+    assert all(isinstance(r, ClientClosedError) for r in results), results
+
+
+async def test_unclosed_pool_warns_on_garbage_collection() -> None:
+    """An unclosed pool warns with ResourceWarning when collected, doing no async work."""
+    async with RawServer() as server:
+        client = PolyAIClient(**CREDS, base_url=server.url)
+        await client.respond("C", "x")
+        session = client.pool._sessions[str(client._origin)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del client
+            gc.collect()
+        await session.close()  # tidy up what the test leaked on purpose
+    assert any(
+        issubclass(w.category, ResourceWarning) and "SessionPool" in str(w.message) for w in caught
+    )
+
+
+async def test_cancelled_calls_return_their_connections() -> None:
+    """Cancelling calls in flight returns every connection; a later call works."""
+    async with RawServer(["hang"] * 50) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            tasks = [asyncio.create_task(client.respond("C", "x")) for _ in range(50)]
+            while server.requests < 50:
+                await asyncio.sleep(0.01)
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            # Cancelled mid-answer, those connections are closed rather than reused.
+            assert client.pool.open_connections() == 0
+            assert (await client.respond("C", "after")).response == "hi"
+            assert client.pool.open_connections() == 1
