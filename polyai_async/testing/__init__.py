@@ -1,0 +1,34 @@
+"""polyai_async.testing: a fake PolyAI Chat API server, its agents and faults, a pytest plugin.
+
+``async with FakePolyAI() as fake:`` runs a real HTTP server on 127.0.0.1; ``fake.client()``
+makes a PolyAIClient wired to it. With the package installed, pytest gets the ``polyai_fake``
+and ``polyai_client`` fixtures (see ``polyai_async.testing._plugin``).
+"""
+
+from ._agents import (
+    DEFAULT_GREETING,
+    Agent,
+    AgentReply,
+    AgentResult,
+    ConversationState,
+    DemoAgent,
+    EchoAgent,
+    ScriptedAgent,
+)
+from ._faults import Faults
+from ._server import FakePolyAI, Stats, run_server
+
+__all__ = [
+    "DEFAULT_GREETING",
+    "Agent",
+    "AgentReply",
+    "AgentResult",
+    "ConversationState",
+    "DemoAgent",
+    "EchoAgent",
+    "FakePolyAI",
+    "Faults",
+    "ScriptedAgent",
+    "Stats",
+    "run_server",
+]

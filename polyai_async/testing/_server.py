@@ -1,0 +1,575 @@
+"""FakePolyAI: a real HTTP server that speaks the Chat API, for tests and load benchmarks.
+
+It is an aiohttp low-level ``web.Server`` (no router, no middleware, no access log: the three
+paths are matched with one dict lookup) behind a ``ServerRunner`` and a ``TCPSite``; the
+server's ``connection_made``/``connection_lost`` hooks count TCP connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import inspect
+import logging
+import random
+import signal
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import orjson
+from aiohttp import web
+
+from .._client import PolyAIClient
+from .._errors import CORRELATION_HEADER
+from .._models import Channel
+from ._agents import DEFAULT_GREETING, Agent, AgentReply, ConversationState, DemoAgent
+from ._faults import ENDPOINTS, Fault, FaultPlan, Faults
+
+__all__ = ["FakePolyAI", "Stats", "run_server"]
+
+logger = logging.getLogger("polyai_async.testing")
+
+_JSON = "application/json"
+_CHANNELS = ", ".join(c.value for c in Channel)
+_CHANNEL_VALUES = frozenset(c.value for c in Channel)
+_METHODS = {"create": "POST", "respond": "POST", "close": "PUT"}
+_CLOSED = orjson.dumps({"success": True})
+# A 200 cut off mid-object, as a broken proxy or a truncated write would leave it.
+_MALFORMED = b'{"conversation_id": "CONV-'
+# Thousands of clients connect at once in load benchmarks; the default backlog (128) drops SYNs.
+_BACKLOG = 4096
+
+# The documented request fields, with the JSON type each must have; others are ignored.
+_STRING = (str, "a string")
+_OBJECT = (dict, "an object")
+_FIELDS: dict[str, dict[str, tuple[type, str]]] = {
+    "create": {
+        "integration_attributes": _OBJECT,
+        "variant_id": _STRING,
+        "channel": _STRING,
+        "asr_lang_code": _STRING,
+        "tts_lang_code": _STRING,
+    },
+    "respond": {
+        "conversation_id": _STRING,
+        "message": _STRING,
+        "metadata": _OBJECT,
+        "integration_attributes": _OBJECT,
+        "asr_lang_code": _STRING,
+        "tts_lang_code": _STRING,
+    },
+    "close": {"conversation_id": _STRING},
+}
+_JSON_TYPES = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+    list: "an array",
+    dict: "an object",
+}
+# The ``error`` field: the API's names where documented, else the status's phrase.
+_ERROR_NAMES = {410: "ChatConversationEnded"}
+
+
+def _error_name(status: int) -> str:
+    name = _ERROR_NAMES.get(status)
+    if name is None:
+        try:
+            name = http.HTTPStatus(status).phrase.replace(" ", "")
+        except ValueError:
+            name = "Error"
+    return name
+
+
+def _error_code(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).name
+    except ValueError:
+        return "ERROR"
+
+
+class _Reject(Exception):
+    """An error answer, raised anywhere in a request's handling (private helper)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _invalid(message: str) -> _Reject:
+    return _Reject(400, "INVALID_REQUEST", message)
+
+
+@attrs.define
+class Stats:
+    """What the fake server saw; every counter starts at zero.
+
+    Attributes:
+        requests: requests per endpoint (``create``, ``respond``, ``close``), counted once
+            the path names the endpoint, whatever the outcome; ``unknown`` for other paths.
+        attempts: respond and close requests per conversation id they named, faulted
+            ones included: more than the turns sent means the client retried.
+        faults: faults injected, by name (``500``, ``429``, ``reset``, ``malformed``...,
+            and ``latency`` for each delayed request).
+        lost_answers: requests per endpoint that were processed but whose answer the client
+            never got (a fault after processing, or the client hung up): ambiguous failures.
+        connections_accepted: TCP connections accepted.
+        open_connections: TCP connections open now.
+        max_open_connections: the most TCP connections open at once.
+    """
+
+    requests: Counter[str] = attrs.Factory(Counter)
+    attempts: Counter[str] = attrs.Factory(Counter)
+    faults: Counter[str] = attrs.Factory(Counter)
+    lost_answers: Counter[str] = attrs.Factory(Counter)
+    connections_accepted: int = 0
+    open_connections: int = 0
+    max_open_connections: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the counters as plain JSON-ready data (the CLI prints it on exit)."""
+        return attrs.asdict(self)
+
+
+class _CountingServer(web.Server):
+    """aiohttp's low-level server, counting TCP connections into a Stats (private helper).
+
+    ``web.Server`` is told of every connection by its protocol (``RequestHandler``) exactly
+    once when it opens and once when it closes, so these two hooks see every TCP connection.
+    """
+
+    def __init__(self, handler: Any, stats: Stats, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.stats = stats
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        stats = self.stats
+        stats.connections_accepted += 1
+        stats.open_connections += 1
+        stats.max_open_connections = max(stats.max_open_connections, stats.open_connections)
+
+    def connection_lost(
+        self, handler: web.RequestHandler, exc: BaseException | None = None
+    ) -> None:
+        super().connection_lost(handler, exc)
+        self.stats.open_connections -= 1
+
+
+class FakePolyAI:
+    """A real HTTP server on 127.0.0.1 that speaks the PolyAI Chat API, with faults on demand.
+
+    ``async with FakePolyAI() as fake:`` starts it on a free port; ``fake.client()`` makes a
+    PolyAIClient wired to it. It checks paths, credentials and bodies as the API documents,
+    keeps each conversation's state, lets an agent answer, injects faults, and counts
+    everything in ``fake.stats``.
+
+    Args:
+        host: the address to listen on.
+        port: the port; 0 picks a free one (read it from ``fake.url`` or ``fake.port``).
+        api_key: the ``X-API-KEY`` it accepts.
+        token: the ``X-TOKEN`` it accepts.
+        account_id: the account in the path it accepts.
+        project_id: the project in the path it accepts.
+        version: the API version in the path it accepts.
+        agent: answers each message: a callable ``(message, state) -> AgentReply | str``,
+            plain or async; its ``greeting`` attribute, if any, answers create.
+            Default: DemoAgent.
+        faults: the faults to inject (changeable later through ``fake.faults``).
+        seed: seeds the random sources behind faults, latency and ids: with the same seed the
+            n-th request the faults apply to gets the same fault.
+        legacy_errors: answer errors in the older shape ``{"error_message": ...}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str = "test-api-key",
+        token: str = "test-token",  # noqa: S107 - the fake's own credential
+        account_id: str = "ACCOUNT-test",
+        project_id: str = "PROJECT-test",
+        version: str = "v1",
+        agent: Agent | None = None,
+        faults: Faults | None = None,
+        seed: int | None = None,
+        legacy_errors: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+        self.token = token
+        self.account_id = account_id
+        self.project_id = project_id
+        self.version = version
+        self.agent: Agent = agent if agent is not None else DemoAgent()
+        self.legacy_errors = legacy_errors
+        self.stats = Stats()
+        #: Every conversation created, by id.
+        self.conversations: dict[str, ConversationState] = {}
+        # Faults draw from one source and ids from another, so the n-th request's fault
+        # depends only on the seed, not on how many ids were made before it.
+        self._rng = random.Random(seed)  # noqa: S311 - repeatable test faults, not secrets
+        self._ids = random.Random(seed)  # noqa: S311 - ids need only be unique per server
+        self._plan = FaultPlan(faults or Faults(), self._rng)
+        prefix = f"/{version}/{account_id}/{project_id}/chat/"
+        self._routes = {prefix + endpoint: endpoint for endpoint in ENDPOINTS}
+        self._runner: web.ServerRunner | None = None
+        self._url: str | None = None
+
+    # -- configuration and counters --------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        """The faults injected now; assign a new Faults to change them (its script restarts)."""
+        return self._plan.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._plan = FaultPlan(faults, self._rng)
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests per endpoint: ``fake.requests["respond"]`` (the same as ``stats.requests``)."""
+        return self.stats.requests
+
+    @property
+    def turns(self) -> dict[str, list[str | None]]:
+        """The user messages recorded per conversation id; a duplicated turn shows twice."""
+        return {cid: state.turns for cid, state in self.conversations.items()}
+
+    def duplicated_turns(self) -> dict[str, int]:
+        """Count, per conversation, turns recorded twice because an answer was lost and retried.
+
+        A turn counts when it repeats the turn before it and that turn's answer never reached
+        the client: what a retry after an ambiguous failure does. Conversations with none are
+        left out, so ``{}`` means no duplicates.
+        """
+        counts = {cid: state.duplicated_turns() for cid, state in self.conversations.items()}
+        return {cid: n for cid, n in counts.items() if n}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server's origin, such as ``http://127.0.0.1:54321``; set once started."""
+        if self._url is None:
+            raise RuntimeError("the FakePolyAI is not running: use `async with` or start()")
+        return self._url
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``aclose()``."""
+        return self._runner is not None
+
+    async def start(self) -> None:
+        """Start listening; ``port`` and ``url`` then hold the real port."""
+        if self._runner is not None:
+            raise RuntimeError("this FakePolyAI is already running")
+        server = _CountingServer(self._handle, self.stats, access_log=None)
+        # A short shutdown grace: a test's server must not hold its teardown for a minute.
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, backlog=_BACKLOG)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self._url = f"http://{host}:{self.port}"
+
+    async def aclose(self) -> None:
+        """Stop the server and close its connections. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakePolyAI:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def client(self, **overrides: Any) -> PolyAIClient:
+        """Make a PolyAIClient for this server; keyword arguments override or add settings.
+
+        The caller closes it: ``async with fake.client(retry=RetryPolicy(...)) as client:``.
+        """
+        options: dict[str, Any] = {
+            "base_url": self.url,
+            "api_key": self.api_key,
+            "token": self.token,
+            "account_id": self.account_id,
+            "project_id": self.project_id,
+            "version": self.version,
+        }
+        options.update(overrides)
+        return PolyAIClient(**options)
+
+    def __repr__(self) -> str:
+        where = self._url if self._runner is not None else "stopped"
+        return f"<FakePolyAI {where} conversations={len(self.conversations)}>"
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            endpoint = self._route(request)
+            body = self._parse(await request.read(), endpoint)
+            conversation_id = body.get("conversation_id")
+            if conversation_id is not None:
+                self.stats.attempts[conversation_id] += 1
+            plan = self._plan
+            fault = None
+            if endpoint in plan.endpoints:
+                if plan.delays:
+                    self.stats.faults["latency"] += 1
+                    await asyncio.sleep(plan.delay())
+                fault = plan.draw()
+            if fault is not None:
+                self.stats.faults[fault.name] += 1
+                if fault.after:
+                    # Processed, whatever came of it; then the answer is lost to the fault.
+                    with contextlib.suppress(_Reject):
+                        _, turn = await self._process(endpoint, body)
+                        self._lose(endpoint, body, turn)
+                return self._inject(request, fault, plan)
+            answer, turn = await self._process(endpoint, body)
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                self._lose(endpoint, body, turn)  # the client gave up waiting
+            return self._answer(200, answer)
+        except _Reject as reject:
+            return self._error(reject.status, reject.code, reject.message)
+
+    def _route(self, request: web.BaseRequest) -> str:
+        path = request.path
+        endpoint = self._routes.get(path)
+        if endpoint is None:
+            self.stats.requests["unknown"] += 1
+            parts = path.split("/")
+            if len(parts) == 6 and parts[4] == "chat" and parts[5] in ENDPOINTS:
+                self._authenticate(request)
+                for name, got, expected in (
+                    ("API version", parts[1], self.version),
+                    ("account", parts[2], self.account_id),
+                    ("project", parts[3], self.project_id),
+                ):
+                    if got != expected:
+                        raise _Reject(404, "NOT_FOUND", f"unknown {name} {got!r}")
+            raise _Reject(404, "NOT_FOUND", f"no such endpoint: {request.method} {path}")
+        self.stats.requests[endpoint] += 1
+        if request.method != _METHODS[endpoint]:
+            raise _Reject(
+                405,
+                "METHOD_NOT_ALLOWED",
+                f"{endpoint} takes {_METHODS[endpoint]}, not {request.method}",
+            )
+        self._authenticate(request)
+        return endpoint
+
+    def _authenticate(self, request: web.BaseRequest) -> None:
+        headers = request.headers
+        for header, expected in (("X-API-KEY", self.api_key), ("X-TOKEN", self.token)):
+            value = headers.get(header)
+            if value is None:
+                raise _Reject(401, "UNAUTHORIZED", f"the {header} header is missing")
+            if value != expected:
+                raise _Reject(401, "UNAUTHORIZED", f"the {header} header is not valid")
+
+    @staticmethod
+    def _parse(raw: bytes, endpoint: str) -> dict[str, Any]:
+        required = endpoint != "create"
+        if not raw.strip():
+            if required:
+                raise _invalid("the request body is required: a JSON object with conversation_id")
+            return {}
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise _invalid(f"the request body is not valid JSON: {exc}") from None
+        if type(body) is not dict:
+            raise _invalid(f"the request body must be a JSON object, not {_json_type(body)}")
+        fields = _FIELDS[endpoint]
+        for key, value in body.items():
+            spec = fields.get(key)
+            if spec is not None and type(value) is not spec[0]:
+                raise _invalid(f"{key} must be {spec[1]}, not {_json_type(value)}")
+        if required and "conversation_id" not in body:
+            raise _invalid("conversation_id is required")
+        channel = body.get("channel")
+        if channel is not None and channel not in _CHANNEL_VALUES:
+            raise _invalid(f"channel must be one of {_CHANNELS}, not {channel!r}")
+        return body
+
+    async def _process(self, endpoint: str, body: dict[str, Any]) -> tuple[bytes, int | None]:
+        """Run an endpoint on a valid body; return the answer and, for respond, the turn index."""
+        if endpoint == "respond":
+            return await self._respond(body)
+        if endpoint == "create":
+            return self._create(body), None
+        self._conversation(body["conversation_id"]).closed = True
+        return _CLOSED, None
+
+    def _create(self, body: dict[str, Any]) -> bytes:
+        conversation_id = f"CONV-{self._ids.getrandbits(64):016x}"
+        greeting = getattr(self.agent, "greeting", DEFAULT_GREETING)
+        self.conversations[conversation_id] = ConversationState(
+            conversation_id,
+            channel=body.get("channel"),
+            variant_id=body.get("variant_id"),
+            asr_lang_code=body.get("asr_lang_code"),
+            tts_lang_code=body.get("tts_lang_code"),
+            integration_attributes=dict(body.get("integration_attributes") or {}),
+            replies=[greeting],
+        )
+        return orjson.dumps({"conversation_id": conversation_id, "response": greeting})
+
+    async def _respond(self, body: dict[str, Any]) -> tuple[bytes, int]:
+        conversation_id: str = body["conversation_id"]
+        state = self._conversation(conversation_id)
+        if state.closed or state.ended:
+            raise _Reject(
+                410,
+                "CHAT_CONVERSATION_ENDED",
+                f"conversation {conversation_id} has "
+                + ("been closed" if state.closed else "ended")
+                + "; start a new one",
+            )
+        message: str | None = body.get("message")
+        state.metadata = body.get("metadata")
+        if "integration_attributes" in body:
+            state.integration_attributes.update(body["integration_attributes"])
+        state.turns.append(message)
+        turn = len(state.turns) - 1
+        try:
+            result = self.agent(message, state)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            logger.exception("the fake server's agent failed")
+            raise _Reject(500, "AGENT_ERROR", f"the agent failed: {exc!r}") from None
+        reply = result if isinstance(result, AgentReply) else AgentReply(str(result))
+        state.replies.append(reply.text)
+        answer: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "response": reply.text,
+            "end_conversation": reply.ends,
+        }
+        if reply.handoff is not None:
+            answer["handoff"] = {
+                "destination": reply.handoff.destination,
+                "reason": reply.handoff.reason,
+            }
+        if reply.ends:
+            state.ended = True
+        return orjson.dumps(answer), turn
+
+    def _conversation(self, conversation_id: str) -> ConversationState:
+        state = self.conversations.get(conversation_id)
+        if state is None:
+            raise _Reject(
+                404, "CONVERSATION_NOT_FOUND", f"conversation {conversation_id!r} does not exist"
+            )
+        return state
+
+    def _lose(self, endpoint: str, body: dict[str, Any], turn: int | None) -> None:
+        self.stats.lost_answers[endpoint] += 1
+        if turn is not None:
+            self.conversations[body["conversation_id"]].lost_replies.add(turn)
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def _correlation_id(self) -> str:
+        return f"{self._ids.getrandbits(64):016x}"
+
+    def _answer(self, status: int, body: bytes, **headers: str) -> web.Response:
+        return web.Response(
+            status=status,
+            body=body,
+            headers={"Content-Type": _JSON, CORRELATION_HEADER: self._correlation_id(), **headers},
+        )
+
+    def _error(self, status: int, code: str, message: str, **headers: str) -> web.Response:
+        correlation_id = self._correlation_id()
+        if self.legacy_errors:
+            body: dict[str, Any] = {"error_message": message}
+        else:
+            body = {
+                "success": False,
+                "error": _error_name(status),
+                "error_id": correlation_id,
+                "error_code": code,
+                "error_message": message,
+                "data": None,
+            }
+        return web.Response(
+            status=status,
+            body=orjson.dumps(body),
+            headers={"Content-Type": _JSON, CORRELATION_HEADER: correlation_id, **headers},
+        )
+
+    def _inject(self, request: web.BaseRequest, fault: Fault, plan: FaultPlan) -> web.Response:
+        if fault.kind == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            # aiohttp finds the connection gone when it writes this, and drops it quietly.
+            return web.Response(status=500)
+        if fault.kind == "malformed":
+            return self._answer(200, _MALFORMED)
+        message = f"injected fault: HTTP {fault.status}"
+        if fault.status == 429:
+            return self._error(429, "RATE_LIMITED", message, **{"Retry-After": plan.retry_after})
+        return self._error(fault.status, _error_code(fault.status), message)
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+async def run_server(
+    fake: FakePolyAI,
+    *,
+    on_ready: Callable[[FakePolyAI], object] | None = None,
+    stop: asyncio.Event | None = None,
+) -> Stats:
+    """Run ``fake`` until SIGINT or SIGTERM (or until ``stop`` is set), then close it cleanly.
+
+    Args:
+        fake: the server to run (not yet started).
+        on_ready: called once it listens, with the running fake (to print its URL).
+        stop: an event that stops the server when set, as a signal would.
+
+    Returns:
+        The server's Stats, final.
+    """
+    stop = stop if stop is not None else asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            continue
+        installed.append(sig)
+    try:
+        async with fake:
+            if on_ready is not None:
+                on_ready(fake)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return fake.stats
