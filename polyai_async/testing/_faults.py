@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from typing import Any
 
 import attrs
 
@@ -93,10 +92,12 @@ def _script(value: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _endpoints(_: object, attribute: attrs.Attribute[Any], value: frozenset[str]) -> None:
-    unknown = value - ENDPOINTS
+def _endpoints(value: Iterable[str]) -> frozenset[str]:
+    endpoints = frozenset(value)
+    unknown = endpoints - ENDPOINTS
     if unknown:
         raise ValueError(f"unknown endpoints {sorted(unknown)}: use {sorted(ENDPOINTS)}")
+    return endpoints
 
 
 @attrs.frozen(kw_only=True)
@@ -134,9 +135,7 @@ class Faults:
     latency_jitter: float = attrs.field(default=0.0, validator=_seconds)
     after_processing: bool = False
     script: tuple[str, ...] = attrs.field(default=(), converter=_script)
-    endpoints: frozenset[str] = attrs.field(
-        default=ENDPOINTS, converter=frozenset, validator=_endpoints
-    )
+    endpoints: frozenset[str] = attrs.field(default=ENDPOINTS, converter=_endpoints)
 
     def __attrs_post_init__(self) -> None:
         if self.error_rate + self.rate_limit_rate + self.reset_rate + self.malformed_rate > 1:
