@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import inspect
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +14,7 @@ import attrs
 import orjson
 import pytest
 
+import polyai_async.testing
 from polyai_async import (
     APIConnectionError,
     APITimeoutError,
@@ -22,6 +23,7 @@ from polyai_async import (
     Handoff,
     InternalServerError,
     PolyAIClient,
+    RateLimitError,
     ResponseValidationError,
     RetryPolicy,
     Timeouts,
@@ -630,9 +632,9 @@ async def test_client_sees_each_fault_typed() -> None:
         for error in (APIConnectionError, ResponseValidationError, InternalServerError):
             with pytest.raises(error):
                 await client.create_chat()
-        with pytest.raises(Exception, match="429") as caught:
+        with pytest.raises(RateLimitError) as caught:
             await client.create_chat()
-    assert caught.value.headers["Retry-After"] == "0"  # type: ignore[attr-defined]
+    assert caught.value.headers["Retry-After"] == "0"
 
 
 async def test_latency_past_the_timeout_still_records_the_turn() -> None:
@@ -740,7 +742,6 @@ async def test_subprocess_prints_its_url_and_stops_cleanly(sig: signal.Signals) 
         "503",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
@@ -776,3 +777,13 @@ def test_cli_refuses_bad_fault_options(capsys: pytest.CaptureFixture[str]) -> No
         main(["--error-rate", "2"])
     assert caught.value.code == 2
     assert "error_rate must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_testing_exports_are_sorted_and_documented() -> None:
+    """polyai_async.testing exports a sorted __all__ of names that all have docstrings."""
+    names = polyai_async.testing.__all__
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n))
+    for name in names:
+        obj = getattr(polyai_async.testing, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert inspect.getdoc(obj), name
