@@ -26,7 +26,6 @@ from polyai_async import (
     RateLimitError,
     ResponseValidationError,
     RetryPolicy,
-    Timeouts,
 )
 from polyai_async.testing import (
     AgentReply,
@@ -640,9 +639,9 @@ async def test_client_sees_each_fault_typed() -> None:
 async def test_latency_past_the_timeout_still_records_the_turn() -> None:
     """With latency beyond the client's timeout, the turn is processed and its answer lost."""
     async with FakePolyAI(faults=Faults(endpoints={"respond"})) as fake:
-        async with fake.client(retry=NO_RETRY, timeout=Timeouts(connect=1, read=0.05)) as client:
+        async with fake.client(retry=NO_RETRY, timeout=0.05) as client:
             created = await client.create_chat()
-            fake.faults = Faults(latency=0.15, latency_jitter=0.05, endpoints={"respond"})
+            fake.faults = Faults(latency=0.25, latency_jitter=0.05, endpoints={"respond"})
             with pytest.raises(APITimeoutError):
                 await client.respond(created.conversation_id, "slow")
         await eventually(lambda: fake.stats.lost_answers["respond"] == 1)
