@@ -585,17 +585,17 @@ def test_script_from_a_string() -> None:
 @pytest.mark.parametrize(
     ("faults", "turns", "duplicated", "lost"),
     [
-        (Faults(script=("500",)), ["hi"], {}, 0),
+        (Faults(script=("500",)), ["hi"], 0, 0),
         (Faults(script=("500+after",)), ["hi", "hi"], 1, 1),
         (Faults(script=("500",), after_processing=True), ["hi", "hi"], 1, 1),
         (Faults(script=("reset+after",)), ["hi", "hi"], 1, 1),
-        (Faults(script=("reset+before",), after_processing=True), ["hi"], {}, 0),
-        (Faults(script=("malformed+after",)), ["hi"], {}, 1),
-        (Faults(script=("429",), retry_after=0), ["hi"], {}, 0),
+        (Faults(script=("reset+before",), after_processing=True), ["hi"], 0, 0),
+        (Faults(script=("malformed+after",)), ["hi"], 0, 1),
+        (Faults(script=("429",), retry_after=0), ["hi"], 0, 0),
     ],
 )
 async def test_ambiguous_faults_duplicate_turns_on_retry(
-    faults: Faults, turns: list[str], duplicated: Any, lost: int
+    faults: Faults, turns: list[str], duplicated: int, lost: int
 ) -> None:
     """A fault after processing records the turn, so the client's retry records it twice."""
     async with FakePolyAI(faults=Faults(endpoints={"respond"})) as fake:

@@ -158,20 +158,18 @@ class FaultPlan:
             parse_fault(s, after_processing=faults.after_processing) for s in faults.script
         ]
         self._next = 0
-        self.endpoints = faults.endpoints
         after = faults.after_processing
-        self._error = Fault("status", str(faults.error_status), faults.error_status, after)
-        self._rate_limit = Fault("status", "429", 429, after=False)
-        self._reset = Fault("reset", "reset", after=after)
-        self._malformed = Fault("malformed", "malformed", after=after)
-        # Cumulative thresholds for one draw per request.
+        # Cumulative thresholds, so one draw per request picks at most one fault.
         self._thresholds: list[tuple[float, Fault]] = []
         total = 0.0
         for rate, fault in (
-            (faults.error_rate, self._error),
-            (faults.rate_limit_rate, self._rate_limit),
-            (faults.reset_rate, self._reset),
-            (faults.malformed_rate, self._malformed),
+            (
+                faults.error_rate,
+                Fault("status", str(faults.error_status), faults.error_status, after),
+            ),
+            (faults.rate_limit_rate, Fault("status", "429", 429, after=False)),
+            (faults.reset_rate, Fault("reset", "reset", after=after)),
+            (faults.malformed_rate, Fault("malformed", "malformed", after=after)),
         ):
             if rate > 0:
                 total += rate

@@ -333,7 +333,7 @@ class FakePolyAI:
                 self.stats.attempts[conversation_id] += 1
             plan = self._plan
             fault = None
-            if endpoint in plan.endpoints:
+            if endpoint in plan.faults.endpoints:
                 if plan.delays:
                     self.stats.faults["latency"] += 1
                     await asyncio.sleep(plan.delay())
@@ -424,7 +424,7 @@ class FakePolyAI:
         return _CLOSED, None
 
     def _create(self, body: dict[str, Any]) -> bytes:
-        conversation_id = f"CONV-{self._ids.getrandbits(64):016x}"
+        conversation_id = f"CONV-{self._new_id()}"
         greeting = getattr(self.agent, "greeting", DEFAULT_GREETING)
         self.conversations[conversation_id] = ConversationState(
             conversation_id,
@@ -492,18 +492,21 @@ class FakePolyAI:
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _correlation_id(self) -> str:
+    def _new_id(self) -> str:
         return f"{self._ids.getrandbits(64):016x}"
 
-    def _answer(self, status: int, body: bytes, **headers: str) -> web.Response:
+    def _answer(
+        self, status: int, body: bytes, correlation_id: str | None = None, **headers: str
+    ) -> web.Response:
+        correlation_id = correlation_id or self._new_id()
         return web.Response(
             status=status,
             body=body,
-            headers={"Content-Type": _JSON, CORRELATION_HEADER: self._correlation_id(), **headers},
+            headers={"Content-Type": _JSON, CORRELATION_HEADER: correlation_id, **headers},
         )
 
     def _error(self, status: int, code: str, message: str, **headers: str) -> web.Response:
-        correlation_id = self._correlation_id()
+        correlation_id = self._new_id()
         if self.legacy_errors:
             body: dict[str, Any] = {"error_message": message}
         else:
@@ -515,11 +518,7 @@ class FakePolyAI:
                 "error_message": message,
                 "data": None,
             }
-        return web.Response(
-            status=status,
-            body=orjson.dumps(body),
-            headers={"Content-Type": _JSON, CORRELATION_HEADER: correlation_id, **headers},
-        )
+        return self._answer(status, orjson.dumps(body), correlation_id, **headers)
 
     def _inject(self, request: web.BaseRequest, fault: Fault, plan: FaultPlan) -> web.Response:
         if fault.kind == "reset":
