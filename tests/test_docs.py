@@ -1,0 +1,237 @@
+"""The documentation's code works: the examples, and the complete programs in the pages."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from polyai_async.testing import DEFAULT_GREETING, DemoAgent, FakePolyAI
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+EXAMPLES = DOCS / "examples"
+PAGES = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
+FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+SCRIPT_TIMEOUT = 30.0
+
+
+def example(name: str) -> ModuleType:
+    """Import docs/examples/<name>.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"docs_example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def python_blocks() -> list[tuple[str, int, str]]:
+    """Every fenced python block in the pages: (page, index, code)."""
+    blocks = []
+    for page in PAGES:
+        for index, match in enumerate(FENCE.finditer(page.read_text())):
+            blocks.append((str(page.relative_to(ROOT)), index, match.group(1)))
+    return blocks
+
+
+BLOCKS = python_blocks()
+PROGRAMS = [b for b in BLOCKS if "asyncio.run(" in b[2]]
+PYTEST_MODULES = [b for b in BLOCKS if "\nasync def test_" in b[2] or "\ndef test_" in b[2]]
+
+
+def fake_env(fake: FakePolyAI | None) -> dict[str, str]:
+    """This process's environment without POLYAI_* settings, plus the fake's if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
+    if fake is not None:
+        env.update(
+            POLYAI_BASE_URL=fake.url,
+            POLYAI_API_KEY=fake.api_key,
+            POLYAI_TOKEN=fake.token,
+            POLYAI_ACCOUNT_ID=fake.account_id,
+            POLYAI_PROJECT_ID=fake.project_id,
+        )
+    return env
+
+
+async def run_python(*args: str, env: dict[str, str], cwd: Path = ROOT) -> tuple[int, str]:
+    """Run a Python process to completion; return its exit status and its stdout and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), SCRIPT_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+@pytest.fixture
+async def relay(
+    polyai_fake: FakePolyAI,
+) -> AsyncIterator[TestClient[aiohttp.web.Request, aiohttp.web.Application]]:
+    """The relay example's app, served on 127.0.0.1 and talking to the fake."""
+    app = example("aiohttp_relay").make_app(polyai_fake.client)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client
+
+
+async def test_relay_answers_with_greeting_reply_and_handoff(
+    relay: TestClient[aiohttp.web.Request, aiohttp.web.Application], polyai_fake: FakePolyAI
+) -> None:
+    """The relay starts a conversation with greeting and reply, shows a handoff, then says 410."""
+    first = await (await relay.post("/chat", json={"message": "hi"})).json()
+    assert first["replies"] == [DEFAULT_GREETING, "Hello! What can I do for you?"]
+    assert first["ended"] is False
+    assert first["handoff"] is None
+    cid = first["conversation_id"]
+    second = await (
+        await relay.post("/chat", json={"conversation_id": cid, "message": "a human please"})
+    ).json()
+    assert second["ended"] is True
+    assert second["handoff"] == {
+        "destination": "live_agent_queue",
+        "reason": "user_requested_human",
+    }
+    third = await relay.post("/chat", json={"conversation_id": cid, "message": "hello?"})
+    assert third.status == 410
+    assert (await relay.post("/chat", data=b"not json")).status == 400
+    assert polyai_fake.turns[cid] == ["hi", "a human please"]  # the 410 records nothing
+
+
+async def test_handoff_bot_routes_the_handoff(polyai_fake: FakePolyAI) -> None:
+    """The bot routes the user who asks for a human to live_agent_queue and closes every chat."""
+    async with polyai_fake.client() as client:
+        outcomes = await example("handoff_bot").run(client)
+    assert outcomes == {"ana": "ended", "ben": "live_agent_queue", "cy": "closed"}
+    assert all(state.closed for state in polyai_fake.conversations.values())
+
+
+@pytest.mark.polyai(agent=DemoAgent(handoff_destination="nowhere_queue"))
+async def test_handoff_bot_falls_back_for_unknown_destinations(polyai_fake: FakePolyAI) -> None:
+    """A handoff to a destination the bot does not know goes to the fallback queue."""
+    bot = example("handoff_bot")
+    async with polyai_fake.client() as client:
+        outcomes = await bot.run(client, {"ben": ["get me a person"]})
+    assert outcomes == {"ben": bot.FALLBACK}
+
+
+async def test_many_conversations_completes_all_within_the_bound(polyai_fake: FakePolyAI) -> None:
+    """Every conversation completes with no errors, and never more run at once than allowed."""
+    async with polyai_fake.client() as client:
+        summary = await example("many_conversations").run(client, n=60, concurrency=7)
+    assert summary.completed == 60
+    assert summary.errors == {}
+    assert summary.turns == 60 * 4
+    assert 1 <= summary.max_in_flight <= 7
+    assert polyai_fake.stats.max_open_connections <= 7
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("handoff_bot.py", (), "ben: live_agent_queue"),
+        (
+            "many_conversations.py",
+            ("30", "5"),
+            "30/30 conversations, 120 turns, 0 handoffs, 0 errors",
+        ),
+    ],
+)
+async def test_examples_run_as_scripts_without_credentials(
+    script: str, args: tuple[str, ...], expected: str
+) -> None:
+    """With no POLYAI_* variables an example starts its own fake server and finishes."""
+    status, out = await run_python(str(EXAMPLES / script), *args, env=fake_env(None))
+    assert status == 0, out
+    assert "using a fake PolyAI server at http://127.0.0.1:" in out
+    assert expected in out
+
+
+async def test_relay_runs_as_a_script_without_credentials() -> None:
+    """The relay script serves on 127.0.0.1 with its own fake server and answers a message."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLES / "aiohttp_relay.py"),
+        "0",
+        env=fake_env(None),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        url = ""
+        while not url:
+            line = (await asyncio.wait_for(proc.stdout.readline(), SCRIPT_TIMEOUT)).decode()
+            assert line, "the relay exited before listening"
+            if line.startswith("relay listening on "):
+                url = line.split()[-1]
+        assert url.startswith("http://127.0.0.1:")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(url, json={"message": "what are your opening hours?"}) as r:
+                answer = await r.json()
+        assert answer["replies"][1] == "We're open Monday to Friday, 9am to 5pm."
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+@pytest.mark.parametrize("block", PROGRAMS, ids=[f"{page}-{index}" for page, index, _ in PROGRAMS])
+async def test_complete_programs_in_the_docs_run(
+    polyai_fake: FakePolyAI, block: tuple[str, int, str]
+) -> None:
+    """A code block that is a whole program runs against the fake through POLYAI_* variables."""
+    status, out = await run_python("-c", block[2], env=fake_env(polyai_fake))
+    assert status == 0, out
+    if "FakePolyAI(" not in block[2]:  # the rest start a fake of their own
+        assert polyai_fake.requests["create"] >= 1
+
+
+def test_the_readme_quickstart_is_tested() -> None:
+    """The README's quickstart, which names region uk-1, is among the programs run."""
+    assert any(page == "README.md" and 'region="uk-1"' in code for page, _, code in PROGRAMS)
+    assert len(PROGRAMS) >= 6
+
+
+@pytest.mark.parametrize("block", BLOCKS, ids=[f"{page}-{index}" for page, index, _ in BLOCKS])
+def test_every_python_block_compiles(block: tuple[str, int, str]) -> None:
+    """Every python block in the docs is valid Python (fragments may await at top level)."""
+    code = block[2]
+    if code.startswith("--8<--"):  # an included example: the tests above run it
+        path = ROOT / code.split('"')[1]
+        assert path.is_file()
+        code = path.read_text()
+    compile(code, block[0], "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
+@pytest.mark.parametrize(
+    "block", PYTEST_MODULES, ids=[f"{page}-{index}" for page, index, _ in PYTEST_MODULES]
+)
+def test_pytest_examples_in_the_docs_pass(
+    pytester: pytest.Pytester, block: tuple[str, int, str]
+) -> None:
+    """A code block of pytest tests passes under pytest with the polyai plugin."""
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(test_block=block[2])
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=block[2].count("def test_"))
