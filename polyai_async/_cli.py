@@ -489,6 +489,24 @@ def _children_cpu() -> float | None:
     return usage.ru_utime + usage.ru_stime
 
 
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _import_rich() -> None:
     try:
         import rich  # noqa: F401, PLC0415 - only bench needs rich: the cli extra
@@ -521,9 +539,11 @@ def _bench(args: argparse.Namespace) -> int:
         target, settings = ("real" if args.real else "base_url"), _client_settings(args)
     result = BenchResult()
     console = Console(highlight=False)
-    try:
+    with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
             server = _EmbeddedServer(args)
+            # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
+            cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
         try:
             client = PolyAIClient(**settings, retry=policy, limits=limits)
@@ -531,9 +551,6 @@ def _bench(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         show_progress = not args.quiet and sys.stdout.isatty()
         asyncio.run(_drive(client, plan, result, console if show_progress else None))
-    finally:
-        if server is not None:
-            server.stop()
     context: dict[str, Any] = {
         "target": target,
         "base_url": _display_url(client.base_url),
@@ -760,22 +777,20 @@ def _stdin_lines() -> asyncio.Queue[str | None]:
 # -- main ----------------------------------------------------------------------------------
 
 
-class _OneLine(logging.Formatter):
-    """Log records as one line each: the message, never a traceback."""
+class _OneLineHandler(logging.Handler):
+    """Log records to stderr (whatever it is now), one line each, never a traceback."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(
-            f"{PROG}: {record.levelname.lower()}: {' '.join(record.getMessage().split())}"
-        )
+    def emit(self, record: logging.LogRecord) -> None:
+        message = " ".join(record.getMessage().split())
+        print(redact(f"{PROG}: {record.levelname.lower()}: {message}"), file=sys.stderr)
 
 
 def _configure_logging() -> None:
     # On the root logger, so bench can silence the client's retry warnings while it counts
     # them (it stops their propagation for the run).
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLine())
-    handler.setLevel(logging.WARNING)
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    if not any(isinstance(h, _OneLineHandler) for h in root.handlers):
+        root.addHandler(_OneLineHandler(logging.WARNING))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

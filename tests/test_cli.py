@@ -1,0 +1,302 @@
+"""The polyai-async command: bench, serve and chat as real processes; usage errors and --help."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polyai_async import PolyAIClient
+from polyai_async._cli import main
+
+SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
+FAKE_CREDS = {
+    "POLYAI_API_KEY": "fake-api-key",
+    "POLYAI_TOKEN": "fake-token",
+    "POLYAI_ACCOUNT_ID": "ACCOUNT-fake",
+    "POLYAI_PROJECT_ID": "PROJECT-fake",
+}
+
+
+def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m polyai_async._cli`` with a clean POLYAI_* environment plus ``env``."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "polyai_async._cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def bench_json(tmp_path: Path, *args: str, **kwargs: Any) -> tuple[int, dict[str, Any], str]:
+    """Run bench with --json; return its exit status, the JSON and stderr."""
+    path = tmp_path / "bench.json"
+    done = run_cli("bench", *args, "--json", str(path), **kwargs)
+    assert "Traceback" not in done.stderr
+    return done.returncode, json.loads(path.read_text()), done.stderr
+
+
+@pytest.fixture
+def fake_server() -> Iterator[tuple[str, dict[str, str]]]:
+    """A fake server process with known, secret-looking credentials; yields its URL and env."""
+    creds = {
+        "POLYAI_API_KEY": "sk-SECRET-key-0123456789",
+        "POLYAI_TOKEN": "tok-SECRET-token-9876543210",
+        "POLYAI_ACCOUNT_ID": "ACCOUNT-x",
+        "POLYAI_PROJECT_ID": "PROJECT-x",
+    }
+    argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1", "--port", "0"]
+    argv += ["--api-key", creds["POLYAI_API_KEY"], "--token", creds["POLYAI_TOKEN"]]
+    argv += ["--account-id", "ACCOUNT-x", "--project-id", "PROJECT-x"]
+    process = subprocess.Popen(  # noqa: S603
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().strip(), creds
+    finally:
+        process.terminate()
+        process.wait(10)
+        process.stdout.close()  # type: ignore[union-attr]
+
+
+def test_bench_reports_every_figure(tmp_path: Path) -> None:
+    """A small bench against the embedded server completes every conversation and turn."""
+    code, report, _ = bench_json(tmp_path, *SMALL, "--quiet")
+    assert code == 0
+    assert report["schema"] == "polyai-async-bench/1"
+    assert report["target"] == "embedded"
+    assert report["conversations"] == report["conversations_completed"] == 20
+    assert report["conversations_failed"] == report["errors_total"] == 0
+    assert report["turns_completed"] == report["turns_planned"] == 40
+    assert (report["handoffs"], report["ended_by_agent"]) == (1, 2)
+    assert report["calls"] == report["requests"] == 80
+    assert report["server_requests"] == report["requests"]
+    assert report["retries"] == 0
+    assert report["passed"] is True
+    assert report["turns_per_second"] > 0
+    assert report["requests_per_second"] > 0
+    assert report["client_cpu_seconds"] > 0
+    for endpoint, calls in (("create", 20), ("respond", 40), ("close", 20)):
+        assert report[f"{endpoint}_count"] == calls
+        p50, p90, p99, top = (report[f"{endpoint}_{k}_ms"] for k in ("p50", "p90", "p99", "max"))
+        assert 0 < p50 <= p90 <= p99 <= top
+
+
+def test_bench_prints_only_the_report_when_not_a_tty() -> None:
+    """Without a terminal there is no progress bar: stdout is the report and stderr is empty."""
+    done = run_cli("bench", *SMALL)
+    assert done.returncode == 0
+    assert done.stderr == ""
+    assert "conversations completed" in done.stdout
+    assert "latency (ms)" in done.stdout
+
+
+def test_bench_fails_above_the_max_error_rate(tmp_path: Path) -> None:
+    """Faults with retries off fail conversations, and the error rate over the limit exits 1."""
+    code, report, stderr = bench_json(
+        tmp_path, *SMALL, "--error-rate", "0.2", "--retry-attempts", "1", "--max-error-rate", "0"
+    )
+    assert code == 1
+    assert report["passed"] is False
+    assert report["conversations_failed"] > 0
+    assert report["error_InternalServerError"] == report["errors_total"] > 0
+    assert report["retries"] == 0
+    assert stderr.count("\n") == 1
+    assert "--max-error-rate" in stderr
+
+
+def test_bench_retries_through_faults(tmp_path: Path) -> None:
+    """With retries on, errors, rate limits and resets are retried, counted, and the run passes."""
+    code, report, _ = bench_json(
+        tmp_path,
+        *SMALL,
+        "--error-rate",
+        "0.1",
+        "--rate-limit-rate",
+        "0.05",
+        "--retry-after",
+        "0",
+        "--reset-rate",
+        "0.05",
+        "--retry-attempts",
+        "10",
+        "--seed",
+        "7",
+    )
+    assert code == 0
+    assert report["conversations_completed"] == 20
+    assert report["retries"] > 0
+    assert report["retries"] == sum(report[f"retries_{e}"] for e in ("create", "respond", "close"))
+    assert report["requests"] == report["calls"] + report["retries"]
+    assert report["server_faults"] > 0
+
+
+def test_bench_never_shows_the_credentials(
+    tmp_path: Path, fake_server: tuple[str, dict[str, str]]
+) -> None:
+    """Credentials from the environment appear in no report, JSON or error line, right or wrong."""
+    url, creds = fake_server
+    secrets = (creds["POLYAI_API_KEY"], creds["POLYAI_TOKEN"])
+    path = tmp_path / "ok.json"
+    done = run_cli("bench", *SMALL, "--base-url", url, "--json", str(path), env=creds)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(path.read_text())
+    assert report["target"] == "base_url"
+    assert report["conversations_completed"] == 20
+    wrong = {**creds, "POLYAI_TOKEN": "tok-SECRET-wrong-5555555555"}
+    bad_path = tmp_path / "bad.json"
+    failed = run_cli("bench", *SMALL, "--base-url", url, "--json", str(bad_path), env=wrong)
+    assert failed.returncode == 1
+    assert json.loads(bad_path.read_text())["error_AuthenticationError"] == 20
+    everything = done.stdout + done.stderr + path.read_text()
+    everything += failed.stdout + failed.stderr + bad_path.read_text()
+    for secret in (*secrets, wrong["POLYAI_TOKEN"]):
+        assert secret not in everything
+
+
+def test_bench_needs_credentials_for_a_real_target() -> None:
+    """--base-url without credentials in the environment is a usage error naming the variables."""
+    done = run_cli("bench", "--base-url", "http://127.0.0.1:9", "--quiet")
+    assert done.returncode == 2
+    assert "POLYAI_API_KEY" in done.stderr
+    assert done.stderr.count("\n") == 1
+
+
+async def one_turn(url: str) -> str:
+    """Hold one conversation of one turn with the server at ``url``; return the reply."""
+    async with PolyAIClient(
+        base_url=url,
+        api_key=FAKE_CREDS["POLYAI_API_KEY"],
+        token=FAKE_CREDS["POLYAI_TOKEN"],
+        account_id=FAKE_CREDS["POLYAI_ACCOUNT_ID"],
+        project_id=FAKE_CREDS["POLYAI_PROJECT_ID"],
+    ) as client:
+        async with client.conversation() as chat:
+            reply = await chat.send("hello")
+    return reply.response
+
+
+def test_serve_answers_a_client_and_stops_on_sigint() -> None:
+    """serve prints its URL and fake credentials, serves a client, and exits 0 on SIGINT."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "polyai_async._cli", "serve", "--port", "0", "--seed", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        banner = [process.stdout.readline() for _ in range(7)]
+        assert url.startswith("http://127.0.0.1:")
+        assert f"  POLYAI_API_KEY={FAKE_CREDS['POLYAI_API_KEY']}\n" in banner
+        assert asyncio.run(one_turn(url)) == "Hello! What can I do for you?"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert "Traceback" not in err
+    assert "Stopped after 3 requests." in out
+
+
+def test_chat_shows_the_greeting_replies_and_handoff() -> None:
+    """chat with piped input prints the greeting, each reply and the handoff, then exits 0."""
+    done = run_cli("chat", stdin="hello\nI want a human\nnever sent\n")
+    assert done.returncode == 0, done.stderr
+    assert "agent: Hello! How can I help you today?" in done.stdout
+    assert "agent: Hello! What can I do for you?" in done.stdout
+    assert "handed off to live_agent_queue (user_requested_human)" in done.stdout
+    assert "never sent" not in done.stdout
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize("stdin", ["hello\n", "hello\n/quit\nnot sent\n"])
+def test_chat_ends_on_eof_or_quit(stdin: str) -> None:
+    """Ctrl-D (end of input) or /quit closes the conversation and exits 0."""
+    done = run_cli("chat", "--agent", "echo", stdin=stdin)
+    assert done.returncode == 0, done.stderr
+    assert "agent: hello" in done.stdout
+    assert "not sent" not in done.stdout
+    assert "closed." in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--conversations", "-1"],
+        ["bench", "--turns", "abc"],
+        ["bench", "--concurrency", "0"],
+        ["bench", "--error-rate", "1.5"],
+        ["bench", "--error-rate", "0.6", "--reset-rate", "0.6"],
+        ["bench", "--base-url", "ftp://x"],
+        ["bench", "--base-url", "http://127.0.0.1:9", "--real"],
+        ["bench", "--real", "--error-rate", "0.1"],
+        ["chat", "--base-url", "ftp://x"],
+        ["serve", "--port", "http"],
+        ["launch"],
+        [],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option, value or subcommand gives one error line on stderr and exit 2."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert captured.err.startswith("polyai-async")
+    assert "error:" in captured.err
+
+
+def test_the_console_script_reports_an_unknown_subcommand() -> None:
+    """The installed polyai-async script exits 2 with one line for an unknown subcommand."""
+    script = Path(sys.executable).with_name("polyai-async")
+    done = subprocess.run(  # noqa: S603
+        [str(script), "launch"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert "invalid choice: 'launch'" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["bench"], ["serve"], ["chat"]])
+def test_help_exits_0(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--help of the command and of each subcommand prints usage and exits 0."""
+    assert main([*command, "--help"]) == 0
+    assert "usage: polyai-async" in capsys.readouterr().out
+
+
+def test_bench_without_rich_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without rich, bench names the extra to install in one line, before starting anything."""
+    monkeypatch.setitem(sys.modules, "rich", None)
+    assert main(["bench"]) == 2
+    err = capsys.readouterr().err
+    assert "install polyai-async[cli]" in err
+    assert err.count("\n") == 1
+
+
+def test_the_library_does_not_import_rich() -> None:
+    """Importing polyai_async, or even the command's module, loads no rich."""
+    code = "import sys, polyai_async, polyai_async._cli; assert 'rich' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # noqa: S603
