@@ -441,6 +441,12 @@ def render(
             *(_millis(s[f"{endpoint}_{k}_ms"]) for k in ("p50", "p90", "p99", "max")),
         )
     console.print(latency)
+    in_flight = min(s["concurrency"], s["conversations"])
+    if s["max_connections"] is not None and in_flight > s["max_connections"]:
+        console.print(
+            f"note: {in_flight:,} conversations share {s['max_connections']:,} connections, so "
+            "latency includes waiting for a free connection (see --max-connections)\n"
+        )
 
     if s["errors_total"]:
         errors = Table(title="errors by class", box=box.SIMPLE_HEAD, title_justify="left")
