@@ -37,10 +37,13 @@ def _positive_seconds(_: object, attribute: attrs.Attribute[Any], value: Any) ->
 class Timeouts:
     """Bounds on each HTTP attempt; the retry policy's ``deadline`` bounds the whole call.
 
+    An attempt may take ``read`` seconds in all (less if the deadline is nearer), and
+    opening a new connection may take at most ``connect`` of them.
+
     Args:
         connect: seconds to open a TCP (and TLS) connection to the API.
-        read: seconds to wait for the answer once the request is sent; an agent may think
-            for a while, so this is generous.
+        read: seconds one attempt may take to get its answer, connecting included; an agent
+            may think for a while, so this is generous.
     """
 
     connect: float = attrs.field(default=5.0, validator=_positive_seconds)
