@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import cattrs
@@ -25,12 +26,13 @@ from ._config import (
 )
 from ._conversation import Conversation
 from ._errors import (
+    TRANSPORT_ERRORS,
     ClientClosedError,
     ConfigurationError,
     PolyAIError,
     ResponseValidationError,
-    map_transport_errors,
     status_error,
+    transport_error,
 )
 from ._models import (
     Channel,
@@ -101,6 +103,21 @@ def _encode(request: object) -> bytes:
         return _models.dumps(request)
     except TypeError as exc:
         raise ConfigurationError(f"the request cannot be sent as JSON: {exc}") from None
+
+
+class _Endpoint(Generic[T]):
+    """One call of the API, with everything it needs built once (private helper)."""
+
+    __slots__ = ("answer", "idempotent", "method", "structure", "url", "what")
+
+    def __init__(self, method: str, url: URL, answer: type[T], what: str, idempotent: bool) -> None:
+        self.method = method
+        self.url = url
+        self.answer = answer
+        self.what = what
+        self.idempotent = idempotent
+        # cattrs' generated function for the answer, skipping its dispatch on every call.
+        self.structure: Callable[[Any, type[T]], T] = _models.converter.get_structure_hook(answer)
 
 
 class PolyAIClient:
@@ -190,9 +207,9 @@ class PolyAIClient:
             "User-Agent": _USER_AGENT,
         }
         chat = self.base_url / self.version / self.account_id / self.project_id / "chat"
-        self._create_url = chat / "create"
-        self._respond_url = chat / "respond"
-        self._close_url = chat / "close"
+        self._create = _Endpoint("POST", chat / "create", CreateChatResponse, "create_chat", False)
+        self._respond = _Endpoint("POST", chat / "respond", RespondChatResponse, "respond", False)
+        self._close = _Endpoint("PUT", chat / "close", CloseChatResponse, "close_chat", True)
         self._origin = self.base_url.origin()
         self._retrier = Retrier(self.retry_policy)
         self._first_timeout = self._timeout(self.retry_policy.deadline)
@@ -226,9 +243,7 @@ class PolyAIClient:
             asr_lang_code=_check_optional_str(asr_lang_code, "asr_lang_code"),
             tts_lang_code=_check_optional_str(tts_lang_code, "tts_lang_code"),
         )
-        return await self._call(
-            "POST", self._create_url, _encode(request), CreateChatResponse, "create_chat", False
-        )
+        return await self._call(self._create, _encode(request))
 
     async def respond(
         self,
@@ -261,16 +276,12 @@ class PolyAIClient:
             asr_lang_code=_check_optional_str(asr_lang_code, "asr_lang_code"),
             tts_lang_code=_check_optional_str(tts_lang_code, "tts_lang_code"),
         )
-        return await self._call(
-            "POST", self._respond_url, _encode(request), RespondChatResponse, "respond", False
-        )
+        return await self._call(self._respond, _encode(request))
 
     async def close_chat(self, conversation_id: str) -> CloseChatResponse:
         """Close a conversation. Safe to retry: close is idempotent."""
         request = CloseChatRequest(conversation_id=_check_id(conversation_id))
-        return await self._call(
-            "PUT", self._close_url, _encode(request), CloseChatResponse, "close_chat", True
-        )
+        return await self._call(self._close, _encode(request))
 
     @contextlib.asynccontextmanager
     async def conversation(
@@ -345,17 +356,26 @@ class PolyAIClient:
             total=min(seconds_left, self.timeouts.read), sock_connect=self.timeouts.connect
         )
 
-    async def _call(
-        self, method: str, url: URL, body: bytes, cls: type[T], what: str, idempotent: bool
-    ) -> T:
+    async def _call(self, endpoint: _Endpoint[T], body: bytes) -> T:
         if self._closed:
-            raise ClientClosedError(f"{what}: this PolyAIClient is closed; make a new one")
-        attempt = functools.partial(self._attempt, method, url, body, cls, what)
-        return await self._retrier.call(attempt, what=what, idempotent=idempotent)
+            raise ClientClosedError(f"{endpoint.what}: this PolyAIClient is closed; make a new one")
+        started = asyncio.get_running_loop().time()
+        try:
+            # The first attempt runs here; the retry machinery is entered only on a failure.
+            result = await self._attempt(endpoint, body, self.retry_policy.deadline)
+        except PolyAIError as error:
+            return await self._retrier.retry(
+                functools.partial(self._attempt, endpoint, body),
+                error,
+                started=started,
+                what=endpoint.what,
+                idempotent=endpoint.idempotent,
+            )
+        self._retrier.succeeded()
+        return result
 
-    async def _attempt(
-        self, method: str, url: URL, body: bytes, cls: type[T], what: str, seconds_left: float
-    ) -> T:
+    async def _attempt(self, endpoint: _Endpoint[T], body: bytes, seconds_left: float) -> T:
+        what = endpoint.what
         session = self._session
         if session is None or session.closed:
             if self._closed:
@@ -367,27 +387,28 @@ class PolyAIClient:
             else self._timeout(seconds_left)
         )
         try:
-            with map_transport_errors(what):
-                async with session.request(
-                    method, url, data=body, headers=self._headers, timeout=timeout
-                ) as resp:
-                    raw = await self._read(resp, what)
-                    status = resp.status
-                    if status >= 300:
-                        raise status_error(status, resp.reason, resp.headers, raw, what=what)
-        except PolyAIError as error:
-            if self._closed and not isinstance(error, ClientClosedError):
-                raise ClientClosedError(f"{what}: the client was closed during the call") from error
-            raise
-        except RuntimeError as error:  # aiohttp: "Session is closed"
+            async with session.request(
+                endpoint.method, endpoint.url, data=body, headers=self._headers, timeout=timeout
+            ) as resp:
+                raw = await self._read(resp, what)
+                status = resp.status
+                if status >= 300:
+                    raise status_error(status, resp.reason, resp.headers, raw, what=what)
+        except TRANSPORT_ERRORS as exc:
+            if self._closed:
+                raise ClientClosedError(f"{what}: the client was closed during the call") from exc
+            raise transport_error(exc, what) from exc
+        except RuntimeError as exc:  # aiohttp: "Session is closed"
             if session.closed:
-                raise ClientClosedError(f"{what}: the client was closed during the call") from error
+                raise ClientClosedError(f"{what}: the client was closed during the call") from exc
             raise
-        return self._parse(raw, status, cls, what)
+        return self._parse(raw, status, endpoint, what)
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         cap = self.max_response_bytes
-        length = resp.content_length
+        # The raw header, not resp.content_length, which re-parses it on every access.
+        header = resp.headers.get("Content-Length")
+        length = int(header) if header is not None and header.isdigit() else None
         if length is not None and length <= cap:
             return await resp.read()
         size = 0
@@ -408,7 +429,7 @@ class PolyAIClient:
         )
 
     @staticmethod
-    def _parse(raw: bytes, status: int, cls: type[T], what: str) -> T:
+    def _parse(raw: bytes, status: int, endpoint: _Endpoint[T], what: str) -> T:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -426,7 +447,7 @@ class PolyAIClient:
                 body=raw,
             )
         try:
-            return _models.structure(data, cls)
+            return endpoint.structure(data, endpoint.answer)
         except cattrs.BaseValidationError as exc:
             detail = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
             raise ResponseValidationError(

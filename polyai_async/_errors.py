@@ -24,8 +24,9 @@ before sending). No error message ever contains the API key or the connector tok
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator, Mapping
+import email.utils
+import time
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -148,6 +149,33 @@ class APIStatusError(PolyAIError):
         self.body = body
         self.headers: Mapping[str, str] = headers if headers is not None else {}
 
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the server asked callers to wait (``Retry-After``/``retry-after-ms``), if any."""
+        return parse_retry_after(self.headers)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
 
 class BadRequestError(APIStatusError):
     """400: the request is invalid, or a chat code such as ``CHAT_TIMEOUT``; not retried."""
@@ -252,42 +280,38 @@ def status_error(
     )
 
 
-@contextlib.contextmanager
-def map_transport_errors(what: str) -> Iterator[None]:
-    """Translate aiohttp, asyncio and OS errors raised in the block into ours (private helper).
+#: What a request can raise below us; the client catches exactly these and translates them.
+TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
-    The one place such exceptions are caught: everything under it sees only PolyAIError.
-    ``asyncio.CancelledError`` is never caught, so cancellation works as asyncio intends.
+
+def transport_error(exc: BaseException, what: str) -> APIConnectionError:  # noqa: PLR0911 - a table
+    """Translate an aiohttp, asyncio or OS error into ours (private helper).
+
+    The one place such exceptions are interpreted: above it, only PolyAIError is seen.
+    ``asyncio.CancelledError`` is never passed here, so cancellation works as asyncio intends.
     """
-    try:
-        yield
-    except PolyAIError:
-        raise
-    except aiohttp.ConnectionTimeoutError as exc:
-        raise APITimeoutError(
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return APITimeoutError(
             f"{what} failed: timed out connecting to the server", request_sent=False
-        ) from exc
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-        raise APITimeoutError(f"{what} failed: timed out waiting for the answer") from exc
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise APIConnectionError(
+        )
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return APITimeoutError(f"{what} failed: timed out waiting for the answer")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return APIConnectionError(
             f"{what} failed: the server's TLS certificate was rejected ({exc.certificate_error})",
             request_sent=False,
-        ) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise APIConnectionError(
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return APIConnectionError(
             f"{what} failed: could not connect to {exc.host}:{exc.port} ({exc.strerror})",
             request_sent=False,
-        ) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise APIConnectionError(
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return APIConnectionError(
             f"{what} failed: the server closed the connection before answering"
-        ) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise APIConnectionError(
+        )
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return APIConnectionError(
             f"{what} failed: the connection broke while reading the answer ({exc})"
-        ) from exc
-    except (aiohttp.ClientError, OSError) as exc:
-        raise APIConnectionError(
-            f"{what} failed: {type(exc).__name__}: {exc or 'connection error'}"
-        ) from exc
+        )
+    return APIConnectionError(f"{what} failed: {type(exc).__name__}: {exc or 'connection error'}")

@@ -85,6 +85,9 @@ class SessionPool:
             timeout=aiohttp.ClientTimeout(total=None),
             # Credentials are per client, so nothing is read from the environment or ~/.netrc.
             trust_env=False,
+            # The API sets no cookies we need, and clients sharing this pool (other credentials)
+            # must not share any; a real jar would also filter cookies on every request.
+            cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
             # Some proxies return a chunked 500 without a body; aiohttp copes with the default.
             auto_decompress=True,

@@ -19,10 +19,8 @@ machinery, built once per client, is entered only after a retryable failure.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 import attrs
@@ -119,28 +117,6 @@ class RetryBudget:
             self.tokens = min(self.capacity, self.tokens + _SUCCESS_REFUND)
 
 
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 @attrs.define(eq=False)
 class _Call(Generic[T]):
     """One call's state while it is retried (private helper)."""
@@ -184,33 +160,41 @@ class Retrier:
         """Tokens left in the retry budget (None without one)."""
         return self._budget.tokens if self._budget is not None else None
 
-    async def call(
-        self, attempt: Callable[[float], Awaitable[T]], *, what: str, idempotent: bool
-    ) -> T:
-        """Run ``attempt(seconds_left)`` until it succeeds or the policy gives up."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.policy.deadline
-        try:
-            result = await attempt(self.policy.deadline)
-        except PolyAIError as error:
-            if self.policy.max_attempts == 1 or not self._retryable(error, idempotent):
-                error.attempts = 1
-                raise
-            call = _Call(attempt, what, idempotent, deadline, error)
-        else:
-            if self._budget is not None:
-                self._budget.refund()
-            return result
-        try:
-            result = await self._retrying.copy()(call.next_attempt)
-        except PolyAIError as error:
-            error.attempts = call.attempts
-            if isinstance(error, APITimeoutError) and loop.time() >= deadline:
-                error.message += f"; the call's deadline of {self.policy.deadline:g}s passed"
-            raise
+    def succeeded(self) -> None:
+        """Record a call that succeeded: it refunds the budget a little."""
         if self._budget is not None:
             self._budget.refund()
+
+    async def retry(
+        self,
+        attempt: Callable[[float], Awaitable[T]],
+        error: PolyAIError,
+        *,
+        started: float,
+        what: str,
+        idempotent: bool,
+    ) -> T:
+        """Continue a call whose first attempt failed with ``error``, or raise it.
+
+        The caller ran the first attempt itself (the success path never gets here); this runs
+        ``attempt(seconds_left)`` again until it succeeds or the policy gives up.
+        """
+        deadline = started + self.policy.deadline
+        if self.policy.max_attempts == 1 or not self._retryable(error, idempotent):
+            raise self._final(error, 1, deadline)
+        call = _Call(attempt, what, idempotent, deadline, error)
+        try:
+            result: T = await self._retrying.copy()(call.next_attempt)
+        except PolyAIError as final:
+            raise self._final(final, call.attempts, deadline) from final.__cause__
+        self.succeeded()
         return result
+
+    def _final(self, error: PolyAIError, attempts: int, deadline: float) -> PolyAIError:
+        error.attempts = attempts
+        if isinstance(error, APITimeoutError) and asyncio.get_running_loop().time() >= deadline:
+            error.message += f"; the call's deadline of {self.policy.deadline:g}s passed"
+        return error
 
     def _retryable(self, error: BaseException, idempotent: bool) -> bool:
         if isinstance(error, APIStatusError):
@@ -235,7 +219,7 @@ class Retrier:
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome is not None else None
         if isinstance(error, APIStatusError):
-            asked = retry_after(error.headers)
+            asked = error.retry_after
             if asked is not None:
                 return min(asked, self.policy.max_retry_after)
         return float(self._backoff(state))

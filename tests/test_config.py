@@ -54,7 +54,7 @@ def test_base_url_falls_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> 
     """POLYAI_BASE_URL overrides the region's host."""
     monkeypatch.setenv("POLYAI_BASE_URL", "http://127.0.0.1:9999")
     client = PolyAIClient(**CREDS)
-    assert str(client._respond_url) == "http://127.0.0.1:9999/v1/ACCOUNT-1/PROJ-1/chat/respond"
+    assert str(client._respond.url) == "http://127.0.0.1:9999/v1/ACCOUNT-1/PROJ-1/chat/respond"
 
 
 def test_argument_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,7 +67,7 @@ def test_argument_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
 def test_regions_map_to_their_hosts(region: str) -> None:
     """Each documented region maps to https://api.{region}.platform.polyai.app."""
     client = PolyAIClient(**CREDS, region=region)
-    assert str(client._create_url) == (
+    assert str(client._create.url) == (
         f"https://api.{region}.platform.polyai.app/v1/ACCOUNT-1/PROJ-1/chat/create"
     )
 
@@ -86,7 +86,7 @@ def test_unknown_region_lists_valid_ones() -> None:
 def test_base_url_with_prefix_keeps_it() -> None:
     """A base_url with a path (a proxy) keeps that path before the API path."""
     client = PolyAIClient(**CREDS, base_url="https://proxy.example/polyai")
-    assert str(client._close_url) == "https://proxy.example/polyai/v1/ACCOUNT-1/PROJ-1/chat/close"
+    assert str(client._close.url) == "https://proxy.example/polyai/v1/ACCOUNT-1/PROJ-1/chat/close"
 
 
 @pytest.mark.parametrize("url", ["http://api.example.com", "http://10.0.0.5:8080"])

@@ -20,7 +20,7 @@ from polyai_async import (
     RateLimitError,
     RetryPolicy,
 )
-from polyai_async._retry import retry_after
+from polyai_async._errors import parse_retry_after as retry_after
 
 from .conftest import BASE, CREDS, FAST_RETRY
 from .servers import RawServer
