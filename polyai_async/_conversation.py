@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -17,10 +19,18 @@ __all__ = ["Conversation", "Turn"]
 
 logger = logging.getLogger("polyai_async")
 
+# How long leaving a failed or cancelled ``conversation()`` block may spend closing the chat.
+QUIET_CLOSE_TIMEOUT = 5.0
+
 
 @attrs.frozen
 class Turn:
-    """One message in a conversation's history."""
+    """One message in a conversation's history.
+
+    Attributes:
+        role: who said it: ``"agent"`` or ``"user"``.
+        text: what was said (a user turn may carry no message).
+    """
 
     role: Literal["agent", "user"]
     text: str | None
@@ -48,10 +58,18 @@ class Conversation:
         self.handoff: Handoff | None = None
         self._closed = False
 
-    async def send(self, message: str | None, **respond_kwargs: Any) -> RespondChatResponse:
+    async def send(
+        self,
+        message: str | None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        integration_attributes: Mapping[str, Any] | None = None,
+        asr_lang_code: str | None = None,
+        tts_lang_code: str | None = None,
+    ) -> RespondChatResponse:
         """Send the user's message; returns the agent's reply and records both turns.
 
-        Takes the keyword arguments of ``PolyAIClient.respond`` (metadata, ...).
+        The keyword arguments are those of ``PolyAIClient.respond``.
 
         Raises:
             ConversationEndedError: the agent has already ended this conversation; nothing is
@@ -63,9 +81,16 @@ class Conversation:
                 + (f" (handed off to {self.handoff.destination})" if self.handoff else "")
                 + "; start a new one",
                 status=410,
-                error_code="CONVERSATION_ENDED",
+                error_code="CHAT_CONVERSATION_ENDED",
             )
-        reply = await self._client.respond(self.conversation_id, message, **respond_kwargs)
+        reply = await self._client.respond(
+            self.conversation_id,
+            message,
+            metadata=metadata,
+            integration_attributes=integration_attributes,
+            asr_lang_code=asr_lang_code,
+            tts_lang_code=tts_lang_code,
+        )
         self.history.append(Turn("user", message))
         self.history.append(Turn("agent", reply.response))
         if reply.end_conversation:
@@ -77,17 +102,24 @@ class Conversation:
         """Close the conversation on the API; already gone (404, 410) counts as closed.
 
         Args:
-            quiet: log a failure instead of raising it (used when the block already failed).
+            quiet: log a failure instead of raising it, and give up after a few seconds
+                (used when the block already failed or was cancelled, so that a shutdown is
+                not held up by the retry deadline).
         """
         if self._closed:
             return
         self._closed = True
         self.ended = True
         try:
-            await self._client.close_chat(self.conversation_id)
+            if quiet:
+                await asyncio.wait_for(
+                    self._client.close_chat(self.conversation_id), QUIET_CLOSE_TIMEOUT
+                )
+            else:
+                await self._client.close_chat(self.conversation_id)
         except (NotFoundError, ConversationEndedError):
             pass
-        except PolyAIError:
+        except (PolyAIError, asyncio.TimeoutError):
             if not quiet:
                 raise
             logger.warning(

@@ -119,3 +119,33 @@ async def test_close_is_sent_once(client: PolyAIClient, mocked: aioresponses) ->
         await chat.aclose()
     assert len(sent(mocked, "PUT", f"{BASE}/close")) == 1
     assert "ended" in repr(chat)
+
+
+async def test_cancelled_block_closes_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cancelling a conversation block spends at most QUIET_CLOSE_TIMEOUT on closing the chat."""
+    import asyncio
+    import time
+
+    from polyai_async import _conversation
+
+    from .servers import RawServer
+
+    monkeypatch.setattr(_conversation, "QUIET_CLOSE_TIMEOUT", 0.2)
+    greeting = b'{"conversation_id": "CONV-1", "response": "hi"}'
+    async with RawServer(["ok", "hang", "hang"], body=greeting) as server:
+        client = PolyAIClient(**CREDS, base_url=server.url)
+
+        async def chat() -> None:
+            async with client.conversation() as conversation:
+                await conversation.send("this never gets an answer")
+
+        task = asyncio.create_task(chat())
+        while server.requests < 2:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 1.0
+        assert server.requests == 3  # the close was attempted
+        await client.aclose()
