@@ -389,7 +389,7 @@ def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = [name for name in _FAULT_OPTIONS if getattr(args, name, None) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
-        raise UsageError(f"{flags}: fault options apply only to the embedded fake server")
+        raise UsageError(f"{flags}: only the embedded fake server takes these options")
     missing = [name for name in _CREDENTIAL_VARIABLES if not os.environ.get(name)]
     if missing:
         flag = "--real" if args.real else "--base-url"
