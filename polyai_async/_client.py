@@ -98,6 +98,13 @@ def _describe(error: BaseException, _: object) -> str:
     return str(error) or type(error).__name__
 
 
+def _task_cancelled() -> bool:
+    """Whether the running task itself was cancelled (Python 3.11+; on 3.10 assume it was)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
+
+
 def _encode(request: object) -> bytes:
     try:
         return _models.dumps(request)
@@ -400,6 +407,12 @@ class PolyAIClient:
             raise transport_error(exc, what) from exc
         except RuntimeError as exc:  # aiohttp: "Session is closed"
             if session.closed:
+                raise ClientClosedError(f"{what}: the client was closed during the call") from exc
+            raise
+        except asyncio.CancelledError as exc:
+            # Closing the pool cancels the calls queued for a connection; that is our close,
+            # not the caller cancelling the task, which must stay a CancelledError.
+            if self._closed and not _task_cancelled():
                 raise ClientClosedError(f"{what}: the client was closed during the call") from exc
             raise
         return self._parse(raw, status, endpoint, what)

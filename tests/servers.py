@@ -9,13 +9,20 @@ request takes the next action from a script (then "ok" forever):
 - ``"half"``: send the headers and half the body, then close;
 - ``"hang"``: never answer;
 - ``"big"``: a 200 with a body of ``big_size`` bytes;
-- ``"<status>"`` such as ``"503"``: that status with a JSON error body.
+- ``"<status>"`` such as ``"503"``: that status with a JSON error body;
+- ``"429-date"``, ``"429-ms"``: a 429 asking to wait ``wait`` seconds, as an HTTP date or in
+  ``retry-after-ms``;
+- ``"ok-close"``: a 200 announcing keep-alive, then the connection closed soon after (the
+  client finds a dead connection in its pool).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import socket
+import time
 from collections.abc import Iterable
 
 import orjson
@@ -30,6 +37,7 @@ class RawServer:
         self.script = list(script)
         self.body = body
         self.big_size = 8 * 1024 * 1024
+        self.wait = 1.0
         self.connections = 0
         self.open_connections = 0
         self.max_open_connections = 0
@@ -94,13 +102,22 @@ class RawServer:
             await asyncio.sleep(3600)
         body = self.body
         status = "200 OK"
+        extra = ""
         if action == "big":
             body = b" " * self.big_size
         elif action.isdigit():
             status = f"{action} Error"
             body = orjson.dumps({"error_message": f"scripted {action}"})
+        elif action.startswith("429-"):
+            status = "429 Too Many Requests"
+            body = b"{}"
+            if action == "429-ms":
+                extra = f"retry-after-ms: {int(self.wait * 1000)}\r\n"
+            else:
+                when = email.utils.formatdate(time.time() + self.wait, usegmt=True)
+                extra = f"Retry-After: {when}\r\n"
         header = (
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         if action == "half":
@@ -109,4 +126,37 @@ class RawServer:
             return False
         writer.write(header + body)
         await writer.drain()
+        if action == "ok-close":
+            await asyncio.sleep(0.02)
+            return False
         return True
+
+
+class Unaccepting:
+    """A loopback port whose listen backlog is full: connecting to it hangs (connect timeout)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.port: int = self._listener.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", self.port))
+            self._fillers.append(filler)
+        time.sleep(0.1)  # let the fillers' handshakes fill the backlog
+
+    @property
+    def url(self) -> str:
+        """The base URL clients use."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Unaccepting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
