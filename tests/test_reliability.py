@@ -1,4 +1,4 @@
-"""Reliability: faults survived within the deadline, outages, cancellation, shutdown, no turn lost."""
+"""Reliability: faults survived in the deadline, outages, cancellation, shutdown, no turn lost."""
 
 from __future__ import annotations
 
