@@ -1,0 +1,46 @@
+"""``python -m benchmarks [--smoke] [--out DIR]``: run the suite, write its results, print them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._report import print_tables, write_all
+from ._suite import Plan, run_suite
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="polyai_async against hand-written aiohttp and httpx; scale; fault run.",
+    )
+    parser.add_argument("--smoke", action="store_true", help="a very short run (CI, tests)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved contender rounds")
+    args = parser.parse_args(argv)
+    plan = Plan.smoke_plan() if args.smoke else Plan()
+    if args.rounds is not None:
+        plan = Plan(**{**_fields(plan), "rounds": args.rounds})
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = run_suite(plan, log)
+    write_all(result, args.out)
+    print_tables(result)
+    print(f"results in {args.out} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+def _fields(plan: Plan) -> dict[str, object]:
+    import attrs
+
+    return attrs.asdict(plan, recurse=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

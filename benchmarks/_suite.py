@@ -1,0 +1,295 @@
+"""The phases of the suite and their summaries: contenders, scale, fault run, targets."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from typing import Any
+
+import attrs
+import orjson
+
+from ._server import ServerProcess
+
+SCHEMA = "polyai-async-benchmarks/1"
+CONTENDERS = ("polyai_async", "aiohttp", "httpx", "polyai_async_no_retry")
+# The figures summarised per contender as median, min and max over the rounds.
+FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_s_per_1k", "rss_peak_mb", "server_cpu_per_wall")
+# name: (numerator, denominator); a throughput ratio above 1 means the numerator is faster.
+RATIOS = {
+    "polyai_async/aiohttp": ("polyai_async", "aiohttp"),
+    "polyai_async/httpx": ("polyai_async", "httpx"),
+    "retries_on/retries_off": ("polyai_async", "polyai_async_no_retry"),
+}
+# The fault run: 5% of requests fail after the server processed them (2.5% 500, 2.5% reset).
+FAULT_ARGS = ("--error-rate", "0.025", "--reset-rate", "0.025", "--after-processing")
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """How much of everything to run; ``Plan.smoke()`` is the short run CI makes."""
+
+    smoke: bool = False
+    turns: int = 5
+    max_connections: int = 100
+    rounds: int = 7
+    concurrency: int = 200
+    conversations: int = 600
+    # httpx is some 15-25x slower at this concurrency: one conversation per worker, per-request
+    # figures stay comparable.
+    httpx_conversations: int = 200
+    warmup: int = 100
+    # (concurrency, conversations): each level at least one wave of conversations.
+    scale: tuple[tuple[int, int], ...] = (
+        (1, 100),
+        (10, 200),
+        (100, 1000),
+        (1000, 3000),
+        (10000, 10000),
+    )
+    fault_conversations: int = 1000
+    fault_concurrency: int = 200
+
+    @classmethod
+    def smoke_plan(cls) -> Plan:
+        return cls(
+            smoke=True,
+            max_connections=10,
+            rounds=1,
+            concurrency=4,
+            conversations=4,
+            httpx_conversations=4,
+            warmup=2,
+            scale=((1, 2), (10, 10)),
+            fault_conversations=20,
+            fault_concurrency=10,
+        )
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one measurement in a fresh client process and return its figures."""
+    done = subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "benchmarks._workload", orjson.dumps(spec).decode()],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"measurement {spec['contender']} failed:\n{done.stderr}")
+    result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float | None]:
+    """Median, min and max of the values that were measured."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(present), "min": min(present), "max": max(present)}
+
+
+def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """The four contenders, interleaved A B C D per round, against one server process."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
+    with ServerProcess() as server:
+        for round_ in range(plan.rounds):
+            for name in CONTENDERS:
+                spec = {
+                    "contender": name,
+                    "url": server.url,
+                    "server_pid": server.pid,
+                    "conversations": plan.httpx_conversations
+                    if name == "httpx"
+                    else plan.conversations,
+                    "concurrency": plan.concurrency,
+                    "turns": plan.turns,
+                    "max_connections": plan.max_connections,
+                    "warmup": plan.warmup,
+                }
+                result = _measure(spec)
+                runs[name].append(result)
+                log(
+                    f"round {round_ + 1}/{plan.rounds} {name:<22} {result['rps']:8.0f} req/s  "
+                    f"cpu {result['cpu_s_per_1k']:.3f} s/1k  p99 {result['p99_ms']:.0f} ms  "
+                    f"server {result['server_cpu_per_wall']:.2f} cpu/wall"
+                )
+    summary = {
+        name: {figure: spread([r[figure] for r in results]) for figure in FIGURES}
+        for name, results in runs.items()
+    }
+    ratios: dict[str, dict[str, dict[str, float | None]]] = {}
+    for ratio, (top, bottom) in RATIOS.items():
+        pairs = list(zip(runs[top], runs[bottom], strict=True))
+        ratios[ratio] = {
+            # Per round, side by side, then summarised: the machine's drift cancels out.
+            "throughput": spread([a["rps"] / b["rps"] for a, b in pairs]),
+            "cpu_per_request": spread([a["cpu_s_per_1k"] / b["cpu_s_per_1k"] for a, b in pairs]),
+        }
+    errors = sum(r["conversations_failed"] for results in runs.values() for r in results)
+    return {
+        "concurrency": plan.concurrency,
+        "rounds": plan.rounds,
+        "conversations": {n: runs[n][0]["conversations"] for n in CONTENDERS},
+        "server": server.counters,
+        "conversations_failed": errors,
+        "summary": summary,
+        "ratios": ratios,
+        "runs": runs,
+    }
+
+
+def run_scale(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """polyai_async alone at each concurrency, each level in a fresh client process."""
+    levels = []
+    with ServerProcess() as server:
+        for concurrency, conversations in plan.scale:
+            result = _measure(
+                {
+                    "contender": "polyai_async",
+                    "url": server.url,
+                    "server_pid": server.pid,
+                    "conversations": conversations,
+                    "concurrency": concurrency,
+                    "turns": plan.turns,
+                    "max_connections": plan.max_connections,
+                    "warmup": min(concurrency, plan.max_connections),
+                }
+            )
+            levels.append(result)
+            log(
+                f"scale {concurrency:>6} in flight: {result['rps']:8.0f} req/s  "
+                f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
+                f"{result['memory_per_conversation_kb']:.1f} KiB/conversation  "
+                f"failed {result['conversations_failed']}"
+            )
+    return {"levels": levels, "server": server.counters}
+
+
+def run_faults(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """The fault run, with retry_ambiguous on and then off, each against a fresh server."""
+    runs: dict[str, Any] = {}
+    for label, ambiguous in (("retry_ambiguous_on", True), ("retry_ambiguous_off", False)):
+        with ServerProcess(*FAULT_ARGS) as server:
+            client = _measure(
+                {
+                    "contender": "polyai_async",
+                    "url": server.url,
+                    "conversations": plan.fault_conversations,
+                    "concurrency": plan.fault_concurrency,
+                    "turns": plan.turns,
+                    "max_connections": plan.max_connections,
+                    "warmup": 0,
+                    "tolerate_errors": True,
+                    # Five attempts, so a call fails only if 5 in a row do (0.05**5); short
+                    # backoffs keep the run short.
+                    "retry": {
+                        "max_attempts": 5,
+                        "initial_backoff": 0.01,
+                        "max_backoff": 0.1,
+                        "retry_ambiguous": ambiguous,
+                    },
+                }
+            )
+        counters = server.counters
+        runs[label] = {
+            "conversations": client["conversations"],
+            "conversations_completed": client["conversations_completed"],
+            "conversations_failed": client["conversations_failed"],
+            "failed_calls": client["failed_calls"],
+            "failed_calls_total": sum(client["failed_calls"].values()),
+            "errors": client["errors"],
+            "turns_sent": client["calls"].get("respond", 0),
+            "server_requests": sum(counters.get("requests", {}).values()),
+            "server_faults": counters.get("faults", {}),
+            "server_lost_answers": counters.get("lost_answers", {}),
+            "server_turns_recorded": counters.get("turns_recorded"),
+            "server_conversations_created": counters.get("conversations_created"),
+            "duplicated_turns": counters.get("duplicated_turns"),
+        }
+        log(
+            f"faults {label}: {runs[label]['conversations_completed']}/{client['conversations']} "
+            f"conversations completed, {runs[label]['failed_calls_total']} calls failed, "
+            f"{runs[label]['duplicated_turns']} turns duplicated"
+        )
+    return {"faults": "2.5% HTTP 500 + 2.5% connection resets, after processing", **runs}
+
+
+def machine() -> dict[str, Any]:
+    """The machine and versions the figures were taken with."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": {p: version(p) for p in ("polyai-async", "aiohttp", "httpx")},
+    }
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target, its measured value and whether it was met."""
+    ratios = result["contenders"]["ratios"]
+    biggest = result["scale"]["levels"][-1]
+    fault_on = result["faults"]["retry_ambiguous_on"]
+    checks = [
+        ("polyai_async/aiohttp throughput", ratios["polyai_async/aiohttp"], 1.0, 1.15),
+        ("polyai_async/httpx throughput", ratios["polyai_async/httpx"], 20.0, None),
+        ("retries_on/retries_off throughput", ratios["retries_on/retries_off"], 0.98, None),
+    ]
+    out: list[dict[str, Any]] = []
+    for name, ratio, threshold, aim in checks:
+        median = ratio["throughput"]["median"]
+        out.append(
+            {
+                "target": f"{name} >= {threshold:g}" + (f" (aim {aim:g})" if aim else ""),
+                "value": median,
+                "met": median is not None and median >= threshold,
+            }
+        )
+    out.append(
+        {
+            "target": f"{biggest['concurrency']} concurrent conversations, zero errors",
+            "value": biggest["conversations_failed"],
+            "met": biggest["conversations_failed"] == 0
+            and biggest["conversations_completed"] == biggest["conversations"],
+        }
+    )
+    out.append(
+        {
+            "target": "fault run (retry_ambiguous on): every conversation completes",
+            "value": fault_on["conversations_failed"],
+            "met": fault_on["conversations_failed"] == 0,
+        }
+    )
+    return out
+
+
+def run_suite(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """Run every phase; return the whole result (what ``benchmarks.json`` holds)."""
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "smoke": plan.smoke,
+        "machine": machine(),
+        "plan": attrs.asdict(plan),
+    }
+    result["contenders"] = run_contenders(plan, log)
+    result["scale"] = run_scale(plan, log)
+    result["faults"] = run_faults(plan, log)
+    result["targets"] = targets(result)
+    result["wall_s"] = time.perf_counter() - started
+    return result

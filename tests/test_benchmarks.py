@@ -1,0 +1,80 @@
+"""The benchmark suite's smoke run works and its results hold every figure, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CONTENDERS = ("polyai_async", "aiohttp", "httpx", "polyai_async_no_retry")
+FIGURES = ("rps", "p50_ms", "p99_ms", "cpu_s_per_1k", "rss_peak_mb", "server_cpu_per_wall")
+RATIOS = ("polyai_async/aiohttp", "polyai_async/httpx", "retries_on/retries_off")
+LEVEL_FIGURES = (
+    "rps",
+    "p50_ms",
+    "p99_ms",
+    "cpu_s_per_1k",
+    "rss_peak_mb",
+    "memory_per_conversation_kb",
+    "server_cpu_per_wall",
+)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks --smoke`` runs every phase and writes JSON, tables and a chart."""
+    done = subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
+    assert "Targets" in (tmp_path / "tables.md").read_text()
+
+    assert result["smoke"] is True
+    assert {"nproc", "cpu_model", "python"} <= set(result["machine"])
+    contenders = result["contenders"]
+    assert contenders["conversations_failed"] == 0
+    for name in CONTENDERS:
+        assert len(contenders["runs"][name]) == contenders["rounds"]
+        for figure in FIGURES:
+            spread = contenders["summary"][name][figure]
+            assert set(spread) == {"median", "min", "max"}
+            if figure != "server_cpu_per_wall":  # a tiny run can fall under psutil's tick
+                assert _number(spread["median"]), (name, figure)
+    for ratio in RATIOS:
+        for kind in ("throughput", "cpu_per_request"):
+            assert _number(contenders["ratios"][ratio][kind]["median"]), (ratio, kind)
+
+    levels = result["scale"]["levels"]
+    assert [level["concurrency"] for level in levels] == [1, 10]
+    for level in levels:
+        assert level["conversations_failed"] == 0
+        assert level["conversations_completed"] == level["conversations"]
+        for figure in LEVEL_FIGURES:
+            assert _number(level[figure]), figure
+
+    on, off = result["faults"]["retry_ambiguous_on"], result["faults"]["retry_ambiguous_off"]
+    assert on["conversations_failed"] == 0
+    assert _number(on["duplicated_turns"])
+    assert off["duplicated_turns"] == 0
+    assert _number(off["failed_calls_total"])
+    assert on["server_turns_recorded"] == on["turns_sent"] + on["duplicated_turns"]
+
+    assert {t["target"].split(" >=")[0] for t in result["targets"]} >= {
+        "polyai_async/aiohttp throughput",
+        "polyai_async/httpx throughput",
+        "retries_on/retries_off throughput",
+    }
+    assert all(isinstance(t["met"], bool) for t in result["targets"])
