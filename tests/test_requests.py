@@ -141,6 +141,7 @@ async def test_unknown_answer_fields_are_ignored(
         ({"conversation_id": "C", "metadata": ["x"]}, "metadata"),
         ({"conversation_id": "C", "metadata": {"when": object()}}, "JSON"),
         ({"conversation_id": "C", "metadata": {1: "x"}}, "JSON"),
+        ({"conversation_id": "C", "metadata": {"n": 2**70}}, "JSON"),
         ({"conversation_id": "C", "asr_lang_code": 1}, "asr_lang_code"),
     ],
 )
