@@ -153,6 +153,17 @@ class PolyAIClient:
 
     Raises:
         ConfigurationError: a setting is missing or invalid; the message names it.
+
+    Attributes:
+        account_id: the account (workspace) id in use.
+        project_id: the project id in use.
+        region: the region in use (its host is replaced when ``base_url`` is set).
+        version: the API version in the path.
+        base_url: the origin requests go to (a ``yarl.URL``).
+        retry_policy: the RetryPolicy in force.
+        timeouts: the per-attempt Timeouts in force.
+        max_response_bytes: the largest answer read before a call fails.
+        pool: the SessionPool the client sends through.
     """
 
     def __init__(

@@ -15,12 +15,12 @@ from ._errors import ConfigurationError
 
 __all__ = ["REGIONS", "PoolLimits", "Timeouts"]
 
-#: The documented regions and their API hosts.
 REGIONS: Mapping[str, str] = {
     "us-1": "https://api.us-1.platform.polyai.app",
     "uk-1": "https://api.uk-1.platform.polyai.app",
     "euw-1": "https://api.euw-1.platform.polyai.app",
 }
+"""The documented regions and their API hosts; a workspace lives in exactly one."""
 DEFAULT_REGION = "us-1"
 
 # A path segment that can only ever name one segment: no "/", "?", "#", "%", space or control

@@ -59,6 +59,7 @@ class PolyAIError(Exception):
     """The base of every error raised by polyai_async.
 
     Attributes:
+        message: what went wrong and, where it can, what to do about it.
         attempts: HTTP attempts made by the call that failed (0 if nothing was sent).
     """
 
@@ -125,6 +126,7 @@ class APIStatusError(PolyAIError):
             quote it to PolyAI support.
         body: the parsed JSON body if it was a JSON object, else the raw bytes.
         headers: the response headers (they never hold credentials).
+        status_code: the status a subclass stands for (None on the base class).
     """
 
     status_code: ClassVar[int | None] = None

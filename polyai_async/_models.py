@@ -29,7 +29,10 @@ T = TypeVar("T")
 
 
 class Channel(str, enum.Enum):
-    """The channel a conversation runs on."""
+    """The channel a conversation runs on: ``webchat``, ``whatsapp``, ``sms`` or ``api``.
+
+    A plain string with one of these values is accepted wherever a Channel is.
+    """
 
     WEBCHAT = "webchat"
     WHATSAPP = "whatsapp"
@@ -39,7 +42,15 @@ class Channel(str, enum.Enum):
 
 @attrs.frozen(kw_only=True)
 class CreateChatRequest:
-    """The body of ``POST .../chat/create``; every field is optional."""
+    """The body of ``POST .../chat/create``; every field is optional, and unset ones are not sent.
+
+    Attributes:
+        channel: the channel the conversation runs on.
+        variant_id: the project variant to use (settable only at creation).
+        integration_attributes: data for the agent's integrations.
+        asr_lang_code: the speech-recognition language, such as ``en-US``.
+        tts_lang_code: the speech-synthesis language.
+    """
 
     channel: Channel | None = None
     variant_id: str | None = None
@@ -50,7 +61,16 @@ class CreateChatRequest:
 
 @attrs.frozen(kw_only=True)
 class RespondChatRequest:
-    """The body of ``POST .../chat/respond``."""
+    """The body of ``POST .../chat/respond``; unset fields are not sent.
+
+    Attributes:
+        conversation_id: the conversation to continue.
+        message: the user's message.
+        metadata: data visible to the agent's functions for this turn only.
+        integration_attributes: data for the agent's integrations.
+        asr_lang_code: the speech-recognition language.
+        tts_lang_code: the speech-synthesis language.
+    """
 
     conversation_id: str
     message: str | None = None
@@ -62,14 +82,23 @@ class RespondChatRequest:
 
 @attrs.frozen(kw_only=True)
 class CloseChatRequest:
-    """The body of ``PUT .../chat/close``."""
+    """The body of ``PUT .../chat/close``.
+
+    Attributes:
+        conversation_id: the conversation to close.
+    """
 
     conversation_id: str
 
 
 @attrs.frozen(kw_only=True)
 class CreateChatResponse:
-    """The answer to create: the new conversation's id and the agent's greeting."""
+    """The answer to create.
+
+    Attributes:
+        conversation_id: the new conversation's id, for respond and close.
+        response: the agent's greeting.
+    """
 
     conversation_id: str
     response: str
@@ -77,7 +106,12 @@ class CreateChatResponse:
 
 @attrs.frozen(kw_only=True)
 class Handoff:
-    """Where the agent handed the conversation over to (a human queue) and why."""
+    """Where the agent handed the conversation over to (a human queue) and why.
+
+    Attributes:
+        destination: where to route the user, such as ``live_agent_queue``.
+        reason: why the agent handed off, such as ``billing_question``.
+    """
 
     destination: str | None = None
     reason: str | None = None
@@ -89,6 +123,12 @@ class RespondChatResponse:
 
     When ``end_conversation`` is true the agent is done; if ``handoff`` is set too, route the
     user to ``handoff.destination``.
+
+    Attributes:
+        conversation_id: the conversation this reply belongs to.
+        response: the agent's reply.
+        end_conversation: the agent ended the conversation; send no more messages.
+        handoff: set when the agent handed the user over (``end_conversation`` is then true).
     """
 
     conversation_id: str
@@ -99,7 +139,11 @@ class RespondChatResponse:
 
 @attrs.frozen(kw_only=True)
 class CloseChatResponse:
-    """The answer to close."""
+    """The answer to close.
+
+    Attributes:
+        success: whether the API closed the conversation.
+    """
 
     success: bool
 
@@ -127,8 +171,8 @@ def _make_converter() -> cattrs.Converter:
     return converter
 
 
-#: The converter for every model, built once at import.
 converter = _make_converter()
+"""The cattrs converter for every model, built once at import."""
 
 
 def dumps(request: object) -> bytes:
