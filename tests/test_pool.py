@@ -170,3 +170,25 @@ async def test_cancelled_calls_return_their_connections() -> None:
             assert client.pool.open_connections() == 0
             assert (await client.respond("C", "after")).response == "hi"
             assert client.pool.open_connections() == 1
+
+
+async def test_trace_configs_and_connector_options_are_applied() -> None:
+    """A pool's aiohttp TraceConfig sees every request; connector options reach the connector."""
+    started: list[str] = []
+
+    async def on_start(
+        session: aiohttp.ClientSession, context: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        started.append(params.method)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_start)
+    async with RawServer() as server:
+        pool = SessionPool(trace_configs=[trace], connector_options={"use_dns_cache": False})
+        async with pool, PolyAIClient(**CREDS, base_url=server.url, pool=pool) as client:
+            await client.respond("C", "a")
+            await client.respond("C", "b")
+            connector = client.pool.session(client._origin).connector
+            assert isinstance(connector, aiohttp.TCPConnector)
+            assert connector.use_dns_cache is False
+    assert started == ["POST", "POST"]
