@@ -38,9 +38,9 @@ class Plan:
     smoke: bool = False
     turns: int = 5
     max_connections: int = 100
-    rounds: int = 7
+    rounds: int = 9
     concurrency: int = 200
-    conversations: int = 600
+    conversations: int = 800
     # httpx is some 15-25x slower at this concurrency: one conversation per worker, per-request
     # figures stay comparable.
     httpx_conversations: int = 200
