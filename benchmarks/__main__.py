@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="polyai_async against hand-written aiohttp and httpx; scale; fault run.",
     )
     parser.add_argument("--smoke", action="store_true", help="a very short run (CI, tests)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"where results go (default {DEFAULT_OUT}; a temporary directory with --smoke)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved contender rounds")
     args = parser.parse_args(argv)
     plan = Plan.smoke_plan() if args.smoke else Plan()
@@ -29,10 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    # A smoke run must never overwrite the shipped results.
+    out: Path = args.out or (Path(tempfile.mkdtemp(prefix="bench-")) if args.smoke else DEFAULT_OUT)
     result = run_suite(plan, log)
-    write_all(result, args.out)
+    write_all(result, out)
     print_tables(result)
-    print(f"results in {args.out} ({result['wall_s']:.0f} s)")
+    print(f"results in {out} ({result['wall_s']:.0f} s)")
     return 0
 
 
