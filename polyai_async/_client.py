@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Generic, TypeVar
@@ -27,6 +28,7 @@ from ._config import (
 from ._conversation import Conversation
 from ._errors import (
     TRANSPORT_ERRORS,
+    APITimeoutError,
     ClientClosedError,
     ConfigurationError,
     PolyAIError,
@@ -43,12 +45,17 @@ from ._models import (
     RespondChatRequest,
     RespondChatResponse,
 )
-from ._pool import SessionPool
+from ._pool import Host, SessionPool
 from ._retry import Retrier, RetryPolicy
 
 __all__ = ["PolyAIClient"]
 
 T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # pragma: no cover - aiohttp installs async-timeout on 3.10
+    from async_timeout import timeout as _timeout
 
 try:
     _USER_AGENT = f"polyai-async/{version('polyai-async')}"
@@ -230,8 +237,12 @@ class PolyAIClient:
         self._close = _Endpoint("PUT", chat / "close", CloseChatResponse, "close_chat", True)
         self._origin = self.base_url.origin()
         self._retrier = Retrier(self.retry_policy)
-        self._first_timeout = self._timeout(self.retry_policy.deadline)
-        self._session: aiohttp.ClientSession | None = None
+        # aiohttp bounds only the opening of a connection; the attempt's own timer does the rest
+        # (one timer per attempt: aiohttp's sock_read timer is re-armed on every chunk).
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeouts.connect
+        )
+        self._host: Host | None = None
         self._closed = False
 
     # -- the three calls -------------------------------------------------------------------
@@ -342,7 +353,7 @@ class PolyAIClient:
     async def aclose(self) -> None:
         """Close the client, and its pool if it made it. Calls after this fail. Idempotent."""
         self._closed = True
-        self._session = None
+        self._host = None
         if self._owns_pool:
             await self.pool.aclose()
 
@@ -367,13 +378,6 @@ class PolyAIClient:
 
     # -- the hot path ----------------------------------------------------------------------
 
-    def _timeout(self, seconds_left: float) -> aiohttp.ClientTimeout:
-        # One timer per attempt: aiohttp's sock_read would add two more (reset on every chunk),
-        # and timer heap churn was a tenth of the client's CPU time at 200 concurrent calls.
-        return aiohttp.ClientTimeout(
-            total=min(seconds_left, self.timeouts.read), sock_connect=self.timeouts.connect
-        )
-
     async def _call(self, endpoint: _Endpoint[T], body: bytes) -> T:
         if self._closed:
             raise ClientClosedError(f"{endpoint.what}: this PolyAIClient is closed; make a new one")
@@ -394,26 +398,60 @@ class PolyAIClient:
 
     async def _attempt(self, endpoint: _Endpoint[T], body: bytes, seconds_left: float) -> T:
         what = endpoint.what
-        session = self._session
-        if session is None or session.closed:
+        host = self._host
+        if host is None or host.closed:
             if self._closed:
                 raise ClientClosedError(f"{what}: the client was closed during the call")
-            session = self._session = self.pool.session(self._origin)
-        timeout = (
-            self._first_timeout
-            if seconds_left >= self.retry_policy.deadline
-            else self._timeout(seconds_left)
-        )
+            host = self._host = self.pool.host(self._origin)
+        gate = host.gate
+        admitted = False
+        try:
+            # One timer bounds the attempt: the wait for a connection and the request itself.
+            async with _timeout(min(seconds_left, self.timeouts.read)):
+                await gate.acquire()  # in arrival order; at once while connections are free
+                admitted = True
+                try:
+                    raw, status = await self._exchange(host, endpoint, body, what)
+                finally:
+                    gate.release()
+        except asyncio.TimeoutError:
+            if admitted:
+                raise APITimeoutError(f"{what} failed: timed out waiting for the answer") from None
+            raise APITimeoutError(
+                f"{what} failed: no connection came free in time (all "
+                f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
+                request_sent=False,
+            ) from None
+        return self._parse(raw, status, endpoint, what)
+
+    async def _exchange(
+        self, host: Host, endpoint: _Endpoint[Any], body: bytes, what: str
+    ) -> tuple[bytes, int]:
+        """Send one request on an admitted connection; return the raw answer and its status."""
+        if host.closed or self._closed:
+            raise ClientClosedError(f"{what}: the client was closed during the call")
+        session = host.session
         try:
             async with session.request(
-                endpoint.method, endpoint.url, data=body, headers=self._headers, timeout=timeout
+                endpoint.method,
+                endpoint.url,
+                data=body,
+                headers=self._headers,
+                timeout=self._aiohttp_timeout,
             ) as resp:
-                raw = await self._read(resp, what)
+                cap = self.max_response_bytes
+                # The raw header, not resp.content_length, which re-parses it on every access.
+                length = resp.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) <= cap:
+                    raw = await resp.read()
+                else:
+                    raw = await self._read(resp, what)
                 status = resp.status
                 if status >= 300:
                     raise status_error(status, resp.reason, resp.headers, raw, what=what)
+                return raw, status
         except TRANSPORT_ERRORS as exc:
-            if self._closed:
+            if self._closed or host.closed:
                 raise ClientClosedError(f"{what}: the client was closed during the call") from exc
             raise transport_error(exc, what) from exc
         except RuntimeError as exc:  # aiohttp: "Session is closed"
@@ -421,23 +459,18 @@ class PolyAIClient:
                 raise ClientClosedError(f"{what}: the client was closed during the call") from exc
             raise
         except asyncio.CancelledError as exc:
-            # Closing the pool cancels the calls queued for a connection; that is our close,
-            # not the caller cancelling the task, which must stay a CancelledError.
-            if self._closed and not _task_cancelled():
+            # Closing a session cancels what waits inside aiohttp; that is our close, not the
+            # caller cancelling the task (or our timer firing), which stay CancelledError.
+            if (self._closed or host.closed) and not _task_cancelled():
                 raise ClientClosedError(f"{what}: the client was closed during the call") from exc
             raise
-        return self._parse(raw, status, endpoint, what)
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
+        """Read an answer of unknown or excessive length, stopping at max_response_bytes."""
         cap = self.max_response_bytes
-        # The raw header, not resp.content_length, which re-parses it on every access.
-        header = resp.headers.get("Content-Length")
-        length = int(header) if header is not None and header.isdigit() else None
-        if length is not None and length <= cap:
-            return await resp.read()
-        size = 0
-        chunks = []
-        if length is None or length <= cap:
+        if resp.content_length is None or resp.content_length <= cap:
+            size = 0
+            chunks = []
             async for chunk in resp.content.iter_chunked(65536):
                 size += len(chunk)
                 if size > cap:
@@ -445,6 +478,8 @@ class PolyAIClient:
                 chunks.append(chunk)
             else:
                 return b"".join(chunks)
+        else:
+            chunks = []
         raise ResponseValidationError(
             f"{what} failed: the answer (HTTP {resp.status}) is larger than "
             f"max_response_bytes={cap}; not read further",

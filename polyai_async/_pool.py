@@ -1,4 +1,4 @@
-"""One aiohttp session, with its own connection pool, per API host."""
+"""One aiohttp session, with its own connection pool, per API host, and a fair way into it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,30 @@ __all__ = ["SessionPool"]
 logger = logging.getLogger("polyai_async")
 
 
+class Host:
+    """One API host's session and the gate in front of its connections (private helper).
+
+    The gate admits requests in arrival order, ``max_connections`` at a time, so aiohttp's own
+    connector never queues: its queue lets a task that just released a connection take it
+    straight back, so new conversations wait behind running ones (seconds of p99 at 200
+    concurrent conversations over 100 connections) and woken waiters loop for nothing.
+    """
+
+    __slots__ = ("closed", "gate", "session")
+
+    def __init__(self, session: aiohttp.ClientSession, max_connections: int) -> None:
+        self.session = session
+        self.gate = asyncio.Semaphore(max_connections)
+        self.closed = False
+
+    async def close(self) -> None:
+        """Close the session, and wake the requests waiting at the gate so they can fail."""
+        self.closed = True
+        # Each woken waiter sees `closed`, releases and wakes the next: a chain, not a flood.
+        self.gate.release()
+        await self.session.close()
+
+
 @attrs.define(eq=False, repr=False)
 class SessionPool:
     """Pooled HTTP sessions, one per API host (per region), made on first use.
@@ -39,7 +63,7 @@ class SessionPool:
     limits: PoolLimits = attrs.field(factory=PoolLimits, kw_only=True)
     trace_configs: Sequence[aiohttp.TraceConfig] = attrs.field(default=(), kw_only=True)
     connector_options: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True)
-    _sessions: dict[str, aiohttp.ClientSession] = attrs.field(init=False, factory=dict)
+    _hosts: dict[str, Host] = attrs.field(init=False, factory=dict)
     _closed: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -62,13 +86,17 @@ class SessionPool:
 
         Must be called from a running event loop: aiohttp binds sessions to it.
         """
+        return self.host(origin).session
+
+    def host(self, origin: URL) -> Host:
+        """Return the host entry (session and gate) for ``origin`` (private to the client)."""
         if self._closed:
             raise ClientClosedError("the session pool is closed; make a new client or pool")
         key = str(origin)
-        session = self._sessions.get(key)
-        if session is None or session.closed:
-            session = self._sessions[key] = self._make_session()
-        return session
+        host = self._hosts.get(key)
+        if host is None or host.session.closed:
+            host = self._hosts[key] = Host(self._make_session(), self.limits.max_connections)
+        return host
 
     def _make_session(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
@@ -96,8 +124,8 @@ class SessionPool:
     def open_connections(self) -> int:
         """Count the connections held by every host's pool, busy or idle (for tests and stats)."""
         total = 0
-        for session in self._sessions.values():
-            connector = session.connector
+        for host in self._hosts.values():
+            connector = host.session.connector
             if connector is not None and not connector.closed:
                 # aiohttp exposes no public count; _conns holds the idle, _acquired the busy.
                 idle = sum(len(v) for v in getattr(connector, "_conns", {}).values())
@@ -107,13 +135,13 @@ class SessionPool:
     async def aclose(self) -> None:
         """Close every session and release every connection. Idempotent."""
         self._closed = True
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for session in reversed(sessions):
+        hosts, self._hosts = list(self._hosts.values()), {}
+        for host in reversed(hosts):
             try:
-                await session.close()
+                await host.close()
             except Exception:  # a failed close must not stop the others closing
                 logger.warning("polyai_async: closing a pooled session failed", exc_info=True)
-        if sessions:
+        if hosts:
             # Let the transports finish closing so no "unclosed transport" warning follows.
             await asyncio.sleep(0)
 
@@ -124,13 +152,13 @@ class SessionPool:
         await self.aclose()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._sessions)} host(s)"
+        state = "closed" if self._closed else f"{len(self._hosts)} host(s)"
         return f"<SessionPool {state} limits={self.limits!r}>"
 
     def __del__(self) -> None:
         # Only warn: closing needs the event loop, which may be gone by now.
-        sessions = getattr(self, "_sessions", None)
-        if sessions and any(not s.closed for s in sessions.values()):
+        hosts = getattr(self, "_hosts", None)
+        if hosts and any(not host.session.closed for host in hosts.values()):
             warnings.warn(
                 f"{self!r} was never closed: use `async with` or `await aclose()`",
                 ResourceWarning,

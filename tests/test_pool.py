@@ -79,7 +79,7 @@ async def test_one_session_per_host() -> None:
         for url in (a.url, b.url, a.url):
             async with PolyAIClient(**CREDS, base_url=url, pool=pool) as client:
                 await client.respond("C", "x")
-        assert len(pool._sessions) == 2
+        assert len(pool._hosts) == 2
 
 
 @pytest.mark.parametrize("fault", ["reset", "close", "half"])
@@ -144,7 +144,7 @@ async def test_unclosed_pool_warns_on_garbage_collection() -> None:
     async with RawServer() as server:
         client = PolyAIClient(**CREDS, base_url=server.url)
         await client.respond("C", "x")
-        session = client.pool._sessions[str(client._origin)]
+        session = client.pool._hosts[str(client._origin)].session
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             del client
