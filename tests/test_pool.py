@@ -11,6 +11,7 @@ import pytest
 
 from polyai_async import (
     APIConnectionError,
+    APITimeoutError,
     ClientClosedError,
     PolyAIClient,
     PoolLimits,
@@ -192,3 +193,50 @@ async def test_trace_configs_and_connector_options_are_applied() -> None:
             assert isinstance(connector, aiohttp.TCPConnector)
             assert connector.use_dns_cache is False
     assert started == ["POST", "POST"]
+
+
+async def test_waiting_calls_are_served_in_arrival_order() -> None:
+    """A call queued for a connection is not overtaken by a task that keeps re-using one."""
+    async with RawServer() as server:
+        limits = PoolLimits(max_connections=1)
+        async with PolyAIClient(**CREDS, base_url=server.url, limits=limits) as client:
+            done_by_busy = 0
+
+            async def busy() -> None:
+                nonlocal done_by_busy
+                for _ in range(50):
+                    await client.respond("C", "again")
+                    done_by_busy += 1
+
+            task = asyncio.create_task(busy())
+            while done_by_busy < 3:
+                await asyncio.sleep(0)
+            before = done_by_busy
+            await client.respond("C", "newcomer")
+            overtaken = done_by_busy - before
+            await task
+    # In arrival order the newcomer waits for at most the call in flight and the one queued.
+    assert overtaken <= 2, f"overtaken by {overtaken} calls"
+
+
+async def test_no_free_connection_within_the_deadline() -> None:
+    """A call that cannot get a connection in time fails as not sent, naming the limit."""
+    async with (
+        RawServer(["hang"]) as server,
+        SessionPool(limits=PoolLimits(max_connections=1)) as pool,
+    ):
+        patient = PolyAIClient(**CREDS, base_url=server.url, pool=pool)
+        hurried = PolyAIClient(
+            **CREDS, base_url=server.url, pool=pool, retry=RetryPolicy(deadline=0.3)
+        )
+        hanging = asyncio.create_task(patient.respond("C", "first"))
+        while server.requests < 1:
+            await asyncio.sleep(0.01)
+        with pytest.raises(APITimeoutError, match="no connection came free") as info:
+            await hurried.respond("C", "second")
+        hanging.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hanging
+    assert info.value.request_sent is False
+    assert "all 1 were busy" in str(info.value)
+    assert server.requests == 1
