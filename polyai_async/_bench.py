@@ -67,22 +67,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from . import _errors
 from ._client import PolyAIClient
-from ._errors import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ClientClosedError,
-    ConfigurationError,
-    ConversationEndedError,
-    InternalServerError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    ResponseValidationError,
-)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,24 +80,7 @@ ENDPOINTS = ("create", "respond", "close")
 # The client's names for its calls (the retry log's first argument), by endpoint.
 _CALL_NAMES = {"create_chat": "create", "respond": "respond", "close_chat": "close"}
 # Always in the JSON, so a script can read error_<name> without checking for it.
-_ERROR_CLASSES = tuple(
-    cls.__name__
-    for cls in (
-        APIConnectionError,
-        APITimeoutError,
-        ResponseValidationError,
-        APIStatusError,
-        BadRequestError,
-        AuthenticationError,
-        PermissionDeniedError,
-        NotFoundError,
-        ConversationEndedError,
-        RateLimitError,
-        InternalServerError,
-        ClientClosedError,
-        ConfigurationError,
-    )
-)
+_ERROR_CLASSES = tuple(name for name in _errors.__all__ if name != "PolyAIError")
 _PERCENTILES = (50, 90, 99)
 
 _SMALL_TALK = (
