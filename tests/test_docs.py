@@ -235,3 +235,16 @@ def test_pytest_examples_in_the_docs_pass(
     pytester.makepyfile(test_block=block[2])
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=block[2].count("def test_"))
+
+
+def test_snippet_includes_are_well_formed() -> None:
+    """Every pymdownx.snippets line names an existing file, so the page shows the example."""
+    includes = 0
+    for page in sorted(DOCS.rglob("*.md")):
+        for line in page.read_text().splitlines():
+            if line.lstrip().startswith("--8"):
+                match = re.fullmatch(r'--8<-- "([^"]+)"', line.strip())
+                assert match, f"{page.name}: malformed snippet line {line!r}"
+                assert (ROOT / match[1]).is_file(), f"{page.name}: {match[1]} does not exist"
+                includes += 1
+    assert includes >= 3
