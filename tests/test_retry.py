@@ -157,7 +157,7 @@ async def test_deadline_bounds_every_attempt() -> None:
             with pytest.raises(APITimeoutError) as info:
                 await client.respond("C", "hi")
             elapsed = time.monotonic() - started
-    assert 0.45 < elapsed < 0.8
+    assert 0.45 < elapsed < 1.0
     assert "deadline of 0.5s" in str(info.value)
 
 
