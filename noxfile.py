@@ -41,5 +41,5 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def audit(session: nox.Session) -> None:
-    session.install("-e", ".", "pip-audit>=2.7")
-    session.run("pip-audit", "--skip-editable", "--progress-spinner", "off")
+    session.install("pip-audit>=2.7")
+    session.run("pip-audit", "-r", ".ci/runtime.lock", "--no-deps", "--disable-pip")
