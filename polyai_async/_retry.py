@@ -186,7 +186,8 @@ class Retrier:
         try:
             result: T = await self._retrying.copy()(call.next_attempt)
         except PolyAIError as final:
-            raise self._final(final, call.attempts, deadline) from final.__cause__
+            self._final(final, call.attempts, deadline)
+            raise
         self.succeeded()
         return result
 
