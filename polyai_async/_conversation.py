@@ -83,14 +83,18 @@ class Conversation:
                 status=410,
                 error_code="CHAT_CONVERSATION_ENDED",
             )
-        reply = await self._client.respond(
-            self.conversation_id,
-            message,
-            metadata=metadata,
-            integration_attributes=integration_attributes,
-            asr_lang_code=asr_lang_code,
-            tts_lang_code=tts_lang_code,
-        )
+        try:
+            reply = await self._client.respond(
+                self.conversation_id,
+                message,
+                metadata=metadata,
+                integration_attributes=integration_attributes,
+                asr_lang_code=asr_lang_code,
+                tts_lang_code=tts_lang_code,
+            )
+        except ConversationEndedError:
+            self.ended = True  # the API says so (ended elsewhere, or timed out): stop sending
+            raise
         self.history.append(Turn("user", message))
         self.history.append(Turn("agent", reply.response))
         if reply.end_conversation:

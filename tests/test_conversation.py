@@ -149,3 +149,21 @@ async def test_cancelled_block_closes_within_a_bound(monkeypatch: pytest.MonkeyP
         assert time.monotonic() - started < 1.0
         assert server.requests == 3  # the close was attempted
         await client.aclose()
+
+
+async def test_server_410_marks_the_conversation_ended(
+    client: PolyAIClient, mocked: aioresponses
+) -> None:
+    """A 410 from the API ends the conversation locally: the next send sends nothing."""
+    mocked.post(f"{BASE}/create", payload=GREETING)
+    mocked.post(f"{BASE}/respond", status=410, payload={"error_message": "ended"})
+    mocked.put(f"{BASE}/close", status=410, payload={"error_message": "ended"})
+    async with client.conversation() as chat:
+        with pytest.raises(ConversationEndedError) as first:
+            await chat.send("hello?")
+        assert first.value.attempts == 1
+        assert chat.ended
+        with pytest.raises(ConversationEndedError) as second:
+            await chat.send("anyone?")
+        assert second.value.attempts == 0
+    assert len(sent(mocked, "POST", f"{BASE}/respond")) == 1
