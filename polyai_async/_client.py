@@ -321,12 +321,23 @@ class PolyAIClient:
         integration_attributes: Mapping[str, Any] | None = None,
         asr_lang_code: str | None = None,
         tts_lang_code: str | None = None,
+        close_after_handoff: bool = True,
     ) -> AsyncIterator[Conversation]:
         """Create a conversation for the block and close it on the way out.
 
         ``async with client.conversation() as chat: reply = await chat.send("hi")``.
         A 404 or 410 when closing (the conversation is already gone) is not an error; a
         failure to close after the block raised is logged, never raised over the block's error.
+
+        Args:
+            channel: as for ``create_chat``.
+            variant_id: as for ``create_chat``.
+            integration_attributes: as for ``create_chat``.
+            asr_lang_code: as for ``create_chat``.
+            tts_lang_code: as for ``create_chat``.
+            close_after_handoff: close the chat on the way out even when the agent handed it
+                to a human. The API says close "may be called once a human agent has taken
+                over": pass False to leave a handed-off chat open for that side to close.
         """
         created = await self.create_chat(
             channel=channel,
@@ -339,9 +350,11 @@ class PolyAIClient:
         try:
             yield chat
         except BaseException:
-            await chat.aclose(quiet=True)
+            if close_after_handoff or chat.handoff is None:
+                await chat.aclose(quiet=True)
             raise
-        await chat.aclose()
+        if close_after_handoff or chat.handoff is None:
+            await chat.aclose()
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -167,3 +167,28 @@ async def test_server_410_marks_the_conversation_ended(
             await chat.send("anyone?")
         assert second.value.attempts == 0
     assert len(sent(mocked, "POST", f"{BASE}/respond")) == 1
+
+
+@pytest.mark.parametrize(("close_after_handoff", "closes"), [(True, 1), (False, 0)])
+async def test_close_after_handoff(
+    client: PolyAIClient, mocked: aioresponses, close_after_handoff: bool, closes: int
+) -> None:
+    """close_after_handoff=False leaves a handed-off chat open for the human side to close."""
+    mocked.post(f"{BASE}/create", payload=GREETING)
+    mocked.post(
+        f"{BASE}/respond",
+        payload=reply("Transferring.", end=True, handoff={"destination": "live_agent_queue"}),
+    )
+    mocked.put(f"{BASE}/close", payload={"success": True})
+    async with client.conversation(close_after_handoff=close_after_handoff) as chat:
+        await chat.send("a human please")
+    assert len(sent(mocked, "PUT", f"{BASE}/close")) == closes
+
+
+async def test_no_handoff_always_closes(client: PolyAIClient, mocked: aioresponses) -> None:
+    """Without a handoff the chat is closed whatever close_after_handoff says."""
+    mocked.post(f"{BASE}/create", payload=GREETING)
+    mocked.put(f"{BASE}/close", payload={"success": True})
+    async with client.conversation(close_after_handoff=False):
+        pass
+    assert len(sent(mocked, "PUT", f"{BASE}/close")) == 1
