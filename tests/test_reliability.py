@@ -41,14 +41,15 @@ def policy(**overrides: Any) -> RetryPolicy:
 
 
 @pytest.mark.parametrize(
-    ("script", "wait"),
+    ("script", "wait", "at_least"),
     [
-        (["500", "502", "503"], 0.0),
-        (["429-ms"], 0.3),
-        (["429-date"], 1.0),
-        (["reset"], 0.0),
-        (["half"], 0.0),
-        (["close"], 0.0),
+        (["500", "502", "503"], 0.0, 0.0),
+        (["429-ms"], 0.3, 0.27),
+        # An HTTP date has one-second resolution: asked for 2 s, the client waits 1 to 2 s.
+        (["429-date"], 2.0, 0.9),
+        (["reset"], 0.0, 0.0),
+        (["half"], 0.0, 0.0),
+        (["close"], 0.0, 0.0),
     ],
     ids=[
         "5xx-burst",
@@ -59,7 +60,9 @@ def policy(**overrides: Any) -> RetryPolicy:
         "close",
     ],
 )
-async def test_fault_is_survived_within_the_deadline(script: list[str], wait: float) -> None:
+async def test_fault_is_survived_within_the_deadline(
+    script: list[str], wait: float, at_least: float
+) -> None:
     """Each fault is retried into a success, waiting what the server asked, within the deadline."""
     deadline = 3.0
     async with RawServer(script) as server:
@@ -72,8 +75,7 @@ async def test_fault_is_survived_within_the_deadline(script: list[str], wait: fl
             elapsed = time.monotonic() - started
     assert answer.response == "hi"
     assert server.requests == len(script) + 1
-    # An HTTP date has one-second resolution, so only part of the wait is certain.
-    assert elapsed >= wait * 0.2
+    assert elapsed >= at_least
     assert elapsed < deadline + MARGIN
 
 
