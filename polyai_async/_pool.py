@@ -109,7 +109,7 @@ class SessionPool:
         return aiohttp.ClientSession(
             connector=connector,
             trace_configs=list(self.trace_configs) or None,
-            # Timeouts are set per request from Timeouts and the deadline.
+            # The client bounds each attempt itself (Timeouts and the deadline).
             timeout=aiohttp.ClientTimeout(total=None),
             # Credentials are per client, so nothing is read from the environment or ~/.netrc.
             trust_env=False,
@@ -117,8 +117,6 @@ class SessionPool:
             # must not share any; a real jar would also filter cookies on every request.
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
-            # Some proxies return a chunked 500 without a body; aiohttp copes with the default.
-            auto_decompress=True,
         )
 
     def open_connections(self) -> int:
