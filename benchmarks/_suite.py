@@ -95,11 +95,14 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
 
 
 def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
-    """The four contenders, interleaved A B C D per round, against one server process."""
+    """The four contenders, interleaved with a rotating start, against one server process."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
     with ServerProcess() as server:
         for round_ in range(plan.rounds):
-            for name in CONTENDERS:
+            # Each round starts with the next contender (A B C D, B C D A, ...): no contender
+            # always runs first or last in a round, where the machine's drift would favour it.
+            shift = round_ % len(CONTENDERS)
+            for name in CONTENDERS[shift:] + CONTENDERS[:shift]:
                 spec = {
                     "contender": name,
                     "url": server.url,
