@@ -186,3 +186,20 @@ def test_connector_options_cannot_override_limits() -> None:
     """Connector options may not silently replace the PoolLimits."""
     with pytest.raises(ConfigurationError, match="limit"):
         SessionPool(connector_options={"limit": 5})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"retry": {"max_attempts": 3}}, "retry must be a RetryPolicy"),
+        ({"max_response_bytes": "1MB"}, "max_response_bytes must be a whole number"),
+        ({"max_response_bytes": True}, "max_response_bytes must be a whole number"),
+        ({"max_response_bytes": 0}, "max_response_bytes must be at least 1"),
+        ({"pool": object()}, "pool must be a SessionPool"),
+        ({"limits": PoolLimits(), "pool": SessionPool()}, "limits or pool"),
+    ],
+)
+def test_bad_client_arguments_are_refused(kwargs: dict[str, Any], match: str) -> None:
+    """Arguments of the wrong kind are refused at construction, saying which and how."""
+    with pytest.raises(ConfigurationError, match=match):
+        PolyAIClient(**CREDS, **kwargs)
