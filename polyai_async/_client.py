@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -105,13 +106,6 @@ def _describe(error: BaseException, _: object) -> str:
     return str(error) or type(error).__name__
 
 
-def _task_cancelled() -> bool:
-    """Whether the running task itself was cancelled (Python 3.11+; on 3.10 assume it was)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    return cancelling is None or cancelling() > 0
-
-
 def _encode(request: object) -> bytes:
     try:
         return _models.dumps(request)
@@ -200,7 +194,7 @@ class PolyAIClient:
         )
         self.region = setting(region, "region", "POLYAI_REGION", DEFAULT_REGION)
         if base_url is None:
-            base_url = setting(None, "base_url", "POLYAI_BASE_URL", "") or None
+            base_url = os.environ.get("POLYAI_BASE_URL") or None
         self.version = check_segment(version, "version")
         self.base_url = resolve_base_url(
             base_url, self.region, allow_insecure_http=allow_insecure_http
@@ -469,12 +463,6 @@ class PolyAIClient:
             raise transport_error(exc, what) from exc
         except RuntimeError as exc:  # aiohttp: "Session is closed"
             if session.closed:
-                raise ClientClosedError(f"{what}: the client was closed during the call") from exc
-            raise
-        except asyncio.CancelledError as exc:
-            # Closing a session cancels what waits inside aiohttp; that is our close, not the
-            # caller cancelling the task (or our timer firing), which stay CancelledError.
-            if (self._closed or host.closed) and not _task_cancelled():
                 raise ClientClosedError(f"{what}: the client was closed during the call") from exc
             raise
 

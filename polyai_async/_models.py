@@ -7,7 +7,7 @@ fields) and are checked strictly: a missing field or a wrong type is an error, n
 from __future__ import annotations
 
 import enum
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import cattrs
@@ -24,8 +24,6 @@ __all__ = [
     "RespondChatRequest",
     "RespondChatResponse",
 ]
-
-T = TypeVar("T")
 
 
 class Channel(str, enum.Enum):
@@ -178,8 +176,3 @@ converter = _make_converter()
 def dumps(request: object) -> bytes:
     """Serialise a request model to JSON bytes, leaving out unset fields (private helper)."""
     return orjson.dumps(converter.unstructure(request))
-
-
-def structure(data: Any, cls: type[T]) -> T:
-    """Structure decoded JSON into ``cls``; raises cattrs' errors (private helper)."""
-    return converter.structure(data, cls)
