@@ -136,6 +136,26 @@ FAULT_HEADER = [
 ]
 
 
+def instruction_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row per contender counted, then one per ratio; none when the phase was skipped."""
+    phase = result.get("instructions", {})
+    if "contenders" not in phase:
+        return []
+    rows = [
+        [name, f"{figures['instructions_per_request']:,.0f}", ""]
+        for name, figures in phase["contenders"].items()
+    ]
+    rows += [[name, "", f"{value:.3f}"] for name, value in phase["ratios"].items()]
+    return rows
+
+
+INSTRUCTION_HEADER = [
+    "contender or ratio",
+    "client instructions per request",
+    "ratio (higher: first is cheaper)",
+]
+
+
 def target_rows(result: dict[str, Any]) -> list[list[str]]:
     return [
         [t["target"], _num(t["value"], 2), "met" if t["met"] else "NOT met"]
@@ -154,7 +174,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
     c = result["contenders"]
-    return [
+    out = [
         (
             f"Contenders at {c['concurrency']} concurrent conversations "
             f"(median (min-max) of {c['rounds']} interleaved rounds)",
@@ -164,8 +184,20 @@ def tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
         ("Ratios, per round side by side", RATIO_HEADER, ratio_rows(result)),
         ("Scale: polyai_async alone", SCALE_HEADER, scale_rows(result)),
         (f"Fault run: {result['faults']['faults']}", FAULT_HEADER, fault_rows(result)),
-        ("Targets", TARGET_HEADER, target_rows(result)),
     ]
+    instructions = result.get("instructions", {})
+    if "contenders" in instructions:
+        small, large = instructions["conversations"]
+        out.append(
+            (
+                "Instructions per request, counted by valgrind "
+                f"({large} minus {small} conversations at {c['concurrency']} in flight)",
+                INSTRUCTION_HEADER,
+                instruction_rows(result),
+            )
+        )
+    out.append(("Targets", TARGET_HEADER, target_rows(result)))
+    return out
 
 
 def write_markdown(result: dict[str, Any], path: Path) -> None:

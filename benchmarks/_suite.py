@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from typing import Any
 import attrs
 import orjson
 
-from ._server import ServerProcess
+from ._server import ServerProcess, cpu_plan, pin
 
 SCHEMA = "polyai-async-benchmarks/1"
 CONTENDERS = ("polyai_async", "aiohttp", "httpx", "polyai_async_no_retry")
@@ -27,6 +29,14 @@ RATIOS = {
     "polyai_async/httpx": ("polyai_async", "httpx"),
     "retries_on/retries_off": ("polyai_async", "polyai_async_no_retry"),
 }
+# The instruction phase: the contenders whose ratios it prices (httpx would take an hour under
+# valgrind, and its ratio is far from its threshold).
+INSTRUCTION_CONTENDERS = ("polyai_async", "aiohttp", "polyai_async_no_retry")
+INSTRUCTION_RATIOS = {
+    "polyai_async/aiohttp": ("polyai_async", "aiohttp"),
+    "retries_on/retries_off": ("polyai_async", "polyai_async_no_retry"),
+}
+_INSTRUCTIONS = re.compile(r"^==\d+== I\s+refs:\s+([\d,]+)\s*$", re.MULTILINE)
 # The fault run: 5% of requests fail after the server processed them (2.5% 500, 2.5% reset).
 FAULT_ARGS = ("--error-rate", "0.025", "--reset-rate", "0.025", "--after-processing")
 
@@ -38,13 +48,17 @@ class Plan:
     smoke: bool = False
     turns: int = 5
     max_connections: int = 100
-    rounds: int = 9
+    rounds: int = 15
     concurrency: int = 200
+    # The same for every contender, httpx included (some 20x slower: most of the suite's time).
     conversations: int = 800
-    # httpx is some 15-25x slower at this concurrency: one conversation per worker, per-request
-    # figures stay comparable.
-    httpx_conversations: int = 200
     warmup: int = 100
+    # Instructions per request are the difference between these two runs, divided by the
+    # difference in requests: start-up and warm-up cancel out.
+    instruction_conversations: tuple[int, int] = (100, 300)
+    instruction_contenders: tuple[str, ...] = INSTRUCTION_CONTENDERS
+    # Client and server on a CPU each, when there are two.
+    pin_cpus: bool = True
     # (concurrency, conversations): each level at least one wave of conversations.
     scale: tuple[tuple[int, int], ...] = (
         (1, 100),
@@ -64,26 +78,51 @@ class Plan:
             rounds=1,
             concurrency=4,
             conversations=4,
-            httpx_conversations=4,
             warmup=2,
+            instruction_conversations=(1, 2),
+            instruction_contenders=("polyai_async",),
             scale=((1, 2), (10, 10)),
             fault_conversations=20,
             fault_concurrency=10,
         )
 
 
-def _measure(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one measurement in a fresh client process and return its figures."""
-    done = subprocess.run(  # noqa: S603 - our interpreter, our module
-        [sys.executable, "-m", "benchmarks._workload", orjson.dumps(spec).decode()],
-        capture_output=True,
+def _cpus(plan: Plan) -> tuple[int, int] | tuple[None, None]:
+    """(client CPU, server CPU) to pin to, or (None, None) for the scheduler to choose."""
+    cpus = cpu_plan() if plan.pin_cpus else None
+    return cpus if cpus is not None else (None, None)
+
+
+def _run_workload(
+    spec: dict[str, Any], cpu: int | None, prefix: Sequence[str] = ()
+) -> tuple[dict[str, Any], str]:
+    """Run ``benchmarks._workload`` in a fresh process (on ``cpu``); its figures and stderr."""
+    proc = subprocess.Popen(  # noqa: S603 - our interpreter and module, or valgrind running them
+        [*prefix, sys.executable, "-m", "benchmarks._workload", orjson.dumps(spec).decode()],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"measurement {spec['contender']} failed:\n{done.stderr}")
-    result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
-    return result
+    if cpu is not None:
+        pin(proc.pid, cpu)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"measurement {spec['contender']} failed:\n{err}")
+    result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
+    return result, err
+
+
+def _measure(spec: dict[str, Any], cpu: int | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh client process and return its figures."""
+    return _run_workload(spec, cpu)[0]
+
+
+def counted_instructions(valgrind_stderr: str) -> int:
+    """The instruction count cachegrind reports on exit (``==PID== I   refs:  1,234,567``)."""
+    found = _INSTRUCTIONS.search(valgrind_stderr)
+    if found is None:
+        raise RuntimeError(f"cachegrind reported no instruction count:\n{valgrind_stderr[-2000:]}")
+    return int(found.group(1).replace(",", ""))
 
 
 def spread(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -97,7 +136,8 @@ def spread(values: Sequence[float | None]) -> dict[str, float | None]:
 def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """The four contenders, interleaved with a rotating start, against one server process."""
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
-    with ServerProcess() as server:
+    client_cpu, server_cpu = _cpus(plan)
+    with ServerProcess(cpu=server_cpu) as server:
         for round_ in range(plan.rounds):
             # Each round starts with the next contender (A B C D, B C D A, ...): no contender
             # always runs first or last in a round, where the machine's drift would favour it.
@@ -107,15 +147,13 @@ def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                     "contender": name,
                     "url": server.url,
                     "server_pid": server.pid,
-                    "conversations": plan.httpx_conversations
-                    if name == "httpx"
-                    else plan.conversations,
+                    "conversations": plan.conversations,
                     "concurrency": plan.concurrency,
                     "turns": plan.turns,
                     "max_connections": plan.max_connections,
                     "warmup": plan.warmup,
                 }
-                result = _measure(spec)
+                result = _measure(spec, client_cpu)
                 runs[name].append(result)
                 log(
                     f"round {round_ + 1}/{plan.rounds} {name:<22} {result['rps']:8.0f} req/s  "
@@ -139,6 +177,7 @@ def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
         "concurrency": plan.concurrency,
         "rounds": plan.rounds,
         "conversations": {n: runs[n][0]["conversations"] for n in CONTENDERS},
+        "pinned": {"client_cpu": client_cpu, "server_cpu": server_cpu},
         "server": server.counters,
         "conversations_failed": errors,
         "summary": summary,
@@ -150,7 +189,8 @@ def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
 def run_scale(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """polyai_async alone at each concurrency, each level in a fresh client process."""
     levels = []
-    with ServerProcess() as server:
+    client_cpu, server_cpu = _cpus(plan)
+    with ServerProcess(cpu=server_cpu) as server:
         for concurrency, conversations in plan.scale:
             result = _measure(
                 {
@@ -162,7 +202,8 @@ def run_scale(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                     "turns": plan.turns,
                     "max_connections": plan.max_connections,
                     "warmup": min(concurrency, plan.max_connections),
-                }
+                },
+                client_cpu,
             )
             levels.append(result)
             log(
@@ -177,8 +218,9 @@ def run_scale(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
 def run_faults(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """The fault run, with retry_ambiguous on and then off, each against a fresh server."""
     runs: dict[str, Any] = {}
+    client_cpu, server_cpu = _cpus(plan)
     for label, ambiguous in (("retry_ambiguous_on", True), ("retry_ambiguous_off", False)):
-        with ServerProcess(*FAULT_ARGS) as server:
+        with ServerProcess(*FAULT_ARGS, cpu=server_cpu) as server:
             client = _measure(
                 {
                     "contender": "polyai_async",
@@ -197,7 +239,8 @@ def run_faults(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
                         "max_backoff": 0.1,
                         "retry_ambiguous": ambiguous,
                     },
-                }
+                },
+                client_cpu,
             )
         counters = server.counters
         runs[label] = {
@@ -221,6 +264,56 @@ def run_faults(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
             f"{runs[label]['duplicated_turns']} turns duplicated"
         )
     return {"faults": "2.5% HTTP 500 + 2.5% connection resets, after processing", **runs}
+
+
+def run_instructions(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
+    """Client instructions per request, counted by valgrind: a figure the machine's noise spares.
+
+    Each contender runs the workload twice under ``valgrind --tool=cachegrind`` (small and large
+    ``instruction_conversations``); the difference in instructions over the difference in
+    requests is what one more request costs, start-up and warm-up cancelled out. Skipped,
+    saying so, when valgrind is not installed.
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        log("instructions: skipped, valgrind is not installed")
+        return {"skipped": "valgrind is not installed"}
+    # No cache simulation: the count of instructions executed is all that is wanted, 2x faster.
+    prefix = (valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+    small, large = plan.instruction_conversations
+    client_cpu, server_cpu = _cpus(plan)
+    contenders: dict[str, Any] = {}
+    with ServerProcess(cpu=server_cpu) as server:
+        for name in plan.instruction_contenders:
+            counts = []
+            for conversations in (small, large):
+                spec = {
+                    "contender": name,
+                    "url": server.url,
+                    "conversations": conversations,
+                    "concurrency": plan.concurrency,
+                    "turns": plan.turns,
+                    "max_connections": plan.max_connections,
+                    "warmup": plan.warmup,
+                    "sample_rss": False,
+                }
+                result, err = _run_workload(spec, client_cpu, prefix)
+                counts.append((result["requests"], counted_instructions(err)))
+            (requests_small, small_count), (requests_large, large_count) = counts
+            per_request = (large_count - small_count) / (requests_large - requests_small)
+            contenders[name] = {
+                "runs": [{"requests": r, "instructions": i} for r, i in counts],
+                "instructions_per_request": per_request,
+            }
+            log(f"instructions {name:<22} {per_request:10,.0f} per request")
+    ratios = {
+        # Written as throughput is (higher: the first is cheaper), so the thresholds read alike.
+        ratio: contenders[bottom]["instructions_per_request"]
+        / contenders[top]["instructions_per_request"]
+        for ratio, (top, bottom) in INSTRUCTION_RATIOS.items()
+        if top in contenders and bottom in contenders
+    }
+    return {"conversations": [small, large], "contenders": contenders, "ratios": ratios}
 
 
 def machine() -> dict[str, Any]:
@@ -263,6 +356,15 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": median is not None and median >= threshold,
             }
         )
+    counted = result.get("instructions", {}).get("ratios", {}).get("retries_on/retries_off")
+    if counted is not None:
+        out.append(
+            {
+                "target": "retries_on/retries_off by instructions per request >= 0.98",
+                "value": counted,
+                "met": counted >= 0.98,
+            }
+        )
     out.append(
         {
             "target": f"{biggest['concurrency']} concurrent conversations, zero errors",
@@ -293,6 +395,7 @@ def run_suite(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     result["contenders"] = run_contenders(plan, log)
     result["scale"] = run_scale(plan, log)
     result["faults"] = run_faults(plan, log)
+    result["instructions"] = run_instructions(plan, log)
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started
     return result

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from benchmarks._suite import counted_instructions
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("polyai_async", "aiohttp", "httpx", "polyai_async_no_retry")
@@ -78,3 +83,31 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         "retries_on/retries_off throughput",
     }
     assert all(isinstance(t["met"], bool) for t in result["targets"])
+
+    instructions = result["instructions"]
+    if shutil.which("valgrind") is None:
+        assert instructions == {"skipped": "valgrind is not installed"}
+    else:
+        counted = instructions["contenders"]["polyai_async"]
+        small, large = counted["runs"]
+        assert large["requests"] > small["requests"] > 0
+        assert large["instructions"] > small["instructions"]
+        assert counted["instructions_per_request"] > 10_000  # an HTTP request, not a no-op
+        assert "Instructions per request" in (tmp_path / "tables.md").read_text()
+    # Every contender measured on the same workload, httpx included.
+    assert len(set(contenders["conversations"].values())) == 1
+
+
+def test_instruction_count_is_read_from_cachegrind_output() -> None:
+    """The count valgrind prints on exit is found among its other lines, commas removed."""
+    stderr = (
+        "==4242== Cachegrind, a cache and branch-prediction profiler\n"
+        "==4242== \n"
+        "==4242== I   refs:      1,332,353,626\n"
+    )
+    assert counted_instructions(stderr) == 1_332_353_626
+
+
+def test_a_missing_instruction_count_is_an_error_not_a_zero() -> None:
+    with pytest.raises(RuntimeError, match="no instruction count"):
+        counted_instructions("==4242== valgrind: failed to start tool\n")
