@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks._profile import OTHER, group_of
 from benchmarks._suite import counted_instructions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,14 +29,10 @@ LEVEL_FIGURES = (
 )
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
-    """``python -m benchmarks --smoke`` runs every phase and writes JSON, tables and a chart."""
+def _run(module: str, *args: str) -> None:
+    """Run ``python -m module args`` from the project's root; fail with its stderr."""
     done = subprocess.run(  # noqa: S603 - our interpreter, our module
-        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -43,6 +40,15 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+    """``python -m benchmarks --smoke`` runs every phase and writes JSON, tables and a chart."""
+    _run("benchmarks", "--smoke", "--out", str(tmp_path))
     result = json.loads((tmp_path / "benchmarks.json").read_text())
     assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
     assert "Targets" in (tmp_path / "tables.md").read_text()
@@ -111,3 +117,33 @@ def test_instruction_count_is_read_from_cachegrind_output() -> None:
 def test_a_missing_instruction_count_is_an_error_not_a_zero() -> None:
     with pytest.raises(RuntimeError, match="no instruction count"):
         counted_instructions("==4242== valgrind: failed to start tool\n")
+
+
+def test_profile_sorts_frames_by_where_their_file_lives() -> None:
+    assert group_of("/venv/lib/python3.11/site-packages/aiohttp/client.py").startswith("aiohttp")
+    assert group_of("/usr/lib/python3.11/asyncio/base_events.py").startswith("asyncio")
+    assert group_of("/repo/polyai_async/_client.py").startswith("the client's own code")
+    assert group_of("/usr/lib/python3.11/json/decoder.py").startswith("the client's own code")
+    assert group_of("/usr/lib/python3.11/selectors.py").startswith("waiting")
+    assert group_of("/repo/benchmarks/_workload.py") == "the benchmark's driver"
+    assert group_of(None) == OTHER
+    assert group_of("<frozen importlib._bootstrap>") == OTHER
+
+
+def test_profile_run_writes_shares_that_add_up(tmp_path: Path) -> None:
+    """``python -m benchmarks._profile`` profiles both contenders and accounts for all the time."""
+    _run("benchmarks._profile", "--conversations", "40", "--out", str(tmp_path))
+    shares = json.loads((tmp_path / "profile.json").read_text())
+    for contender in ("polyai_async", "aiohttp"):
+        figures = shares[contender]
+        assert figures["requests"] == 40 * 7
+        groups = {
+            k: v
+            for k, v in figures.items()
+            if k not in {"requests", "busy_s", "busy_us_per_request"}
+        }
+        assert abs(sum(groups.values()) - 1.0) < 1e-6
+        assert figures["busy_us_per_request"] > 0
+        assert (tmp_path / f"profile-{contender}.txt").read_text().strip()
+    assert shares["aiohttp"]["aiohttp's request path (with yarl, multidict)"] > 0.2
+    assert "aiohttp's request path" in (tmp_path / "profile.md").read_text()
