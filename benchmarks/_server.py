@@ -54,10 +54,15 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        if self.cpu is not None:
-            pin(self._proc.pid, self.cpu)
         assert self._proc.stdout is not None
-        self.url = self._proc.stdout.readline().strip()
+        try:
+            if self.cpu is not None:
+                pin(self._proc.pid, self.cpu)
+            self.url = self._proc.stdout.readline().strip()
+        except BaseException:
+            self._proc.kill()
+            self._proc.communicate()
+            raise
         if not self.url.startswith("http://127.0.0.1:"):
             self._proc.kill()
             _, err = self._proc.communicate()

@@ -103,9 +103,14 @@ def _run_workload(
         stderr=subprocess.PIPE,
         text=True,
     )
-    if cpu is not None:
-        pin(proc.pid, cpu)
-    out, err = proc.communicate()
+    with proc:
+        try:
+            if cpu is not None:
+                pin(proc.pid, cpu)
+            out, err = proc.communicate()
+        except BaseException:
+            proc.kill()
+            raise
     if proc.returncode != 0:
         raise RuntimeError(f"measurement {spec['contender']} failed:\n{err}")
     result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
