@@ -43,7 +43,7 @@ FAULT_ARGS = ("--error-rate", "0.025", "--reset-rate", "0.025", "--after-process
 
 @attrs.frozen(kw_only=True)
 class Plan:
-    """How much of everything to run; ``Plan.smoke()`` is the short run CI makes."""
+    """How much of everything to run; ``Plan.smoke_plan()`` is the short run CI makes."""
 
     smoke: bool = False
     turns: int = 5

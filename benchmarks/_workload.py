@@ -247,12 +247,13 @@ class Run:
         await asyncio.gather(*(worker() for _ in range(min(concurrency, conversations))))
 
 
-def percentile(values: list[float], share: float) -> float:
-    """The nearest-rank percentile of sorted ``values``."""
-    if not values:
-        return float("nan")
-    rank = max(0, min(len(values) - 1, round(share * len(values) + 0.5) - 1))
-    return values[rank]
+def percentile_ms(ordered: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of ascending seconds, in ms (NaN when empty)."""
+    # Imported here, after the measurement: the aiohttp and httpx contenders' processes must
+    # not load polyai_async while their memory is sampled.
+    from polyai_async._bench import percentile
+
+    return percentile(ordered, p) * 1000 if ordered else float("nan")
 
 
 class PeakRSS:
@@ -339,8 +340,8 @@ async def measure(spec: dict[str, Any]) -> dict[str, Any]:
         "requests": requests,
         "wall_s": wall,
         "rps": requests / wall if wall else 0.0,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "p50_ms": percentile_ms(latencies, 50),
+        "p99_ms": percentile_ms(latencies, 99),
         "cpu_s": cpu,
         "cpu_s_per_1k": cpu / requests * 1000 if requests else float("nan"),
         "rss_before_mb": rss_before / 2**20,

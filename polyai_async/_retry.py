@@ -137,6 +137,11 @@ class _Call(Generic[T]):
         return await self.attempt(self.deadline - asyncio.get_running_loop().time())
 
 
+def _error(state: tenacity.RetryCallState) -> BaseException | None:
+    """The exception the attempt tenacity just ran raised, if any."""
+    return state.outcome.exception() if state.outcome is not None else None
+
+
 class Retrier:
     """Runs calls under one RetryPolicy; built once per client (private helper)."""
 
@@ -214,11 +219,11 @@ class Retrier:
         return call
 
     def _should_retry(self, state: tenacity.RetryCallState) -> bool:
-        error = state.outcome.exception() if state.outcome is not None else None
+        error = _error(state)
         return error is not None and self._retryable(error, self._call(state).idempotent)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome is not None else None
+        error = _error(state)
         if isinstance(error, APIStatusError):
             asked = error.retry_after
             if asked is not None:
@@ -227,7 +232,7 @@ class Retrier:
 
     def _stop(self, state: tenacity.RetryCallState) -> bool:
         call = self._call(state)
-        error = state.outcome.exception() if state.outcome is not None else None
+        error = _error(state)
         if state.attempt_number >= self.policy.max_attempts:
             return True
         # No sleep is taken past the deadline, nor one that leaves no time for an attempt.
@@ -243,7 +248,7 @@ class Retrier:
 
     def _before_sleep(self, state: tenacity.RetryCallState) -> None:
         call = self._call(state)
-        error = state.outcome.exception() if state.outcome is not None else None
+        error = _error(state)
         correlation = getattr(error, "correlation_id", None)
         logger.warning(
             "polyai_async: %s attempt %d of %d failed (%s); retrying in %.2fs%s",
