@@ -106,6 +106,10 @@ def _describe(error: BaseException, _: object) -> str:
     return str(error) or type(error).__name__
 
 
+def _closed_during(what: str) -> ClientClosedError:
+    return ClientClosedError(f"{what}: the client was closed during the call")
+
+
 def _encode(request: object) -> bytes:
     try:
         return _models.dumps(request)
@@ -404,11 +408,10 @@ class PolyAIClient:
         return result
 
     async def _attempt(self, endpoint: _Endpoint[T], body: bytes, seconds_left: float) -> T:
-        what = endpoint.what
         host = self._host
         if host is None or host.closed:
             if self._closed:
-                raise ClientClosedError(f"{what}: the client was closed during the call")
+                raise _closed_during(endpoint.what)
             host = self._host = self.pool.host(self._origin)
         gate = host.gate
         admitted = False
@@ -418,25 +421,28 @@ class PolyAIClient:
                 await gate.acquire()  # in arrival order; at once while connections are free
                 admitted = True
                 try:
-                    raw, status = await self._exchange(host, endpoint, body, what)
+                    raw, status = await self._exchange(host, endpoint, body)
                 finally:
                     gate.release()
         except asyncio.TimeoutError:
             if admitted:
-                raise APITimeoutError(f"{what} failed: timed out waiting for the answer") from None
+                raise APITimeoutError(
+                    f"{endpoint.what} failed: timed out waiting for the answer"
+                ) from None
             raise APITimeoutError(
-                f"{what} failed: no connection came free in time (all "
+                f"{endpoint.what} failed: no connection came free in time (all "
                 f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
                 request_sent=False,
             ) from None
-        return self._parse(raw, status, endpoint, what)
+        return self._parse(raw, status, endpoint)
 
     async def _exchange(
-        self, host: Host, endpoint: _Endpoint[Any], body: bytes, what: str
+        self, host: Host, endpoint: _Endpoint[Any], body: bytes
     ) -> tuple[bytes, int]:
         """Send one request on an admitted connection; return the raw answer and its status."""
+        what = endpoint.what
         if host.closed or self._closed:
-            raise ClientClosedError(f"{what}: the client was closed during the call")
+            raise _closed_during(what)
         session = host.session
         try:
             async with session.request(
@@ -446,50 +452,51 @@ class PolyAIClient:
                 headers=self._headers,
                 timeout=self._aiohttp_timeout,
             ) as resp:
-                cap = self.max_response_bytes
                 # The raw header, not resp.content_length, which re-parses it on every access.
                 length = resp.headers.get("Content-Length")
-                if length is not None and length.isdigit() and int(length) <= cap:
-                    raw = await resp.read()
-                else:
+                if length is None or not length.isdigit():
                     raw = await self._read(resp, what)
+                elif int(length) > self.max_response_bytes:
+                    raise self._too_large(resp, what, b"")
+                else:
+                    raw = await resp.read()
                 status = resp.status
                 if status >= 300:
                     raise status_error(status, resp.reason, resp.headers, raw, what=what)
                 return raw, status
         except TRANSPORT_ERRORS as exc:
             if self._closed or host.closed:
-                raise ClientClosedError(f"{what}: the client was closed during the call") from exc
+                raise _closed_during(what) from exc
             raise transport_error(exc, what) from exc
         except RuntimeError as exc:  # aiohttp: "Session is closed"
             if session.closed:
-                raise ClientClosedError(f"{what}: the client was closed during the call") from exc
+                raise _closed_during(what) from exc
             raise
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
-        """Read an answer of unknown or excessive length, stopping at max_response_bytes."""
-        cap = self.max_response_bytes
-        if resp.content_length is None or resp.content_length <= cap:
-            size = 0
-            chunks = []
-            async for chunk in resp.content.iter_chunked(65536):
-                size += len(chunk)
-                if size > cap:
-                    break
-                chunks.append(chunk)
-            else:
-                return b"".join(chunks)
-        else:
-            chunks = []
-        raise ResponseValidationError(
+        """Read an answer of unknown length, stopping at max_response_bytes."""
+        size = 0
+        chunks: list[bytes] = []
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self.max_response_bytes:
+                raise self._too_large(resp, what, b"".join(chunks))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(
+        self, resp: aiohttp.ClientResponse, what: str, read: bytes
+    ) -> ResponseValidationError:
+        return ResponseValidationError(
             f"{what} failed: the answer (HTTP {resp.status}) is larger than "
-            f"max_response_bytes={cap}; not read further",
+            f"max_response_bytes={self.max_response_bytes}; not read further",
             status=resp.status,
-            body=b"".join(chunks),
+            body=read,
         )
 
     @staticmethod
-    def _parse(raw: bytes, status: int, endpoint: _Endpoint[T], what: str) -> T:
+    def _parse(raw: bytes, status: int, endpoint: _Endpoint[T]) -> T:
+        what = endpoint.what
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -26,6 +26,7 @@ from typing import Generic, TypeVar
 import attrs
 import tenacity
 
+from ._config import _positive_int
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -52,11 +53,6 @@ def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> Non
         raise ConfigurationError(f"{attribute.name} must be a number >= 0, got {value!r}")
 
 
-def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How a call is retried, and how long it may take in all.
@@ -75,7 +71,7 @@ class RetryPolicy:
             a timeout 10, a success refunds 1); None turns the budget off.
     """
 
-    max_attempts: int = attrs.field(default=3, validator=_at_least_one)
+    max_attempts: int = attrs.field(default=3, validator=_positive_int)
     initial_backoff: float = attrs.field(default=0.5, validator=_positive)
     max_backoff: float = attrs.field(default=8.0, validator=_positive)
     deadline: float = attrs.field(default=60.0, validator=_positive)

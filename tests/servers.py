@@ -13,7 +13,9 @@ request takes the next action from a script (then "ok" forever):
 - ``"429-date"``, ``"429-ms"``: a 429 asking to wait ``wait`` seconds, as an HTTP date or in
   ``retry-after-ms``;
 - ``"ok-close"``: a 200 announcing keep-alive, then the connection closed soon after (the
-  client finds a dead connection in its pool).
+  client finds a dead connection in its pool);
+- ``"unsized"``, ``"big-unsized"``: as ``"ok"`` and ``"big"`` but with no Content-Length, the
+  body ending where the server closes the connection.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class RawServer:
         body = self.body
         status = "200 OK"
         extra = ""
-        if action == "big":
+        if action in ("big", "big-unsized"):
             body = b" " * self.big_size
         elif action.isdigit():
             status = f"{action} Error"
@@ -116,9 +118,12 @@ class RawServer:
             else:
                 when = email.utils.formatdate(time.time() + self.wait, usegmt=True)
                 extra = f"Retry-After: {when}\r\n"
+        # Without Content-Length the body ends where the connection does.
+        framing = (
+            "Connection: close" if action.endswith("unsized") else f"Content-Length: {len(body)}"
+        )
         header = (
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}{framing}\r\n\r\n"
         ).encode()
         if action == "half":
             writer.write(header + body[: len(body) // 2])
@@ -129,7 +134,7 @@ class RawServer:
         if action == "ok-close":
             await asyncio.sleep(0.02)
             return False
-        return True
+        return not action.endswith("unsized")
 
 
 class Unaccepting:

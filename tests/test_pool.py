@@ -15,6 +15,7 @@ from polyai_async import (
     ClientClosedError,
     PolyAIClient,
     PoolLimits,
+    ResponseValidationError,
     RetryPolicy,
     SessionPool,
 )
@@ -113,6 +114,23 @@ async def test_oversized_answer_is_cut_and_reported() -> None:
             with pytest.raises(Exception, match="max_response_bytes=1000") as info:
                 await client.respond("C", "x")
     assert len(getattr(info.value, "body", b"")) <= 1000
+
+
+async def test_answer_of_unknown_length_is_read_whole() -> None:
+    """An answer without Content-Length (ended by the connection closing) is read in full."""
+    async with RawServer(["unsized"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, max_response_bytes=1000) as client:
+            reply = await client.respond("C", "x")
+    assert reply.response == "hi"
+
+
+async def test_oversized_answer_of_unknown_length_is_cut_and_reported() -> None:
+    """Without Content-Length, reading stops at max_response_bytes and the call says why."""
+    async with RawServer(["big-unsized"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, max_response_bytes=1000) as client:
+            with pytest.raises(ResponseValidationError, match="max_response_bytes=1000") as info:
+                await client.respond("C", "x")
+    assert len(info.value.body) <= 1000
 
 
 async def test_call_on_closed_client_is_refused() -> None:
