@@ -82,6 +82,8 @@ _CALL_NAMES = {"create_chat": "create", "respond": "respond", "close_chat": "clo
 # Always in the JSON, so a script can read error_<name> without checking for it.
 _ERROR_CLASSES = tuple(name for name in _errors.__all__ if name != "PolyAIError")
 _PERCENTILES = (50, 90, 99)
+# The latency figures per endpoint, as summarize names them (``{endpoint}_{key}_ms``).
+_LATENCY_KEYS = (*(f"p{p}" for p in _PERCENTILES), "max")
 
 _SMALL_TALK = (
     "Hello there",
@@ -138,7 +140,6 @@ class BenchResult:
     """
 
     latencies: dict[str, list[float]] = attrs.Factory(lambda: {e: [] for e in ENDPOINTS})
-    finished: int = 0
     completed: int = 0
     failed: int = 0
     turns_completed: int = 0
@@ -149,6 +150,11 @@ class BenchResult:
     retries: Counter[str] = attrs.Factory(Counter)
     wall_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        """Conversations run to their end, completed or failed."""
+        return self.completed + self.failed
 
     def failure(self, error: BaseException) -> None:
         """Count a failed call under its error class, keeping the first message as an example."""
@@ -217,7 +223,6 @@ async def _worker(
     # One iterator shared by every worker: the loop's single thread hands out each index once.
     for index in indexes:
         await _conversation(client, plan, result, index)
-        result.finished += 1
 
 
 async def _conversation(
@@ -401,13 +406,13 @@ def render(
 
     latency = Table(title="latency (ms)", box=box.SIMPLE_HEAD, title_justify="left")
     latency.add_column("endpoint", style="bold")
-    for header in ("ok calls", "p50", "p90", "p99", "max"):
+    for header in ("ok calls", *_LATENCY_KEYS):
         latency.add_column(header, justify="right")
     for endpoint in ENDPOINTS:
         latency.add_row(
             endpoint,
             _count(s[f"{endpoint}_count"]),
-            *(_millis(s[f"{endpoint}_{k}_ms"]) for k in ("p50", "p90", "p99", "max")),
+            *(_millis(s[f"{endpoint}_{k}_ms"]) for k in _LATENCY_KEYS),
         )
     console.print(latency)
     in_flight = min(s["concurrency"], s["conversations"])

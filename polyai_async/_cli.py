@@ -33,7 +33,8 @@ from ._client import PolyAIClient
 from ._config import PoolLimits
 from ._errors import ConfigurationError, PolyAIError
 from ._retry import RetryPolicy
-from .testing import DemoAgent, EchoAgent, FakePolyAI, Faults, run_server
+from .testing import FakePolyAI, Faults, run_server
+from .testing._agents import _AGENTS
 
 try:
     import resource
@@ -467,17 +468,19 @@ class _EmbeddedServer:
             self.cpu_seconds = after - before
         if process.stdout is not None:
             process.stdout.close()
-        self._stderr.seek(0)
-        for line in reversed(self._stderr.read().decode(errors="replace").splitlines()):
+        for line in reversed(self._stderr_lines()):
             if line.startswith("{"):
                 with contextlib.suppress(orjson.JSONDecodeError):
                     self.stats = orjson.loads(line)
                 break
         self._stderr.close()
 
-    def _last_error(self) -> str:
+    def _stderr_lines(self) -> list[str]:
         self._stderr.seek(0)
-        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return self._stderr.read().decode(errors="replace").strip().splitlines()
+
+    def _last_error(self) -> str:
+        lines = self._stderr_lines()
         return lines[-1] if lines else "it exited without a word"
 
 
@@ -671,7 +674,7 @@ def _fake(
         token=_FAKE_CREDENTIALS["token"],
         account_id=_FAKE_CREDENTIALS["account_id"],
         project_id=_FAKE_CREDENTIALS["project_id"],
-        agent=DemoAgent() if agent == "demo" else EchoAgent(),
+        agent=_AGENTS[agent](),
         faults=faults,
         seed=seed,
     )

@@ -13,15 +13,13 @@ from collections.abc import Sequence
 
 import orjson
 
-from ._agents import Agent, DemoAgent, EchoAgent
+from ._agents import _AGENTS, Agent
 from ._faults import Faults
 from ._server import FakePolyAI, run_server
 
-_AGENTS: dict[str, type[DemoAgent] | type[EchoAgent]] = {"demo": DemoAgent, "echo": EchoAgent}
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """Make the command line parser (private helper, shared with the CLI's ``serve``)."""
+    """Make the command line parser (private helper, shared with ``benchmarks/_fake.py``)."""
     parser = argparse.ArgumentParser(
         prog="python -m polyai_async.testing",
         description="Run a fake PolyAI Chat API server; prints its URL on the first line.",

@@ -202,3 +202,7 @@ class DemoAgent:
             if pattern.search(text):
                 return AgentReply(answer)
         return AgentReply(f'I understand you said: "{text}". How else can I help?')
+
+
+_AGENTS: dict[str, Callable[[], Agent]] = {"demo": DemoAgent, "echo": EchoAgent}
+"""The agents the command lines can name (private: ``--agent demo|echo``)."""

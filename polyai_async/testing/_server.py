@@ -43,25 +43,23 @@ _MALFORMED = b'{"conversation_id": "CONV-'
 _BACKLOG = 4096
 
 # The documented request fields, with the JSON type each must have; others are ignored.
-_STRING = (str, "a string")
-_OBJECT = (dict, "an object")
-_FIELDS: dict[str, dict[str, tuple[type, str]]] = {
+_FIELDS: dict[str, dict[str, type]] = {
     "create": {
-        "integration_attributes": _OBJECT,
-        "variant_id": _STRING,
-        "channel": _STRING,
-        "asr_lang_code": _STRING,
-        "tts_lang_code": _STRING,
+        "integration_attributes": dict,
+        "variant_id": str,
+        "channel": str,
+        "asr_lang_code": str,
+        "tts_lang_code": str,
     },
     "respond": {
-        "conversation_id": _STRING,
-        "message": _STRING,
-        "metadata": _OBJECT,
-        "integration_attributes": _OBJECT,
-        "asr_lang_code": _STRING,
-        "tts_lang_code": _STRING,
+        "conversation_id": str,
+        "message": str,
+        "metadata": dict,
+        "integration_attributes": dict,
+        "asr_lang_code": str,
+        "tts_lang_code": str,
     },
-    "close": {"conversation_id": _STRING},
+    "close": {"conversation_id": str},
 }
 _JSON_TYPES = {
     str: "a string",
@@ -404,9 +402,9 @@ class FakePolyAI:
             raise _invalid(f"the request body must be a JSON object, not {_json_type(body)}")
         fields = _FIELDS[endpoint]
         for key, value in body.items():
-            spec = fields.get(key)
-            if spec is not None and type(value) is not spec[0]:
-                raise _invalid(f"{key} must be {spec[1]}, not {_json_type(value)}")
+            expected = fields.get(key)
+            if expected is not None and type(value) is not expected:
+                raise _invalid(f"{key} must be {_JSON_TYPES[expected]}, not {_json_type(value)}")
         if required and "conversation_id" not in body:
             raise _invalid("conversation_id is required")
         channel = body.get("channel")
