@@ -214,6 +214,16 @@ async def test_credentials_are_checked_before_the_account(
     assert status == 401
 
 
+async def test_channel_outside_create_is_ignored_like_any_undocumented_field(
+    polyai_fake: FakePolyAI, session: aiohttp.ClientSession
+) -> None:
+    """respond documents no channel: a stray one of any type is ignored, not a server error."""
+    _, created, _ = await call(session, polyai_fake, "create", {})
+    body = {"conversation_id": created["conversation_id"], "message": "hi", "channel": []}
+    status, answer, _ = await call(session, polyai_fake, "respond", body)
+    assert status == 200, answer
+
+
 @pytest.mark.parametrize(
     ("endpoint", "raw", "named"),
     [

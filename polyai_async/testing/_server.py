@@ -407,7 +407,8 @@ class FakePolyAI:
                 raise _invalid(f"{key} must be {_JSON_TYPES[expected]}, not {_json_type(value)}")
         if required and "conversation_id" not in body:
             raise _invalid("conversation_id is required")
-        channel = body.get("channel")
+        # Checked where the field is documented (create), and so known to be a string.
+        channel = body.get("channel") if "channel" in fields else None
         if channel is not None and channel not in _CHANNEL_VALUES:
             raise _invalid(f"channel must be one of {_CHANNELS}, not {channel!r}")
         return body
