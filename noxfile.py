@@ -23,7 +23,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test,cli,bench]", "mypy>=1.11", "nox")
+    session.install("-e", ".[test,cli,bench,dev]")
     session.run("mypy")
 
 

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
+
 from ._report import print_tables, write_all
 from ._suite import Plan, run_suite
 
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = Plan.smoke_plan() if args.smoke else Plan()
     if args.rounds is not None:
-        plan = Plan(**{**_fields(plan), "rounds": args.rounds})
+        plan = attrs.evolve(plan, rounds=args.rounds)
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -42,12 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_tables(result)
     print(f"results in {out} ({result['wall_s']:.0f} s)")
     return 0
-
-
-def _fields(plan: Plan) -> dict[str, object]:
-    import attrs
-
-    return attrs.asdict(plan, recurse=False)
 
 
 if __name__ == "__main__":

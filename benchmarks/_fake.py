@@ -18,12 +18,14 @@ from polyai_async.testing._server import run_server
 
 
 def counters(fake: FakePolyAI) -> dict[str, object]:
-    """The Stats, plus the turns recorded and the duplicated ones."""
+    """The Stats (attempts summed), plus the turns recorded and the duplicated ones."""
     return {
         **fake.stats.as_dict(),
         "conversations_created": len(fake.conversations),
         "turns_recorded": sum(len(turns) for turns in fake.turns.values()),
         "duplicated_turns": sum(fake.duplicated_turns().values()),
+        # Attempts per conversation id are tens of thousands of keys: only their sum is useful.
+        "attempts": sum(fake.stats.attempts.values()),
     }
 
 
@@ -32,10 +34,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     fake = fake_from_args(args)
     asyncio.run(run_server(fake, on_ready=lambda running: print(running.url, flush=True)))
-    # attempts per conversation id are tens of thousands of keys: only their sum is useful here.
-    summary = counters(fake)
-    summary["attempts"] = sum(fake.stats.attempts.values())
-    print(orjson.dumps(summary).decode(), file=sys.stderr, flush=True)
+    print(orjson.dumps(counters(fake)).decode(), file=sys.stderr, flush=True)
     return 0
 
 

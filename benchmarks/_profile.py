@@ -18,14 +18,17 @@ from typing import Any
 
 import orjson
 
+from ._report import markdown_table
 from ._server import ServerProcess, cpu_plan, pin
+from ._suite import Plan
 from ._workload import Run, make_api
 
 CONTENDERS = ("polyai_async", "aiohttp")
 # (group, path fragments), first match wins; the frame's file decides, C calls count for the
 # Python frame that made them (a socket's recv counts for asyncio's selector_events).
+IDLE = "waiting in select (idle)"
 GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("waiting in select (idle)", ("/selectors.py",)),
+    (IDLE, ("/selectors.py",)),
     ("aiohttp's request path (with yarl, multidict)", ("/aiohttp/", "/yarl/", "/multidict/")),
     ("asyncio event loop, tasks, sockets", ("/asyncio/",)),
     (
@@ -66,13 +69,15 @@ def self_time_by_group(root: Any) -> dict[str, float]:
 async def _profile(contender: str, url: str, conversations: int) -> tuple[Any, int]:
     from pyinstrument import Profiler
 
-    api = make_api({"contender": contender, "url": url, "max_connections": 100})
+    plan = Plan()  # the suite's workload: turns, conversations in flight, connections
+    api = make_api({"contender": contender, "url": url, "max_connections": plan.max_connections})
     try:
-        await Run(api, 5, False).run(100, 200)  # warm-up: the pool's connections open
-        run = Run(api, 5, False)
+        # The warm-up opens the pool's connections.
+        await Run(api, plan.turns, False).run(plan.warmup, plan.concurrency)
+        run = Run(api, plan.turns, False)
         profiler = Profiler(interval=0.0005, async_mode="disabled")
         profiler.start()
-        await run.run(conversations, 200)
+        await run.run(conversations, plan.concurrency)
         profiler.stop()
     finally:
         await api.aclose()
@@ -85,40 +90,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=2000)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    cpus = cpu_plan()
-    if cpus is not None:
-        pin(0, cpus[0])  # this process: the client
+    client_cpu, server_cpu = cpu_plan()
+    if client_cpu is not None:
+        pin(0, client_cpu)  # this process: the client
     shares: dict[str, dict[str, float]] = {}
-    with ServerProcess(cpu=cpus[1] if cpus else None) as server:
+    with ServerProcess(cpu=server_cpu) as server:
         for contender in CONTENDERS:
             profiler, requests = asyncio.run(_profile(contender, server.url, args.conversations))
             (args.out / f"profile-{contender}.txt").write_text(
                 profiler.output_text(unicode=True, show_all=False)
             )
             root = profiler.last_session.root_frame(trim_stem=False)
-            seconds = self_time_by_group(root)
-            busy = sum(v for k, v in seconds.items() if not k.startswith("waiting"))
+            busy = {k: v for k, v in self_time_by_group(root).items() if k != IDLE}
+            total = sum(busy.values())
             shares[contender] = {
                 "requests": requests,
-                "busy_s": busy,
-                "busy_us_per_request": busy / requests * 1e6,
-                **{k: v / busy for k, v in seconds.items() if not k.startswith("waiting")},
+                "busy_s": total,
+                "busy_us_per_request": total / requests * 1e6,
+                **{k: v / total for k, v in busy.items()},
             }
-    names = [name for name, _ in GROUPS if not name.startswith("waiting")] + [OTHER]
-    lines = [
-        "| share of the client's busy time | " + " | ".join(CONTENDERS) + " |",
-        "|---|" + "---|" * len(CONTENDERS),
-    ]
-    lines += [
-        f"| {name} | " + " | ".join(f"{shares[c][name]:.0%}" for c in CONTENDERS) + " |"
-        for name in names
-    ]
-    lines.append(
-        "| busy time per request, under the profiler | "
-        + " | ".join(f"{shares[c]['busy_us_per_request']:.0f} µs" for c in CONTENDERS)
-        + " |"
+    busy_groups = [name for name, _ in GROUPS if name != IDLE] + [OTHER]
+    rows = [[name, *(f"{shares[c][name]:.0%}" for c in CONTENDERS)] for name in busy_groups]
+    rows.append(
+        [
+            "busy time per request, under the profiler",
+            *(f"{shares[c]['busy_us_per_request']:.0f} µs" for c in CONTENDERS),
+        ]
     )
-    table = "\n".join(lines) + "\n"
+    table = markdown_table(["share of the client's busy time", *CONTENDERS], rows) + "\n"
     (args.out / "profile.md").write_text(table)
     (args.out / "profile.json").write_bytes(orjson.dumps(shares, option=orjson.OPT_INDENT_2))
     sys.stdout.write(table)

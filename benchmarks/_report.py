@@ -137,10 +137,8 @@ FAULT_HEADER = [
 
 
 def instruction_rows(result: dict[str, Any]) -> list[list[str]]:
-    """One row per contender counted, then one per ratio; none when the phase was skipped."""
-    phase = result.get("instructions", {})
-    if "contenders" not in phase:
-        return []
+    """One row per contender counted, then one per ratio (the phase ran: see ``tables``)."""
+    phase = result["instructions"]
     rows = [
         [name, f"{figures['instructions_per_request']:,.0f}", ""]
         for name, figures in phase["contenders"].items()

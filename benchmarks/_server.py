@@ -12,18 +12,16 @@ from typing import Any
 import orjson
 
 
-def cpu_plan() -> tuple[int, int] | None:
-    """(client CPU, server CPU) when this process may run on two or more CPUs, else None.
+def cpu_plan() -> tuple[int, int] | tuple[None, None]:
+    """(client CPU, server CPU) when this process may run on two or more CPUs, else Nones.
 
     The client and the server each get a core of their own: the scheduler then never puts
     both on one core, nor moves them mid-measurement, which costs every contender alike but
     at random (up to 15% of throughput here).
     """
     getaffinity = getattr(os, "sched_getaffinity", None)  # Linux only
-    if getaffinity is None:
-        return None
-    cpus = sorted(getaffinity(0))
-    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+    cpus = sorted(getaffinity(0)) if getaffinity is not None else []
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
 
 
 def pin(pid: int, cpu: int) -> None:

@@ -29,13 +29,9 @@ RATIOS = {
     "polyai_async/httpx": ("polyai_async", "httpx"),
     "retries_on/retries_off": ("polyai_async", "polyai_async_no_retry"),
 }
-# The instruction phase: the contenders whose ratios it prices (httpx would take an hour under
-# valgrind, and its ratio is far from its threshold).
+# The instruction phase: the contenders it counts, and so the RATIOS it prices (httpx would take
+# an hour under valgrind, and its ratio is far from its threshold).
 INSTRUCTION_CONTENDERS = ("polyai_async", "aiohttp", "polyai_async_no_retry")
-INSTRUCTION_RATIOS = {
-    "polyai_async/aiohttp": ("polyai_async", "aiohttp"),
-    "retries_on/retries_off": ("polyai_async", "polyai_async_no_retry"),
-}
 _INSTRUCTIONS = re.compile(r"^==\d+== I\s+refs:\s+([\d,]+)\s*$", re.MULTILINE)
 # The fault run: 5% of requests fail after the server processed them (2.5% 500, 2.5% reset).
 FAULT_ARGS = ("--error-rate", "0.025", "--reset-rate", "0.025", "--after-processing")
@@ -89,8 +85,30 @@ class Plan:
 
 def _cpus(plan: Plan) -> tuple[int, int] | tuple[None, None]:
     """(client CPU, server CPU) to pin to, or (None, None) for the scheduler to choose."""
-    cpus = cpu_plan() if plan.pin_cpus else None
-    return cpus if cpus is not None else (None, None)
+    return cpu_plan() if plan.pin_cpus else (None, None)
+
+
+def _spec(
+    plan: Plan,
+    url: str,
+    contender: str,
+    *,
+    conversations: int,
+    concurrency: int,
+    warmup: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One measurement's spec for ``benchmarks._workload``: the plan's turns and pool limit."""
+    return {
+        "contender": contender,
+        "url": url,
+        "conversations": conversations,
+        "concurrency": concurrency,
+        "turns": plan.turns,
+        "max_connections": plan.max_connections,
+        "warmup": warmup,
+        **extra,
+    }
 
 
 def _run_workload(
@@ -148,16 +166,15 @@ def run_contenders(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
             # always runs first or last in a round, where the machine's drift would favour it.
             shift = round_ % len(CONTENDERS)
             for name in CONTENDERS[shift:] + CONTENDERS[:shift]:
-                spec = {
-                    "contender": name,
-                    "url": server.url,
-                    "server_pid": server.pid,
-                    "conversations": plan.conversations,
-                    "concurrency": plan.concurrency,
-                    "turns": plan.turns,
-                    "max_connections": plan.max_connections,
-                    "warmup": plan.warmup,
-                }
+                spec = _spec(
+                    plan,
+                    server.url,
+                    name,
+                    conversations=plan.conversations,
+                    concurrency=plan.concurrency,
+                    warmup=plan.warmup,
+                    server_pid=server.pid,
+                )
                 result = _measure(spec, client_cpu)
                 runs[name].append(result)
                 log(
@@ -197,19 +214,16 @@ def run_scale(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     client_cpu, server_cpu = _cpus(plan)
     with ServerProcess(cpu=server_cpu) as server:
         for concurrency, conversations in plan.scale:
-            result = _measure(
-                {
-                    "contender": "polyai_async",
-                    "url": server.url,
-                    "server_pid": server.pid,
-                    "conversations": conversations,
-                    "concurrency": concurrency,
-                    "turns": plan.turns,
-                    "max_connections": plan.max_connections,
-                    "warmup": min(concurrency, plan.max_connections),
-                },
-                client_cpu,
+            spec = _spec(
+                plan,
+                server.url,
+                "polyai_async",
+                conversations=conversations,
+                concurrency=concurrency,
+                warmup=min(concurrency, plan.max_connections),
+                server_pid=server.pid,
             )
+            result = _measure(spec, client_cpu)
             levels.append(result)
             log(
                 f"scale {concurrency:>6} in flight: {result['rps']:8.0f} req/s  "
@@ -226,27 +240,24 @@ def run_faults(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     client_cpu, server_cpu = _cpus(plan)
     for label, ambiguous in (("retry_ambiguous_on", True), ("retry_ambiguous_off", False)):
         with ServerProcess(*FAULT_ARGS, cpu=server_cpu) as server:
-            client = _measure(
-                {
-                    "contender": "polyai_async",
-                    "url": server.url,
-                    "conversations": plan.fault_conversations,
-                    "concurrency": plan.fault_concurrency,
-                    "turns": plan.turns,
-                    "max_connections": plan.max_connections,
-                    "warmup": 0,
-                    "tolerate_errors": True,
-                    # Five attempts, so a call fails only if 5 in a row do (0.05**5); short
-                    # backoffs keep the run short.
-                    "retry": {
-                        "max_attempts": 5,
-                        "initial_backoff": 0.01,
-                        "max_backoff": 0.1,
-                        "retry_ambiguous": ambiguous,
-                    },
+            spec = _spec(
+                plan,
+                server.url,
+                "polyai_async",
+                conversations=plan.fault_conversations,
+                concurrency=plan.fault_concurrency,
+                warmup=0,
+                tolerate_errors=True,
+                # Five attempts, so a call fails only if 5 in a row do (0.05**5); short
+                # backoffs keep the run short.
+                retry={
+                    "max_attempts": 5,
+                    "initial_backoff": 0.01,
+                    "max_backoff": 0.1,
+                    "retry_ambiguous": ambiguous,
                 },
-                client_cpu,
             )
+            client = _measure(spec, client_cpu)
         counters = server.counters
         runs[label] = {
             "conversations": client["conversations"],
@@ -292,16 +303,15 @@ def run_instructions(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
         for name in plan.instruction_contenders:
             counts = []
             for conversations in (small, large):
-                spec = {
-                    "contender": name,
-                    "url": server.url,
-                    "conversations": conversations,
-                    "concurrency": plan.concurrency,
-                    "turns": plan.turns,
-                    "max_connections": plan.max_connections,
-                    "warmup": plan.warmup,
-                    "sample_rss": False,
-                }
+                spec = _spec(
+                    plan,
+                    server.url,
+                    name,
+                    conversations=conversations,
+                    concurrency=plan.concurrency,
+                    warmup=plan.warmup,
+                    sample_rss=False,
+                )
                 result, err = _run_workload(spec, client_cpu, prefix)
                 counts.append((result["requests"], counted_instructions(err)))
             (requests_small, small_count), (requests_large, large_count) = counts
@@ -315,7 +325,7 @@ def run_instructions(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
         # Written as throughput is (higher: the first is cheaper), so the thresholds read alike.
         ratio: contenders[bottom]["instructions_per_request"]
         / contenders[top]["instructions_per_request"]
-        for ratio, (top, bottom) in INSTRUCTION_RATIOS.items()
+        for ratio, (top, bottom) in RATIOS.items()
         if top in contenders and bottom in contenders
     }
     return {"conversations": [small, large], "contenders": contenders, "ratios": ratios}

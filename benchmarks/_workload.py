@@ -287,9 +287,7 @@ class PeakRSS:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
 
-def _cpu(process: psutil.Process | None) -> float | None:
-    if process is None:
-        return None
+def _cpu(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
 
@@ -299,16 +297,15 @@ async def measure(spec: dict[str, Any]) -> dict[str, Any]:
     api = make_api(spec)
     me = psutil.Process()
     server = psutil.Process(spec["server_pid"]) if spec.get("server_pid") else None
+    tolerate = spec.get("tolerate_errors", False)
     try:
         warmup = spec.get("warmup", 0)
         if warmup:
-            await Run(api, spec["turns"], spec.get("tolerate_errors", False)).run(
-                warmup, spec["concurrency"]
-            )
+            await Run(api, spec["turns"], tolerate).run(warmup, spec["concurrency"])
         gc.collect()
-        run = Run(api, spec["turns"], spec.get("tolerate_errors", False))
+        run = Run(api, spec["turns"], tolerate)
         rss_before = me.memory_info().rss
-        server_cpu_before = _cpu(server)
+        server_cpu_before = _cpu(server) if server is not None else 0.0
         # Under valgrind the sampler would run some 50 times more often per request and its
         # instructions would count against the contender: the instruction phase turns it off.
         with PeakRSS(sample=spec.get("sample_rss", True)) as rss:
@@ -317,17 +314,13 @@ async def measure(spec: dict[str, Any]) -> dict[str, Any]:
             await run.run(spec["conversations"], spec["concurrency"])
             wall = time.perf_counter() - wall_before
             cpu = time.process_time() - cpu_before
-        server_cpu_after = _cpu(server)
+        server_cpu_after = _cpu(server) if server is not None else 0.0
     finally:
         await api.aclose()
     peak_rss = rss.peak
     latencies = sorted(run.latencies)
     requests = len(latencies)
-    server_cpu = (
-        server_cpu_after - server_cpu_before
-        if server_cpu_before is not None and server_cpu_after is not None
-        else None
-    )
+    server_cpu = server_cpu_after - server_cpu_before if server is not None else None
     return {
         "contender": spec["contender"],
         "conversations": spec["conversations"],

@@ -42,6 +42,13 @@ async def client() -> AsyncIterator[PolyAIClient]:
         yield client
 
 
+@pytest.fixture
+async def once() -> AsyncIterator[PolyAIClient]:
+    """A client that never retries, so each test sees exactly one answer."""
+    async with PolyAIClient(**CREDS, retry=RetryPolicy(max_attempts=1)) as client:
+        yield client
+
+
 class _SentRequest:
     """Stands in for the stream writer of a request aioresponses never really sent."""
 

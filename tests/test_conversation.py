@@ -10,7 +10,6 @@ from polyai_async import (
     Handoff,
     InternalServerError,
     PolyAIClient,
-    RetryPolicy,
     Turn,
 )
 
@@ -88,26 +87,26 @@ async def test_close_of_gone_conversation_is_not_an_error(
         pass
 
 
-async def test_close_failure_raises_when_block_succeeded(mocked: aioresponses) -> None:
+async def test_close_failure_raises_when_block_succeeded(
+    once: PolyAIClient, mocked: aioresponses
+) -> None:
     """Any other failure to close is raised when the block itself succeeded."""
     mocked.post(f"{BASE}/create", payload=GREETING)
     mocked.put(f"{BASE}/close", status=500, payload={"error_message": "down"})
-    async with PolyAIClient(**CREDS, retry=RetryPolicy(max_attempts=1)) as client:
-        with pytest.raises(InternalServerError):
-            async with client.conversation():
-                pass
+    with pytest.raises(InternalServerError):
+        async with once.conversation():
+            pass
 
 
 async def test_close_failure_never_hides_the_block_error(
-    mocked: aioresponses, caplog: pytest.LogCaptureFixture
+    once: PolyAIClient, mocked: aioresponses, caplog: pytest.LogCaptureFixture
 ) -> None:
     """When the block raised, a failing close is logged and the block's error propagates."""
     mocked.post(f"{BASE}/create", payload=GREETING)
     mocked.put(f"{BASE}/close", status=500, payload={"error_message": "down"})
-    async with PolyAIClient(**CREDS, retry=RetryPolicy(max_attempts=1)) as client:
-        with pytest.raises(KeyError, match="mine"):
-            async with client.conversation():
-                raise KeyError("mine")
+    with pytest.raises(KeyError, match="mine"):
+        async with once.conversation():
+            raise KeyError("mine")
     assert "closing conversation CONV-1 failed" in caplog.text
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import orjson
 import pytest
 from aioresponses import aioresponses
@@ -21,10 +19,9 @@ from polyai_async import (
     PolyAIError,
     RateLimitError,
     ResponseValidationError,
-    RetryPolicy,
 )
 
-from .conftest import BASE, CREDS
+from .conftest import BASE
 
 STATUS_CLASSES = [
     (400, BadRequestError),
@@ -48,13 +45,6 @@ CURRENT = {
 }
 LEGACY = {"error_message": "The conversation timed out."}
 HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-
-
-@pytest.fixture
-async def once() -> AsyncIterator[PolyAIClient]:
-    """A client that never retries, so each test sees exactly one answer."""
-    async with PolyAIClient(**CREDS, retry=RetryPolicy(max_attempts=1)) as client:
-        yield client
 
 
 @pytest.mark.parametrize(("status", "cls"), STATUS_CLASSES)

@@ -20,10 +20,8 @@ from polyai_async import (
     SessionPool,
 )
 
-from .conftest import CREDS
+from .conftest import CREDS, FAST_RETRY
 from .servers import RawServer
-
-FAST = RetryPolicy(initial_backoff=0, max_backoff=0)
 
 
 async def test_concurrent_calls_reuse_a_bounded_number_of_connections() -> None:
@@ -88,7 +86,7 @@ async def test_one_session_per_host() -> None:
 async def test_transport_faults_are_retried(fault: str) -> None:
     """A reset, a dead keep-alive connection and a body cut half-way are retried."""
     async with RawServer(["ok", fault]) as server:
-        async with PolyAIClient(**CREDS, base_url=server.url, retry=FAST) as client:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=FAST_RETRY) as client:
             await client.respond("C", "first")  # leaves a pooled keep-alive connection
             assert (await client.respond("C", "second")).response == "hi"
     assert server.requests == 3
