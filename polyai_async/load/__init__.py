@@ -2,15 +2,21 @@
 
 Load a scenario, describe a load, run it, read the figures, write reports::
 
-    from polyai_async.load import Load, demo_scenario, run_load
+    from polyai_async.load import Load, load_scenario, run_load, write_json
 
-    result = run_load(demo_scenario(), Load.open(rate=20, duration=10), client_settings={...})
+    result = run_load(Load.open(rate=20, duration=60), load_scenario("support.yaml"))
+    print(result.figure("create_p99_ms"), result.passed)
+    write_json(result, "bench.json")
 
-Needs the ``load`` extra (hdrhistogram, pyyaml). The client never imports this package.
+Inside a running event loop (pytest-asyncio, a notebook) use ``await run_load_async(client,
+load, scenario)``. Needs the ``load`` extra (hdrhistogram, pyyaml). The client never imports
+this package.
 """
 
+from ._api import parse_thresholds, run_load, run_load_async
 from ._conversation import Observer, run_conversation
 from ._metrics import Metrics
+from ._result import SCHEMA, LoadResult, summarize
 from ._scenario import (
     Expect,
     Persona,
@@ -22,18 +28,36 @@ from ._scenario import (
     load_scenario,
     parse_think_time,
 )
+from ._shape import Load, Stage, arrivals, parse_stages
+from ._thresholds import Threshold, ThresholdResult
+from ._units import parse_duration
+from ._workers import WorkerError
 
 __all__ = [
+    "SCHEMA",
     "Expect",
+    "Load",
+    "LoadResult",
     "Metrics",
     "Observer",
     "Persona",
     "Scenario",
     "ScenarioError",
+    "Stage",
     "ThinkTime",
+    "Threshold",
+    "ThresholdResult",
     "TurnSpec",
+    "WorkerError",
+    "arrivals",
     "demo_scenario",
     "load_scenario",
+    "parse_duration",
+    "parse_stages",
     "parse_think_time",
+    "parse_thresholds",
     "run_conversation",
+    "run_load",
+    "run_load_async",
+    "summarize",
 ]

@@ -44,7 +44,6 @@ LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
 _VERSION = 1
-_SECOND_COUNTERS = ("conversations_started", "requests", "errors")
 
 
 def new_histogram() -> Any:
@@ -121,6 +120,8 @@ class Metrics:
         self.personas: dict[str, _PersonaCounts] = {}
         self.expectation_examples: dict[str, str] = {}
         self.in_flight = 0
+        #: The most conversations in flight at once (merged: the sum of each worker's peak).
+        self.in_flight_peak = 0
         self.series: dict[int, _Second] = {}
         self._current: _Second | None = None
 
@@ -161,8 +162,14 @@ class Metrics:
         """A conversation of ``persona`` starts."""
         self.counters["conversations_started"] += 1
         self.in_flight += 1
+        self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
         self._persona(persona).started += 1
         self._second().counters["conversations_started"] += 1
+
+    def interrupted(self, persona: str) -> None:
+        """A conversation of ``persona`` was cancelled (the run's graceful stop ran out)."""
+        self.in_flight -= 1
+        self.counters["conversations_interrupted"] += 1
 
     def dropped(self, count: int = 1) -> None:
         """``count`` arrivals found no room (``max_in_flight``) and were not started."""
@@ -202,6 +209,8 @@ class Metrics:
                 entry[0] += 1
             return
         self.counters[f"{endpoint}_count"] += 1
+        if endpoint == "respond":
+            second.counters["turns"] += 1
         self._record(endpoint, seconds)
         if turn is not None:
             self._record(f"{endpoint}[{turn}]", seconds)
@@ -322,6 +331,33 @@ class Metrics:
                 figures[f"{endpoint}_p99_ms"] = histogram.get_value_at_percentile(99) / 1000
         return figures
 
+    def snapshot(self) -> dict[str, Any]:
+        """The figures a live view needs, small and JSON-safe (sent a second by workers).
+
+        Counters, retries, error counts by class, the conversations in flight, the generator
+        lag histogram and the latest finished second with its histograms (encoded).
+        """
+        finished = [t for t in self.series if self._current is None or t < self._current.t]
+        last: dict[str, Any] | None = None
+        if finished:
+            second = self.series[max(finished)]
+            last = {
+                "t": second.t,
+                "counters": dict(second.counters),
+                "histograms": {
+                    e: text for e in ENDPOINTS if (text := second.encoded.get(e)) is not None
+                },
+            }
+        lag = self.histograms.get("generator_lag")
+        return {
+            "counters": dict(self.counters),
+            "retries": dict(self.retries),
+            "errors": {name: entry[0] for name, entry in self.errors.items()},
+            "in_flight": self.in_flight,
+            "generator_lag": None if lag is None else _encode(lag),
+            "last": last,
+        }
+
     # -- merging and transport -------------------------------------------------------------
 
     def merge(self, other: Metrics) -> None:
@@ -350,6 +386,7 @@ class Metrics:
         for key, reply in other.expectation_examples.items():
             self.expectation_examples.setdefault(key, reply)
         self.in_flight += other.in_flight
+        self.in_flight_peak += other.in_flight_peak
         for t, theirs_s in other.series.items():
             mine_s = self.series.get(t)
             if mine_s is None:
@@ -396,6 +433,7 @@ class Metrics:
             "personas": {name: attrs.asdict(p) for name, p in self.personas.items()},
             "expectation_examples": dict(self.expectation_examples),
             "in_flight": self.in_flight,
+            "in_flight_peak": self.in_flight_peak,
             "series": series,
         }
 
@@ -422,6 +460,7 @@ class Metrics:
             metrics.personas = {n: _PersonaCounts(**p) for n, p in data["personas"].items()}
             metrics.expectation_examples = dict(data["expectation_examples"])
             metrics.in_flight = int(data["in_flight"])
+            metrics.in_flight_peak = int(data["in_flight_peak"])
             for entry in data["series"]:
                 second = _Second(
                     int(entry["t"]),
