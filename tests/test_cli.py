@@ -19,10 +19,10 @@ from polyai_async.cli import main
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {
-    "POLYAI_API_KEY": "fake-api-key",
-    "POLYAI_TOKEN": "fake-token",
-    "POLYAI_ACCOUNT_ID": "ACCOUNT-fake",
-    "POLYAI_PROJECT_ID": "PROJECT-fake",
+    "POLYAI_API_KEY": "test-api-key",
+    "POLYAI_TOKEN": "test-token",
+    "POLYAI_ACCOUNT_ID": "ACCOUNT-test",
+    "POLYAI_PROJECT_ID": "PROJECT-test",
 }
 
 

@@ -19,17 +19,14 @@ from yarl import URL
 
 from ..testing import FakePolyAI, Faults
 from ..testing._agents import _AGENTS
+from ..testing._server import _DEFAULT_CREDENTIALS
 
 PROG = "polyai-async"
 _CREDENTIAL_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN", "POLYAI_ACCOUNT_ID", "POLYAI_PROJECT_ID")
 _SECRET_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN")
-# The embedded server's credentials: made up, accepted only by the fake this command starts.
-_FAKE_CREDENTIALS: dict[str, str] = {
-    "api_key": "fake-api-key",
-    "token": "fake-token",
-    "account_id": "ACCOUNT-fake",
-    "project_id": "PROJECT-fake",
-}
+# The embedded server's credentials: made up, the fake's defaults (the same as FakePolyAI's and
+# ``python -m polyai_async.testing``'s), accepted only by the fake this command starts.
+_FAKE_CREDENTIALS: dict[str, str] = dict(_DEFAULT_CREDENTIALS)
 
 
 class UsageError(Exception):
