@@ -15,23 +15,23 @@ from typing import Any
 import pytest
 
 from polyai_async import PolyAIClient
-from polyai_async._cli import main
+from polyai_async.cli import main
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {
-    "POLYAI_API_KEY": "fake-api-key",
-    "POLYAI_TOKEN": "fake-token",
-    "POLYAI_ACCOUNT_ID": "ACCOUNT-fake",
-    "POLYAI_PROJECT_ID": "PROJECT-fake",
+    "POLYAI_API_KEY": "test-api-key",
+    "POLYAI_TOKEN": "test-token",
+    "POLYAI_ACCOUNT_ID": "ACCOUNT-test",
+    "POLYAI_PROJECT_ID": "PROJECT-test",
 }
 
 
 def run_cli(
     *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m polyai_async._cli`` with a clean POLYAI_* environment plus ``env``."""
+    """Run ``python -m polyai_async.cli`` with a clean POLYAI_* environment plus ``env``."""
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "polyai_async._cli", *args],
+        [sys.executable, "-m", "polyai_async.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -193,7 +193,7 @@ async def one_turn(url: str) -> str:
 def test_serve_answers_a_client_and_stops_on_sigint() -> None:
     """serve prints its URL and fake credentials, serves a client, and exits 0 on SIGINT."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "polyai_async._cli", "serve", "--port", "0", "--seed", "1"],
+        [sys.executable, "-m", "polyai_async.cli", "serve", "--port", "0", "--seed", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -300,5 +300,5 @@ def test_bench_without_rich_says_what_to_install(
 
 def test_the_library_does_not_import_rich() -> None:
     """Importing polyai_async, or even the command's module, loads no rich."""
-    code = "import sys, polyai_async, polyai_async._cli; assert 'rich' not in sys.modules"
+    code = "import sys, polyai_async, polyai_async.cli; assert 'rich' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # noqa: S603
