@@ -77,12 +77,22 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     """A small bench against the embedded server completes every conversation and turn."""
     code, report, _ = bench_json(tmp_path, *SMALL, "--quiet")
     assert code == 0
-    assert report["schema"] == "polyai-async-bench/1"
+    assert report["schema"] == "polyai-async-bench/2"
+    assert report["load_model"] == "closed"
     assert report["target"] == "embedded"
-    assert report["conversations"] == report["conversations_completed"] == 20
+    assert report["conversations"] == report["conversations_started"] == 20
+    assert report["conversations_completed"] == 20
     assert report["conversations_failed"] == report["errors_total"] == 0
-    assert report["turns_completed"] == report["turns_planned"] == 40
-    assert (report["handoffs"], report["ended_by_agent"]) == (1, 2)
+    # The demo's personas all have 2 turns at --turns 2; the agent ends some of them.
+    assert report["turns_completed"] == 40
+    personas = report["personas"]
+    assert sum(p["started"] for p in personas.values()) == 20
+    handoffs = personas.get("wants-human", {}).get("completed", 0)
+    goodbyes = personas.get("says-goodbye", {}).get("completed", 0)
+    assert (report["handoffs"], report["ended_by_agent"]) == (handoffs, handoffs + goodbyes)
+    assert report["handoffs_by_destination"] == ({"live_agent_queue": handoffs} if handoffs else {})
+    assert report["expectations_failed"] == 0
+    assert report["expectations_checked"] >= 40
     assert report["calls"] == report["requests"] == 80
     assert report["server_requests"] == report["requests"]
     assert report["retries"] == 0
@@ -97,7 +107,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
 
 
 def test_bench_prints_only_the_report_when_not_a_tty() -> None:
-    """Without a terminal there is no progress bar: stdout is the report and stderr is empty."""
+    """Without a terminal there is no live view: stdout is the report and stderr is empty."""
     done = run_cli("bench", *SMALL)
     assert done.returncode == 0
     assert done.stderr == ""

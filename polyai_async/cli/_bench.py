@@ -1,13 +1,13 @@
-"""``polyai-async bench``: a load benchmark of the client.
+"""``polyai-async bench``: a load test of a PolyAI agent (by default, the embedded fake's).
 
-Its options, the embedded server process and the call into the load engine
-(``polyai_async._bench``).
+This module only parses options, starts the embedded server when there is no target, and
+calls the load engine (``polyai_async.load``), which runs the load, shows it live and
+reports it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import queue
 import signal
@@ -15,14 +15,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from .._bench import BenchPlan, BenchResult, render, run_bench, summarize
-from .._client import PolyAIClient
 from .._config import PoolLimits
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy
@@ -52,39 +50,132 @@ except ImportError:  # pragma: no cover - Windows has no getrusage
 # Starting Python and aiohttp takes about a second; a loaded CI machine may take several.
 _SERVER_START_TIMEOUT = 30.0
 _SERVER_STOP_TIMEOUT = 10.0
-_PROGRESS_INTERVAL = 0.1
+# Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
+_DEFAULT_CONVERSATIONS = 1000
+_DEFAULT_CONCURRENCY = 1000
+
+
+def _duration(text: str) -> float:
+    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0")
+    return seconds
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value
 
 
 def add_parser(commands: Any) -> None:
     """Add the ``bench`` command to the subparsers ``commands``."""
     bench = commands.add_parser(
         "bench",
-        help="drive many concurrent conversations and report latency and throughput",
-        description="Drive conversations (create, turns, close) concurrently and report "
-        "throughput, latency percentiles per endpoint, retries and errors. By default against "
-        "a fake server started in its own process.",
+        help="load-test an agent: scenarios, open or closed load, latency, thresholds",
+        description="Drive conversations (create, turns, close) and report throughput, latency "
+        "percentiles per endpoint, outcomes, expectations and thresholds. Closed model by "
+        "default (--concurrency users, each starting a conversation when the last ends); "
+        "--rate gives the open model (new conversations a second, latency counted from each "
+        "one's scheduled start). By default against a fake server started in its own process.",
+    )
+    scenario = bench.add_argument_group("scenario")
+    scenario.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
+        "conversations (default: the demo scenario)",
+    )
+    scenario.add_argument(
+        "--turns",
+        type=_whole(0),
+        default=None,
+        metavar="N",
+        help="the demo scenario's user messages per conversation; fewer when the agent ends "
+        "it (default 5)",
+    )
+    scenario.add_argument(
+        "--think-time",
+        metavar="TIME",
+        help="pause before each user message, overriding the scenario's: 2s, "
+        "exponential:3s or uniform:1s..5s",
     )
     load = bench.add_argument_group("load")
     load.add_argument(
-        "--conversations",
-        type=_whole(1),
-        default=1000,
-        metavar="N",
-        help="conversations to run (default 1000)",
-    )
-    load.add_argument(
-        "--turns",
-        type=_whole(0),
-        default=5,
-        metavar="N",
-        help="user messages per conversation; fewer when the agent ends it (default 5)",
-    )
-    load.add_argument(
         "--concurrency",
         type=_whole(1),
-        default=1000,
         metavar="N",
-        help="conversations in flight at once (default 1000)",
+        help=f"closed model: conversations in flight at once (default {_DEFAULT_CONCURRENCY})",
+    )
+    load.add_argument(
+        "--rate",
+        type=_positive_number,
+        metavar="R",
+        help="open model: new conversations a second (with --stages, the starting rate)",
+    )
+    load.add_argument(
+        "--arrival",
+        choices=("poisson", "constant"),
+        default="poisson",
+        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=_whole(1),
+        default=10_000,
+        metavar="N",
+        help="open model: arrivals that find N conversations running are dropped and "
+        "counted as conversations_dropped (default 10000)",
+    )
+    load.add_argument(
+        "--stages",
+        metavar="D:T,...",
+        help="ramp linearly through targets, such as 30s:10,2m:50,30s:0: the rate with "
+        "--rate (give --rate 0 to start from nothing), else the concurrency",
+    )
+    load.add_argument(
+        "--conversations",
+        type=_whole(1),
+        metavar="N",
+        help=f"conversations to start in all (default {_DEFAULT_CONVERSATIONS} when there is "
+        "no --duration or --stages)",
+    )
+    load.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="TIME",
+        help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
+    )
+    load.add_argument(
+        "--graceful-stop",
+        type=_duration,
+        default=30.0,
+        metavar="TIME",
+        help="after --duration, wait this long for conversations in flight, then cancel "
+        "them (default 30s)",
+    )
+    load.add_argument(
+        "--processes",
+        type=_whole(1),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the load; their histograms merge exactly (default 1)",
+    )
+    load.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: auto is uvloop when it is installed (default auto)",
     )
     client = bench.add_argument_group("client")
     client.add_argument(
@@ -92,7 +183,7 @@ def add_parser(commands: Any) -> None:
         type=_whole(1),
         default=PoolLimits().max_connections,
         metavar="N",
-        help=f"connections to the host at most (PoolLimits; default "
+        help=f"connections to the host at most, per process (PoolLimits; default "
         f"{PoolLimits().max_connections})",
     )
     client.add_argument(
@@ -120,13 +211,20 @@ def add_parser(commands: Any) -> None:
         type=_budget,
         default=RetryPolicy().retry_budget,
         metavar="N|off",
-        help=f"tokens in the client's retry budget, or off (default {RetryPolicy().retry_budget})",
+        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
+        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
+        f"(default {RetryPolicy().retry_budget})",
     )
-    _add_target_options(bench, "benchmark")
+    _add_target_options(bench, "load-test")
     _add_fault_options(bench)
-    output = bench.add_argument_group("output")
+    output = bench.add_argument_group("pass/fail and output")
     output.add_argument(
-        "--json", type=_json_path, metavar="PATH", help="also write the figures as JSON to PATH"
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="fail the run (exit 99) unless EXPR holds, such as respond.p99<1500ms, "
+        "create.p95<=2s, conversation_error_rate<0.01, expectations_failed==0; repeatable",
     )
     output.add_argument(
         "--max-error-rate",
@@ -136,7 +234,19 @@ def add_parser(commands: Any) -> None:
         help="exit 1 when the share of failed conversations is above this (default 0.01)",
     )
     output.add_argument(
-        "-q", "--quiet", action="store_true", help="no progress bar; print only the report"
+        "--json",
+        type=_json_path,
+        metavar="PATH",
+        help="also write the summary as JSON (schema polyai-async-bench/2) to PATH",
+    )
+    output.add_argument(
+        "--csv",
+        type=_json_path,
+        metavar="PATH",
+        help="also write the time series as CSV (one row a second) to PATH",
+    )
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="no live view; print only the report"
     )
     bench.set_defaults(run=run)
 
@@ -247,23 +357,164 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _import_rich() -> None:
+def _import_extras() -> None:
     try:
         import rich  # noqa: F401, PLC0415 - only bench needs rich: the cli extra
     except ImportError:
         raise UsageError(
-            "bench needs rich for its progress bar and report: install polyai-async[cli]"
+            "bench needs rich for its live view and report: install polyai-async[cli]"
+        ) from None
+    try:
+        import hdrh  # noqa: F401, PLC0415 - the load extra
+    except ImportError:
+        raise UsageError(
+            "bench needs hdrhistogram for its latency histograms: install polyai-async[cli]"
         ) from None
 
 
-def run(args: argparse.Namespace) -> int:
+def _plan(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, ...]]:
+    """The scenario, the Load and the thresholds the options describe; UsageError if not."""
+    from ..load import (  # noqa: PLC0415 - the load extra is checked first
+        Load,
+        ScenarioError,
+        demo_scenario,
+        load_scenario,
+        parse_stages,
+        parse_think_time,
+        parse_thresholds,
+    )
+
+    if args.scenario is not None:
+        if args.turns is not None:
+            raise UsageError("--turns shapes the demo scenario; a --scenario file has its turns")
+        try:
+            scenario = load_scenario(args.scenario)
+        except ScenarioError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        scenario = demo_scenario(turns=5 if args.turns is None else args.turns)
+    try:
+        think = None if args.think_time is None else parse_think_time(args.think_time)
+        stages = () if args.stages is None else parse_stages(args.stages)
+        thresholds = parse_thresholds(args.threshold)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    open_model = args.rate is not None
+    if open_model and args.concurrency is not None:
+        raise UsageError(
+            "--concurrency (closed model) and --rate (open model) do not go together: give one"
+        )
+    conversations, duration = args.conversations, args.duration
+    if conversations is None and duration is None and not stages:
+        if open_model:
+            raise UsageError("--rate needs --duration or --conversations: how long to apply it")
+        conversations = _DEFAULT_CONVERSATIONS
+    options: dict[str, Any] = {
+        "stages": stages,
+        "conversations": conversations,
+        "duration": duration,
+        "think_time": think,
+        "graceful_stop": args.graceful_stop,
+    }
+    try:
+        if open_model:
+            load = Load.open(
+                rate=args.rate,
+                arrival=args.arrival,
+                max_in_flight=args.max_in_flight,
+                **options,
+            )
+        else:
+            default = 0 if stages else _DEFAULT_CONCURRENCY
+            concurrency = args.concurrency if args.concurrency is not None else default
+            load = Load.closed(concurrency=concurrency, **options)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    return scenario, load, thresholds
+
+
+def _describe(args: argparse.Namespace, scenario: Any, load: Any, where: str) -> str:
+    """What is run against what, in two lines; the concurrency said is the effective one."""
+    from ..load._units import format_duration  # noqa: PLC0415
+
+    if args.scenario is None:
+        turns = 5 if args.turns is None else args.turns
+        what = f"the demo scenario ({turns} turns at most)"
+    else:
+        what = f"scenario {scenario.name!r} ({len(scenario.personas)} personas)"
+    length = []
+    if load.conversations is not None:
+        length.append(f"{load.conversations:,} conversations")
+    if load.planned_seconds() is not None:
+        length.append(format_duration(load.planned_seconds()))
+    length_text = " or ".join(length)
+    if load.closed_model:
+        if load.stages:
+            peak = round(max([load.concurrency or 0] + [s.target for s in load.stages]))
+            size = f"up to {peak:,} at a time, following --stages {args.stages}"
+        else:
+            effective = load.concurrency
+            if load.conversations is not None:
+                effective = min(effective, load.conversations)
+            size = f"{effective:,} at a time"
+            if effective != load.concurrency:
+                size += f" (--concurrency {load.concurrency:,}, but only that many to run)"
+        model = f"closed model: {length_text}, {size}"
+    else:
+        rate = f"--stages {args.stages}" if load.stages else f"{load.rate:g} conversations/s"
+        model = (
+            f"open model: {rate} ({load.arrival} arrivals), {length_text}, at most "
+            f"{load.max_in_flight:,} in flight"
+        )
+    processes = "" if args.processes == 1 else f", {args.processes} processes"
+    return (
+        f"polyai-async bench: {what}, {model}{processes}\n"
+        f"target {where}; client: {args.max_connections:,} connections, "
+        f"{args.retry_attempts} attempts per call"
+    )
+
+
+def _report_settings(args: argparse.Namespace, target: str, base_url: str) -> dict[str, Any]:
+    """The run's options for the report: plain values, never a credential."""
+    settings: dict[str, Any] = {
+        "target": target,
+        "base_url": base_url,
+        "scenario": "demo" if args.scenario is None else str(args.scenario),
+        "turns": args.turns,
+        "think_time": args.think_time,
+        "model": "open" if args.rate is not None else "closed",
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "arrival": args.arrival if args.rate is not None else None,
+        "max_in_flight": args.max_in_flight if args.rate is not None else None,
+        "stages": args.stages,
+        "conversations": args.conversations,
+        "duration": args.duration,
+        "graceful_stop": args.graceful_stop,
+        "max_connections": args.max_connections,
+        "retry_attempts": args.retry_attempts,
+        "retry_ambiguous": not args.no_retry_ambiguous,
+        "deadline": args.deadline,
+        "retry_budget": args.retry_budget,
+        "threshold": "; ".join(args.threshold) or None,
+        "max_error_rate": args.max_error_rate,
+    }
+    for name in _FAULT_OPTIONS:
+        settings[name] = getattr(args, name, None)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step by step
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
-    _import_rich()
+    _import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
-    plan = BenchPlan(
-        conversations=args.conversations, turns=args.turns, concurrency=args.concurrency
-    )
+    from .._client import PolyAIClient  # noqa: PLC0415
+    from ..load import run_load, write_csv  # noqa: PLC0415
+    from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
+    from ..load._report import render  # noqa: PLC0415
+
+    scenario, load, thresholds = _plan(args)
     policy = RetryPolicy(
         max_attempts=args.retry_attempts,
         retry_ambiguous=not args.no_retry_ambiguous,
@@ -278,7 +529,6 @@ def run(args: argparse.Namespace) -> int:
         target, settings = "embedded", {}
     else:
         target, settings = ("real" if args.real else "base_url"), _client_settings(args)
-    result = BenchResult()
     console = Console(highlight=False)
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
@@ -286,109 +536,90 @@ def run(args: argparse.Namespace) -> int:
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
+        settings = {**settings, "retry": policy, "limits": limits}
         try:
-            client = PolyAIClient(**settings, retry=policy, limits=limits)
+            base_url = _display_url(PolyAIClient(**settings).base_url)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
-        show_progress = not args.quiet and sys.stdout.isatty()
-        asyncio.run(_drive(client, plan, result, console if show_progress else None))
-    context: dict[str, Any] = {
-        "target": target,
-        "base_url": _display_url(client.base_url),
-        "max_connections": args.max_connections,
-        "retry_attempts": args.retry_attempts,
-    }
+        where = base_url + (
+            (" (embedded fake" + (f", seed {args.seed})" if args.seed is not None else ")"))
+            if embedded
+            else ""
+        )
+        description = _describe(args, scenario, load, where)
+        view: Any = None
+        if not args.quiet:
+            if console.is_terminal:
+                view = LiveView(console, title=description.splitlines()[0])
+            else:
+                view = PlainProgress(sys.stdout)
+        context: dict[str, Any] = {
+            "target": target,
+            "base_url": base_url,
+            "max_connections": args.max_connections,
+            "retry_attempts": args.retry_attempts,
+            "turns_per_conversation": (5 if args.turns is None else args.turns)
+            if args.scenario is None
+            else None,
+        }
+        with view if isinstance(view, LiveView) else contextlib.nullcontext():
+            result = run_load(
+                load,
+                scenario,
+                client_settings=settings,
+                processes=args.processes,
+                loop=args.loop,
+                thresholds=thresholds,
+                max_error_rate=args.max_error_rate,
+                on_tick=None if view is None else view.update,
+                settings=_report_settings(args, target, base_url),
+                context=context,
+            )
+    summary = result.summary
     if server is not None:
         faults = server.stats.get("faults", {})
-        context.update(
+        summary.update(
             server_cpu_seconds=None if server.cpu_seconds is None else round(server.cpu_seconds, 4),
             server_requests=sum(server.stats.get("requests", {}).values()),
             server_faults=sum(n for name, n in faults.items() if name != "latency"),
             server_max_open_connections=server.stats.get("max_open_connections"),
         )
-    summary = summarize(plan, result, max_error_rate=args.max_error_rate, **context)
-    examples = {name: redact(message) for name, message in result.error_examples.items()}
-    where = summary["base_url"] + (
-        (" (embedded fake" + (f", seed {args.seed})" if args.seed is not None else ")"))
-        if embedded
-        else ""
-    )
-    description = (
-        f"polyai-async bench: {plan.conversations:,} conversations x up to {plan.turns} turns, "
-        f"concurrency {plan.concurrency:,}\n"
-        f"target {where}; client: {args.max_connections:,} connections, "
-        f"{args.retry_attempts} attempts per call"
-    )
-    render(summary, examples, console, description=description)
-    if args.json is not None:
-        try:
-            args.json.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-        except OSError as exc:
-            _fail(f"could not write {args.json}: {exc.strerror or exc}")
-            return 1
-    if not summary["passed"]:
+    examples = {
+        name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
+    }
+    render(summary, console, description=description, examples=examples)
+    if not _write_reports(args, summary, write_csv):
+        return 1
+    code = result.exit_code
+    if code == 1:
         _fail(
             f"{summary['conversation_error_rate']:.2%} of conversations failed, above "
             f"--max-error-rate {args.max_error_rate:g}"
         )
-        return 1
-    return 0
+    elif code == 99:
+        failed = [t for t in summary["thresholds"] if not t["passed"]]
+        measured = [
+            f"{t['expression']} (measured "
+            + ("nothing)" if t["value"] is None else f"{t['value']:g})")
+            for t in failed
+        ]
+        _fail("threshold failed: " + "; ".join(measured))
+    return code
 
 
-async def _drive(
-    client: PolyAIClient, plan: BenchPlan, result: BenchResult, console: Any | None
-) -> None:
-    async with client:
-        if console is None:
-            await run_bench(client, plan, result)
-            return
-        with _progress(console, plan) as update:
-            ticker = asyncio.create_task(_tick(update, result))
-            try:
-                await run_bench(client, plan, result)
-            finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-                update(result)
+def _write_reports(args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any) -> bool:
+    """Write --json and --csv; False (after one error line) if one could not be written."""
 
+    def write_json(path: Path) -> None:
+        text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+        path.write_text(redact(text) + "\n", encoding="utf-8")
 
-@contextlib.contextmanager
-def _progress(console: Any, plan: BenchPlan) -> Iterator[Callable[[BenchResult], None]]:
-    from rich.progress import (  # noqa: PLC0415 - rich is optional
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
-    # Refreshed by our ticker on the event loop, not by rich's own thread.
-    progress = Progress(
-        TextColumn("conversations"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        auto_refresh=False,
-        transient=True,
-    )
-    task = progress.add_task("bench", total=plan.conversations, rate="")
-    started = time.perf_counter()
-
-    def update(result: BenchResult) -> None:
-        elapsed = time.perf_counter() - started
-        rate = f"{result.turns_completed / elapsed:,.0f} turns/s" if elapsed > 0 else ""
-        failed = f", [red]{result.failed:,} failed[/]" if result.failed else ""
-        progress.update(task, completed=result.finished, rate=rate + failed)
-        progress.refresh()
-
-    with progress:
-        yield update
-
-
-async def _tick(update: Callable[[BenchResult], None], result: BenchResult) -> None:
-    while True:
-        update(result)
-        await asyncio.sleep(_PROGRESS_INTERVAL)
+    for path, write in ((args.json, write_json), (args.csv, lambda p: write_csv(summary, p))):
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as exc:
+            _fail(f"could not write {path}: {exc.strerror or exc}")
+            return False
+    return True

@@ -16,6 +16,7 @@ this package.
 from ._api import parse_thresholds, run_load, run_load_async
 from ._conversation import Observer, run_conversation
 from ._metrics import Metrics
+from ._report import write_csv, write_json
 from ._result import SCHEMA, LoadResult, summarize
 from ._scenario import (
     Expect,
@@ -60,4 +61,6 @@ __all__ = [
     "run_load",
     "run_load_async",
     "summarize",
+    "write_csv",
+    "write_json",
 ]

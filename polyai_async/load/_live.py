@@ -120,7 +120,7 @@ class PlainProgress:
     def __init__(self, out: IO[str] | None = None, *, every: float = PLAIN_EVERY) -> None:
         self.out = out if out is not None else sys.stderr
         self.every = every
-        self._last = -float("inf")
+        self._last = time.monotonic()
 
     def line(self, figures: Mapping[str, Any]) -> str:
         """The line for ``figures``: the most important pieces that fit in 80 columns."""
@@ -144,7 +144,7 @@ class PlainProgress:
         return f"{head} {', '.join(body)}".rstrip()
 
     def update(self, figures: Mapping[str, Any], *, final: bool = False) -> None:
-        """Print a line if ``every`` seconds have passed since the last (or at the end)."""
+        """Print a line if ``every`` seconds have passed since the last (or the start)."""
         now = time.monotonic()
         if final or now - self._last >= self.every:
             self._last = now

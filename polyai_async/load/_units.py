@@ -33,6 +33,8 @@ def parse_duration(value: object) -> float:
 
 def format_duration(seconds: float) -> str:
     """A short human form of ``seconds``: ``500ms``, ``6s``, ``2m30s``."""
+    if seconds == 0:
+        return "0s"
     if seconds < 1:
         return f"{seconds * 1000:g}ms"
     if seconds < 60:
