@@ -160,3 +160,23 @@ def canvas_pixels(page: Page, selector: str, colours: list[str]) -> list[dict[st
     """
     result: list[dict[str, Any]] = page.evaluate(_CANVAS_PIXELS, [selector, colours])
     return result
+
+
+def screenshot(url: str, path: str | Path, *, width: int = 1280, height: int = 900) -> list[str]:
+    """Save a full-page PNG of ``url`` as headless Chromium draws it; return its problems."""
+    with (
+        headless_chromium() as browser,
+        open_page(browser, url, width=width, height=height) as visit,
+    ):
+        visit.page.screenshot(path=str(path), full_page=True)
+        return visit.problems()
+
+
+if __name__ == "__main__":
+    # python -m tests.browser REPORT.html OUT.png: how docs/assets/load-report.png is made.
+    import sys
+
+    report, out = sys.argv[1:3]
+    problems = screenshot(Path(report).resolve().as_uri(), out)
+    if problems:
+        raise SystemExit("\n".join(problems))
