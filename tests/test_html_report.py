@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from polyai_async import ConfigurationError
-from polyai_async.load import render_html, write_html
+from polyai_async.load import _html, render_html, write_html
 
 from . import browser as browser_helper
 from .browser import canvas_pixels, headless_chromium, open_page
@@ -91,6 +91,14 @@ def test_chart_data_cannot_close_its_script_element() -> None:
     in_flight = charts["in_flight"]
     assert in_flight["x"] == [row["t"] for row in summary["timeseries"]]
     assert in_flight["series"][0]["values"] == [row["in_flight"] for row in summary["timeseries"]]
+
+
+def test_embedded_json_escapes_what_could_end_the_script() -> None:
+    """The data script's JSON writes <, > and & as \\u escapes and still parses to the same data."""
+    data = {"label": EVIL, "more": ["<!--", "a & b", "</SCRIPT >"]}
+    text = _html._script_json(data)
+    assert not set("<>&") & set(text)
+    assert json.loads(text) == data
 
 
 def test_spectrum_uses_a_log_percentile_axis() -> None:
