@@ -15,6 +15,7 @@ this package.
 
 from ._api import parse_thresholds, run_load, run_load_async
 from ._conversation import Observer, run_conversation
+from ._html import render_html, write_html
 from ._metrics import Metrics
 from ._report import write_csv, write_json
 from ._result import SCHEMA, LoadResult, summarize
@@ -57,10 +58,12 @@ __all__ = [
     "parse_stages",
     "parse_think_time",
     "parse_thresholds",
+    "render_html",
     "run_conversation",
     "run_load",
     "run_load_async",
     "summarize",
     "write_csv",
+    "write_html",
     "write_json",
 ]
