@@ -246,6 +246,13 @@ def add_parser(commands: Any) -> None:
         help="also write the time series as CSV (one row a second) to PATH",
     )
     output.add_argument(
+        "--html",
+        type=_json_path,
+        metavar="PATH",
+        help="also write a self-contained HTML report (charts over time, latency spectrum, "
+        "outcomes, thresholds, settings; opens offline) to PATH",
+    )
+    output.add_argument(
         "-q", "--quiet", action="store_true", help="no live view; print only the report"
     )
     bench.set_defaults(run=run)
@@ -510,7 +517,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
     from .._client import PolyAIClient  # noqa: PLC0415
-    from ..load import run_load, write_csv  # noqa: PLC0415
+    from ..load import run_load, write_csv, write_html  # noqa: PLC0415
     from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
     from ..load._report import render  # noqa: PLC0415
 
@@ -588,7 +595,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
         name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
     }
     render(summary, console, description=description, examples=examples)
-    if not _write_reports(args, summary, write_csv):
+    if not _write_reports(args, summary, write_csv, write_html):
         return 1
     code = result.exit_code
     if code == 1:
@@ -607,14 +614,21 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     return code
 
 
-def _write_reports(args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any) -> bool:
-    """Write --json and --csv; False (after one error line) if one could not be written."""
+def _write_reports(
+    args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any, write_html: Any
+) -> bool:
+    """Write --json, --csv and --html; False (after one error line) if one could not be."""
 
     def write_json(path: Path) -> None:
         text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
         path.write_text(redact(text) + "\n", encoding="utf-8")
 
-    for path, write in ((args.json, write_json), (args.csv, lambda p: write_csv(summary, p))):
+    writers = (
+        (args.json, write_json),
+        (args.csv, lambda p: write_csv(summary, p)),
+        (args.html, lambda p: write_html(summary, p)),
+    )
+    for path, write in writers:
         if path is None:
             continue
         try:

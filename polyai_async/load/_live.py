@@ -108,6 +108,11 @@ def _ms(value: float | None) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _short(warning: str) -> str:
+    """``generator lag 45 ms > 10 ms`` as ``lag 45 ms``: room on an 80-column line."""
+    return warning.partition(" > ")[0].removeprefix("generator ").removeprefix("client ")
+
+
 def _clock(figures: Mapping[str, Any]) -> str:
     elapsed = format_duration(round(figures["elapsed"]))
     planned = figures["planned"]
@@ -125,13 +130,14 @@ class PlainProgress:
     def line(self, figures: Mapping[str, Any]) -> str:
         """The line for ``figures``: the most important pieces that fit in 80 columns."""
         f = figures
-        pieces = [
-            f"started {f['started']:,}",
+        # Warnings first: they say the other figures are the generator's, not the agent's.
+        pieces = [f"started {f['started']:,}"]
+        pieces += [f"WARNING {_short(w)}" for w in warnings_of(f)]
+        pieces += [
             f"in flight {f['in_flight']:,}",
             f"done {f['done']:,}",
             f"failed {f['failed']:,}",
             f"dropped {f['dropped']:,}",
-            *(f"WARNING {w}" for w in warnings_of(f)),
             f"{f['requests_per_second']:,} req/s",
             f"respond p99 {_ms(f['respond_p99_ms'])} ms",
             f"lag p99 {_ms(f['generator_lag_p99_ms'])} ms",

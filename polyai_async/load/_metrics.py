@@ -303,11 +303,14 @@ class Metrics:
         if histogram is None or histogram.get_total_count() == 0:
             return []
         points = []
+        lowest = histogram.get_min_value()
         for item in histogram.get_percentile_iterator(5):
             percentile = float(item.percentile_level_iterated_to)
             if percentile > 99.999:
                 break
-            points.append({"percentile": round(percentile, 4), "ms": item.value_iterated_to / 1000})
+            # The iteration starts at the bottom bucket: never below the smallest value seen.
+            value = max(item.value_iterated_to, lowest)
+            points.append({"percentile": round(percentile, 4), "ms": value / 1000})
         return points
 
     def seconds(self) -> Iterator[tuple[int, Mapping[str, int], int, dict[str, Any]]]:
