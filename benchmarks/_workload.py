@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import math
 import resource
 import sys
 import threading
@@ -249,11 +250,10 @@ class Run:
 
 def percentile_ms(ordered: list[float], p: float) -> float:
     """The nearest-rank ``p``-th percentile of ascending seconds, in ms (NaN when empty)."""
-    # Imported here, after the measurement: the aiohttp and httpx contenders' processes must
-    # not load polyai_async while their memory is sampled.
-    from polyai_async._bench import percentile
-
-    return percentile(ordered, p) * 1000 if ordered else float("nan")
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1] * 1000
 
 
 class PeakRSS:

@@ -15,23 +15,23 @@ from typing import Any
 import pytest
 
 from polyai_async import PolyAIClient
-from polyai_async._cli import main
+from polyai_async.cli import main
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {
-    "POLYAI_API_KEY": "fake-api-key",
-    "POLYAI_TOKEN": "fake-token",
-    "POLYAI_ACCOUNT_ID": "ACCOUNT-fake",
-    "POLYAI_PROJECT_ID": "PROJECT-fake",
+    "POLYAI_API_KEY": "test-api-key",
+    "POLYAI_TOKEN": "test-token",
+    "POLYAI_ACCOUNT_ID": "ACCOUNT-test",
+    "POLYAI_PROJECT_ID": "PROJECT-test",
 }
 
 
 def run_cli(
     *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m polyai_async._cli`` with a clean POLYAI_* environment plus ``env``."""
+    """Run ``python -m polyai_async.cli`` with a clean POLYAI_* environment plus ``env``."""
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "polyai_async._cli", *args],
+        [sys.executable, "-m", "polyai_async.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -77,12 +77,22 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     """A small bench against the embedded server completes every conversation and turn."""
     code, report, _ = bench_json(tmp_path, *SMALL, "--quiet")
     assert code == 0
-    assert report["schema"] == "polyai-async-bench/1"
+    assert report["schema"] == "polyai-async-bench/2"
+    assert report["load_model"] == "closed"
     assert report["target"] == "embedded"
-    assert report["conversations"] == report["conversations_completed"] == 20
+    assert report["conversations"] == report["conversations_started"] == 20
+    assert report["conversations_completed"] == 20
     assert report["conversations_failed"] == report["errors_total"] == 0
-    assert report["turns_completed"] == report["turns_planned"] == 40
-    assert (report["handoffs"], report["ended_by_agent"]) == (1, 2)
+    # The demo's personas all have 2 turns at --turns 2; the agent ends some of them.
+    assert report["turns_completed"] == 40
+    personas = report["personas"]
+    assert sum(p["started"] for p in personas.values()) == 20
+    handoffs = personas.get("wants-human", {}).get("completed", 0)
+    goodbyes = personas.get("says-goodbye", {}).get("completed", 0)
+    assert (report["handoffs"], report["ended_by_agent"]) == (handoffs, handoffs + goodbyes)
+    assert report["handoffs_by_destination"] == ({"live_agent_queue": handoffs} if handoffs else {})
+    assert report["expectations_failed"] == 0
+    assert report["expectations_checked"] >= 40
     assert report["calls"] == report["requests"] == 80
     assert report["server_requests"] == report["requests"]
     assert report["retries"] == 0
@@ -97,7 +107,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
 
 
 def test_bench_prints_only_the_report_when_not_a_tty() -> None:
-    """Without a terminal there is no progress bar: stdout is the report and stderr is empty."""
+    """Without a terminal there is no live view: stdout is the report and stderr is empty."""
     done = run_cli("bench", *SMALL)
     assert done.returncode == 0
     assert done.stderr == ""
@@ -193,7 +203,7 @@ async def one_turn(url: str) -> str:
 def test_serve_answers_a_client_and_stops_on_sigint() -> None:
     """serve prints its URL and fake credentials, serves a client, and exits 0 on SIGINT."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "polyai_async._cli", "serve", "--port", "0", "--seed", "1"],
+        [sys.executable, "-m", "polyai_async.cli", "serve", "--port", "0", "--seed", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -300,5 +310,5 @@ def test_bench_without_rich_says_what_to_install(
 
 def test_the_library_does_not_import_rich() -> None:
     """Importing polyai_async, or even the command's module, loads no rich."""
-    code = "import sys, polyai_async, polyai_async._cli; assert 'rich' not in sys.modules"
+    code = "import sys, polyai_async, polyai_async.cli; assert 'rich' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # noqa: S603

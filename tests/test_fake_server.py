@@ -800,3 +800,18 @@ def test_testing_exports_are_sorted_and_documented() -> None:
             continue
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert inspect.getdoc(obj), name
+
+
+def test_every_fake_accepts_the_same_default_credentials() -> None:
+    """FakePolyAI, python -m polyai_async.testing and the polyai-async command share one set of
+    made-up credentials, so the values one prints work with the others."""
+    from polyai_async.cli._common import _FAKE_CREDENTIALS
+    from polyai_async.testing.__main__ import build_parser
+
+    fake = FakePolyAI()
+    library = {name: getattr(fake, name) for name in ("api_key", "token", "account_id")}
+    library["project_id"] = fake.project_id
+    args = build_parser().parse_args([])
+    module = {name: getattr(args, name) for name in library}
+    assert library == module == _FAKE_CREDENTIALS
+    assert library["api_key"] == "test-api-key"

@@ -15,7 +15,7 @@ import orjson
 
 from ._agents import _AGENTS, Agent
 from ._faults import Faults
-from ._server import FakePolyAI, run_server
+from ._server import _DEFAULT_CREDENTIALS, FakePolyAI, run_server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,10 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1")
     server.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    server.add_argument("--api-key", default="test-api-key")
-    server.add_argument("--token", default="test-token")
-    server.add_argument("--account-id", default="ACCOUNT-test")
-    server.add_argument("--project-id", default="PROJECT-test")
+    for name, value in _DEFAULT_CREDENTIALS.items():
+        server.add_argument("--" + name.replace("_", "-"), default=value, help=f"(default {value})")
     server.add_argument("--version", default="v1", help="the API version in the path")
     server.add_argument("--agent", choices=sorted(_AGENTS), default="demo")
     server.add_argument("--seed", type=int, default=None)

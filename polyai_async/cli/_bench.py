@@ -1,0 +1,639 @@
+"""``polyai-async bench``: a load test of a PolyAI agent (by default, the embedded fake's).
+
+This module only parses options, starts the embedded server when there is no target, and
+calls the load engine (``polyai_async.load``), which runs the load, shows it live and
+reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .._config import PoolLimits
+from .._errors import ConfigurationError
+from .._retry import RetryPolicy
+from ._common import (
+    _FAKE_CREDENTIALS,
+    _FAULT_OPTIONS,
+    UsageError,
+    _add_fault_options,
+    _add_target_options,
+    _budget,
+    _client_settings,
+    _display_url,
+    _fail,
+    _faults_from,
+    _json_path,
+    _positive_seconds,
+    _rate,
+    _whole,
+    redact,
+)
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows has no getrusage
+    resource = None  # type: ignore[assignment]
+
+# Starting Python and aiohttp takes about a second; a loaded CI machine may take several.
+_SERVER_START_TIMEOUT = 30.0
+_SERVER_STOP_TIMEOUT = 10.0
+# Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
+_DEFAULT_CONVERSATIONS = 1000
+_DEFAULT_CONCURRENCY = 1000
+
+
+def _duration(text: str) -> float:
+    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0")
+    return seconds
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    return value
+
+
+def add_parser(commands: Any) -> None:
+    """Add the ``bench`` command to the subparsers ``commands``."""
+    bench = commands.add_parser(
+        "bench",
+        help="load-test an agent: scenarios, open or closed load, latency, thresholds",
+        description="Drive conversations (create, turns, close) and report throughput, latency "
+        "percentiles per endpoint, outcomes, expectations and thresholds. Closed model by "
+        "default (--concurrency users, each starting a conversation when the last ends); "
+        "--rate gives the open model (new conversations a second, latency counted from each "
+        "one's scheduled start). By default against a fake server started in its own process.",
+    )
+    scenario = bench.add_argument_group("scenario")
+    scenario.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
+        "conversations (default: the demo scenario)",
+    )
+    scenario.add_argument(
+        "--turns",
+        type=_whole(0),
+        default=None,
+        metavar="N",
+        help="the demo scenario's user messages per conversation; fewer when the agent ends "
+        "it (default 5)",
+    )
+    scenario.add_argument(
+        "--think-time",
+        metavar="TIME",
+        help="pause before each user message, overriding the scenario's: 2s, "
+        "exponential:3s or uniform:1s..5s",
+    )
+    load = bench.add_argument_group("load")
+    load.add_argument(
+        "--concurrency",
+        type=_whole(1),
+        metavar="N",
+        help=f"closed model: conversations in flight at once (default {_DEFAULT_CONCURRENCY})",
+    )
+    load.add_argument(
+        "--rate",
+        type=_positive_number,
+        metavar="R",
+        help="open model: new conversations a second (with --stages, the starting rate)",
+    )
+    load.add_argument(
+        "--arrival",
+        choices=("poisson", "constant"),
+        default="poisson",
+        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=_whole(1),
+        default=10_000,
+        metavar="N",
+        help="open model: arrivals that find N conversations running are dropped and "
+        "counted as conversations_dropped (default 10000)",
+    )
+    load.add_argument(
+        "--stages",
+        metavar="D:T,...",
+        help="ramp linearly through targets, such as 30s:10,2m:50,30s:0: the rate with "
+        "--rate (give --rate 0 to start from nothing), else the concurrency",
+    )
+    load.add_argument(
+        "--conversations",
+        type=_whole(1),
+        metavar="N",
+        help=f"conversations to start in all (default {_DEFAULT_CONVERSATIONS} when there is "
+        "no --duration or --stages)",
+    )
+    load.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="TIME",
+        help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
+    )
+    load.add_argument(
+        "--graceful-stop",
+        type=_duration,
+        default=30.0,
+        metavar="TIME",
+        help="after --duration, wait this long for conversations in flight, then cancel "
+        "them (default 30s)",
+    )
+    load.add_argument(
+        "--processes",
+        type=_whole(1),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the load; their histograms merge exactly (default 1)",
+    )
+    load.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: auto is uvloop when it is installed (default auto)",
+    )
+    client = bench.add_argument_group("client")
+    client.add_argument(
+        "--max-connections",
+        type=_whole(1),
+        default=PoolLimits().max_connections,
+        metavar="N",
+        help=f"connections to the host at most, per process (PoolLimits; default "
+        f"{PoolLimits().max_connections})",
+    )
+    client.add_argument(
+        "--retry-attempts",
+        type=_whole(1),
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
+        f"{RetryPolicy().max_attempts})",
+    )
+    client.add_argument(
+        "--no-retry-ambiguous",
+        action="store_true",
+        help="do not retry create and respond when the server may have processed them",
+    )
+    client.add_argument(
+        "--deadline",
+        type=_positive_seconds,
+        default=RetryPolicy().deadline,
+        metavar="SECONDS",
+        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
+    )
+    client.add_argument(
+        "--retry-budget",
+        type=_budget,
+        default=RetryPolicy().retry_budget,
+        metavar="N|off",
+        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
+        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
+        f"(default {RetryPolicy().retry_budget})",
+    )
+    _add_target_options(bench, "load-test")
+    _add_fault_options(bench)
+    output = bench.add_argument_group("pass/fail and output")
+    output.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="fail the run (exit 99) unless EXPR holds, such as respond.p99<1500ms, "
+        "create.p95<=2s, conversation_error_rate<0.01, expectations_failed==0; repeatable",
+    )
+    output.add_argument(
+        "--max-error-rate",
+        type=_rate,
+        default=0.01,
+        metavar="F",
+        help="exit 1 when the share of failed conversations is above this (default 0.01)",
+    )
+    output.add_argument(
+        "--json",
+        type=_json_path,
+        metavar="PATH",
+        help="also write the summary as JSON (schema polyai-async-bench/2) to PATH",
+    )
+    output.add_argument(
+        "--csv",
+        type=_json_path,
+        metavar="PATH",
+        help="also write the time series as CSV (one row a second) to PATH",
+    )
+    output.add_argument(
+        "--html",
+        type=_json_path,
+        metavar="PATH",
+        help="also write a self-contained HTML report (charts over time, latency spectrum, "
+        "outcomes, thresholds, settings; opens offline) to PATH",
+    )
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="no live view; print only the report"
+    )
+    bench.set_defaults(run=run)
+
+
+class _EmbeddedServer:
+    """``python -m polyai_async.testing`` in a child process, so it has a core of its own."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1"]
+        self.argv += ["--port", "0", "--agent", "demo"]
+        for option, value in (
+            ("--api-key", _FAKE_CREDENTIALS["api_key"]),
+            ("--token", _FAKE_CREDENTIALS["token"]),
+            ("--account-id", _FAKE_CREDENTIALS["account_id"]),
+            ("--project-id", _FAKE_CREDENTIALS["project_id"]),
+        ):
+            self.argv += [option, value]
+        for name in _FAULT_OPTIONS:
+            value = getattr(args, name)
+            if value is not None:
+                self.argv += ["--" + name.replace("_", "-"), str(value)]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.stats: dict[str, Any] = {}
+        self.cpu_seconds: float | None = None
+        # Its stderr goes to a file: a pipe nobody reads could fill up and stall the server.
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+
+    def start(self) -> str:
+        """Start the server and return its URL, read from its first line of output."""
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+        lines: queue.Queue[bytes] = queue.Queue()
+        stdout = self.process.stdout
+        assert stdout is not None  # noqa: S101 - stdout=PIPE above
+        # A daemon thread reads the line, so a server that never prints cannot hang us.
+        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=_SERVER_START_TIMEOUT)
+        except queue.Empty:
+            raise RuntimeError(
+                f"the embedded fake server printed no URL within {_SERVER_START_TIMEOUT:g}s"
+            ) from None
+        self.url = line.decode(errors="replace").strip()
+        if not self.url.startswith("http"):
+            self.stop()
+            raise RuntimeError(f"the embedded fake server failed to start: {self._last_error()}")
+        return self.url
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period) and read its counters."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        before = _children_cpu()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(_SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        after = _children_cpu()
+        if before is not None and after is not None:
+            self.cpu_seconds = after - before
+        if process.stdout is not None:
+            process.stdout.close()
+        for line in reversed(self._stderr_lines()):
+            if line.startswith("{"):
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    self.stats = orjson.loads(line)
+                break
+        self._stderr.close()
+
+    def _stderr_lines(self) -> list[str]:
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip().splitlines()
+
+    def _last_error(self) -> str:
+        lines = self._stderr_lines()
+        return lines[-1] if lines else "it exited without a word"
+
+
+def _children_cpu() -> float | None:
+    """CPU seconds of the children that have exited and been waited for (POSIX only)."""
+    if resource is None:  # pragma: no cover - Windows
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@contextlib.contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _import_extras() -> None:
+    try:
+        import rich  # noqa: F401, PLC0415 - only bench needs rich: the cli extra
+    except ImportError:
+        raise UsageError(
+            "bench needs rich for its live view and report: install polyai-async[cli]"
+        ) from None
+    try:
+        import hdrh  # noqa: F401, PLC0415 - the load extra
+    except ImportError:
+        raise UsageError(
+            "bench needs hdrhistogram for its latency histograms: install polyai-async[cli]"
+        ) from None
+
+
+def _plan(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, ...]]:
+    """The scenario, the Load and the thresholds the options describe; UsageError if not."""
+    from ..load import (  # noqa: PLC0415 - the load extra is checked first
+        Load,
+        ScenarioError,
+        demo_scenario,
+        load_scenario,
+        parse_stages,
+        parse_think_time,
+        parse_thresholds,
+    )
+
+    if args.scenario is not None:
+        if args.turns is not None:
+            raise UsageError("--turns shapes the demo scenario; a --scenario file has its turns")
+        try:
+            scenario = load_scenario(args.scenario)
+        except ScenarioError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        scenario = demo_scenario(turns=5 if args.turns is None else args.turns)
+    try:
+        think = None if args.think_time is None else parse_think_time(args.think_time)
+        stages = () if args.stages is None else parse_stages(args.stages)
+        thresholds = parse_thresholds(args.threshold)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    open_model = args.rate is not None
+    if open_model and args.concurrency is not None:
+        raise UsageError(
+            "--concurrency (closed model) and --rate (open model) do not go together: give one"
+        )
+    conversations, duration = args.conversations, args.duration
+    if conversations is None and duration is None and not stages:
+        if open_model:
+            raise UsageError("--rate needs --duration or --conversations: how long to apply it")
+        conversations = _DEFAULT_CONVERSATIONS
+    options: dict[str, Any] = {
+        "stages": stages,
+        "conversations": conversations,
+        "duration": duration,
+        "think_time": think,
+        "graceful_stop": args.graceful_stop,
+    }
+    try:
+        if open_model:
+            load = Load.open(
+                rate=args.rate,
+                arrival=args.arrival,
+                max_in_flight=args.max_in_flight,
+                **options,
+            )
+        else:
+            default = 0 if stages else _DEFAULT_CONCURRENCY
+            concurrency = args.concurrency if args.concurrency is not None else default
+            load = Load.closed(concurrency=concurrency, **options)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    return scenario, load, thresholds
+
+
+def _describe(args: argparse.Namespace, scenario: Any, load: Any, where: str) -> str:
+    """What is run against what, in two lines; the concurrency said is the effective one."""
+    from ..load._units import format_duration  # noqa: PLC0415
+
+    if args.scenario is None:
+        turns = 5 if args.turns is None else args.turns
+        what = f"the demo scenario ({turns} turns at most)"
+    else:
+        what = f"scenario {scenario.name!r} ({len(scenario.personas)} personas)"
+    length = []
+    if load.conversations is not None:
+        length.append(f"{load.conversations:,} conversations")
+    if load.planned_seconds() is not None:
+        length.append(format_duration(load.planned_seconds()))
+    length_text = " or ".join(length)
+    if load.closed_model:
+        if load.stages:
+            peak = round(max([load.concurrency or 0] + [s.target for s in load.stages]))
+            size = f"up to {peak:,} at a time, following --stages {args.stages}"
+        else:
+            effective = load.concurrency
+            if load.conversations is not None:
+                effective = min(effective, load.conversations)
+            size = f"{effective:,} at a time"
+            if effective != load.concurrency:
+                size += f" (--concurrency {load.concurrency:,}, but only that many to run)"
+        model = f"closed model: {length_text}, {size}"
+    else:
+        rate = f"--stages {args.stages}" if load.stages else f"{load.rate:g} conversations/s"
+        model = (
+            f"open model: {rate} ({load.arrival} arrivals), {length_text}, at most "
+            f"{load.max_in_flight:,} in flight"
+        )
+    processes = "" if args.processes == 1 else f", {args.processes} processes"
+    return (
+        f"polyai-async bench: {what}, {model}{processes}\n"
+        f"target {where}; client: {args.max_connections:,} connections, "
+        f"{args.retry_attempts} attempts per call"
+    )
+
+
+def _report_settings(args: argparse.Namespace, target: str, base_url: str) -> dict[str, Any]:
+    """The run's options for the report: plain values, never a credential."""
+    settings: dict[str, Any] = {
+        "target": target,
+        "base_url": base_url,
+        "scenario": "demo" if args.scenario is None else str(args.scenario),
+        "turns": args.turns,
+        "think_time": args.think_time,
+        "model": "open" if args.rate is not None else "closed",
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "arrival": args.arrival if args.rate is not None else None,
+        "max_in_flight": args.max_in_flight if args.rate is not None else None,
+        "stages": args.stages,
+        "conversations": args.conversations,
+        "duration": args.duration,
+        "graceful_stop": args.graceful_stop,
+        "max_connections": args.max_connections,
+        "retry_attempts": args.retry_attempts,
+        "retry_ambiguous": not args.no_retry_ambiguous,
+        "deadline": args.deadline,
+        "retry_budget": args.retry_budget,
+        "threshold": "; ".join(args.threshold) or None,
+        "max_error_rate": args.max_error_rate,
+    }
+    for name in _FAULT_OPTIONS:
+        settings[name] = getattr(args, name, None)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step by step
+    """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
+    _import_extras()
+    from rich.console import Console  # noqa: PLC0415 - rich is optional
+
+    from .._client import PolyAIClient  # noqa: PLC0415
+    from ..load import run_load, write_csv, write_html  # noqa: PLC0415
+    from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
+    from ..load._report import render  # noqa: PLC0415
+
+    scenario, load, thresholds = _plan(args)
+    policy = RetryPolicy(
+        max_attempts=args.retry_attempts,
+        retry_ambiguous=not args.no_retry_ambiguous,
+        deadline=args.deadline,
+        retry_budget=args.retry_budget,
+    )
+    limits = PoolLimits(max_connections=args.max_connections)
+    embedded = not (args.base_url or args.real)
+    server: _EmbeddedServer | None = None
+    if embedded:
+        _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        target, settings = "embedded", {}
+    else:
+        target, settings = ("real" if args.real else "base_url"), _client_settings(args)
+    console = Console(highlight=False)
+    with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
+        if embedded:
+            server = _EmbeddedServer(args)
+            # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
+            cleanup.callback(server.stop)
+            settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
+        settings = {**settings, "retry": policy, "limits": limits}
+        try:
+            base_url = _display_url(PolyAIClient(**settings).base_url)
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+        where = base_url + (
+            (" (embedded fake" + (f", seed {args.seed})" if args.seed is not None else ")"))
+            if embedded
+            else ""
+        )
+        description = _describe(args, scenario, load, where)
+        view: Any = None
+        if not args.quiet:
+            if console.is_terminal:
+                view = LiveView(console, title=description.splitlines()[0])
+            else:
+                view = PlainProgress(sys.stdout)
+        context: dict[str, Any] = {
+            "target": target,
+            "base_url": base_url,
+            "max_connections": args.max_connections,
+            "retry_attempts": args.retry_attempts,
+            "turns_per_conversation": (5 if args.turns is None else args.turns)
+            if args.scenario is None
+            else None,
+        }
+        with view if isinstance(view, LiveView) else contextlib.nullcontext():
+            result = run_load(
+                load,
+                scenario,
+                client_settings=settings,
+                processes=args.processes,
+                loop=args.loop,
+                thresholds=thresholds,
+                max_error_rate=args.max_error_rate,
+                on_tick=None if view is None else view.update,
+                settings=_report_settings(args, target, base_url),
+                context=context,
+            )
+    summary = result.summary
+    if server is not None:
+        faults = server.stats.get("faults", {})
+        summary.update(
+            server_cpu_seconds=None if server.cpu_seconds is None else round(server.cpu_seconds, 4),
+            server_requests=sum(server.stats.get("requests", {}).values()),
+            server_faults=sum(n for name, n in faults.items() if name != "latency"),
+            server_max_open_connections=server.stats.get("max_open_connections"),
+        )
+    examples = {
+        name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
+    }
+    render(summary, console, description=description, examples=examples)
+    if not _write_reports(args, summary, write_csv, write_html):
+        return 1
+    code = result.exit_code
+    if code == 1:
+        _fail(
+            f"{summary['conversation_error_rate']:.2%} of conversations failed, above "
+            f"--max-error-rate {args.max_error_rate:g}"
+        )
+    elif code == 99:
+        failed = [t for t in summary["thresholds"] if not t["passed"]]
+        measured = [
+            f"{t['expression']} (measured "
+            + ("nothing)" if t["value"] is None else f"{t['value']:g})")
+            for t in failed
+        ]
+        _fail("threshold failed: " + "; ".join(measured))
+    return code
+
+
+def _write_reports(
+    args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any, write_html: Any
+) -> bool:
+    """Write --json, --csv and --html; False (after one error line) if one could not be."""
+
+    def write_json(path: Path) -> None:
+        text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+        path.write_text(redact(text) + "\n", encoding="utf-8")
+
+    writers = (
+        (args.json, write_json),
+        (args.csv, lambda p: write_csv(summary, p)),
+        (args.html, lambda p: write_html(summary, p)),
+    )
+    for path, write in writers:
+        if path is None:
+            continue
+        try:
+            write(path)
+        except OSError as exc:
+            _fail(f"could not write {path}: {exc.strerror or exc}")
+            return False
+    return True

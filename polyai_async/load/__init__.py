@@ -1,0 +1,69 @@
+"""polyai_async.load: the load tester behind ``polyai-async bench``, usable from Python.
+
+Load a scenario, describe a load, run it, read the figures, write reports::
+
+    from polyai_async.load import Load, load_scenario, run_load, write_json
+
+    result = run_load(Load.open(rate=20, duration=60), load_scenario("support.yaml"))
+    print(result.figure("create_p99_ms"), result.passed)
+    write_json(result, "bench.json")
+
+Inside a running event loop (pytest-asyncio, a notebook) use ``await run_load_async(client,
+load, scenario)``. Needs the ``load`` extra (hdrhistogram, pyyaml). The client never imports
+this package.
+"""
+
+from ._api import parse_thresholds, run_load, run_load_async
+from ._conversation import Observer, run_conversation
+from ._html import render_html, write_html
+from ._metrics import Metrics
+from ._report import write_csv, write_json
+from ._result import SCHEMA, LoadResult, summarize
+from ._scenario import (
+    Expect,
+    Persona,
+    Scenario,
+    ScenarioError,
+    ThinkTime,
+    TurnSpec,
+    demo_scenario,
+    load_scenario,
+    parse_think_time,
+)
+from ._shape import Load, Stage, arrivals, parse_stages
+from ._thresholds import Threshold, ThresholdResult
+from ._units import parse_duration
+from ._workers import WorkerError
+
+__all__ = [
+    "SCHEMA",
+    "Expect",
+    "Load",
+    "LoadResult",
+    "Metrics",
+    "Observer",
+    "Persona",
+    "Scenario",
+    "ScenarioError",
+    "Stage",
+    "ThinkTime",
+    "Threshold",
+    "ThresholdResult",
+    "TurnSpec",
+    "WorkerError",
+    "arrivals",
+    "demo_scenario",
+    "load_scenario",
+    "parse_duration",
+    "parse_stages",
+    "parse_think_time",
+    "parse_thresholds",
+    "render_html",
+    "run_conversation",
+    "run_load",
+    "run_load_async",
+    "summarize",
+    "write_csv",
+    "write_html",
+    "write_json",
+]

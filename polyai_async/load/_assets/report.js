@@ -1,0 +1,134 @@
+/* polyai-async load report: draws the charts described in #report-data with uPlot.
+   The data are numbers and fixed labels prepared by polyai_async/load/_html.py; nothing here
+   inserts HTML. */
+(function () {
+  "use strict";
+
+  var HEIGHT = 260;
+  var data = JSON.parse(document.getElementById("report-data").textContent);
+  var drawn = [];
+
+  function trim(number, digits) {
+    return String(Number(number.toFixed(digits)));
+  }
+
+  function formatSeconds(v) {
+    if (v == null) return "–";
+    if (Math.abs(v) < 120) return trim(v, 1) + " s";
+    var m = Math.floor(v / 60);
+    var s = Math.round(v - m * 60);
+    return m + ":" + (s < 10 ? "0" : "") + s;
+  }
+
+  function formatMs(v) {
+    if (v == null) return "–";
+    if (Math.abs(v) >= 1000) return trim(v / 1000, 2) + " s";
+    if (Math.abs(v) >= 100) return trim(v, 0) + " ms";
+    if (Math.abs(v) >= 10) return trim(v, 1) + " ms";
+    return trim(v, 2) + " ms";
+  }
+
+  function formatRate(v, unit) {
+    if (v == null) return "–";
+    return trim(v, Math.abs(v) >= 100 ? 0 : 2) + unit;
+  }
+
+  // The spectrum's x is -log10(1 - p/100): 0 is 0 %, 1 is 90 %, 2 is 99 %, 3 is 99.9 % ...
+  function formatPercentile(x) {
+    if (x == null) return "–";
+    var p = 100 * (1 - Math.pow(10, -x));
+    var digits = Math.max(0, Math.ceil(x) - 1);
+    return trim(p, Math.min(digits + 1, 6)) + " %";
+  }
+
+  function percentileSplits(u, axis, min, max) {
+    var splits = [];
+    for (var x = Math.max(0, Math.floor(min)); x <= Math.ceil(max); x++) splits.push(x);
+    return splits;
+  }
+
+  function percentileTick(x) {
+    var labels = ["0 %", "90 %", "99 %", "99.9 %", "99.99 %", "99.999 %", "99.9999 %"];
+    return labels[x] || formatPercentile(x);
+  }
+
+  function fromZero(u, min, max) {
+    if (max == null || !isFinite(max) || max <= 0) return [0, 1];
+    return [0, max * 1.08];
+  }
+
+  function tint(color) {
+    return color + "22";
+  }
+
+  function build(spec, el) {
+    var percentile = spec.xKind === "percentile";
+    var yFormat = spec.unit === "ms" ? formatMs : function (v) { return formatRate(v, spec.unit); };
+    var xFormat = percentile ? formatPercentile : formatSeconds;
+    var axisColor = "#475569";
+    var grid = { stroke: "#e2e8f0", width: 1 };
+    var series = [{ label: percentile ? "percentile" : "time", value: function (u, v) { return xFormat(v); } }];
+    spec.series.forEach(function (s) {
+      series.push({
+        label: s.label,
+        stroke: s.color,
+        width: 2,
+        dash: s.dash ? [6, 4] : undefined,
+        fill: s.fill ? tint(s.color) : undefined,
+        spanGaps: s.spanGaps,
+        points: { show: spec.x.length < 2 },
+        value: function (u, v) { return yFormat(v); },
+      });
+    });
+    var opts = {
+      width: Math.max(240, el.clientWidth),
+      height: HEIGHT,
+      series: series,
+      scales: {
+        x: percentile ? { time: false } : { time: false },
+        y: { range: fromZero },
+      },
+      axes: [
+        {
+          stroke: axisColor,
+          grid: grid,
+          ticks: grid,
+          splits: percentile ? percentileSplits : undefined,
+          values: function (u, splits) {
+            return splits.map(percentile ? percentileTick : formatSeconds);
+          },
+        },
+        {
+          stroke: axisColor,
+          grid: grid,
+          ticks: grid,
+          size: 64,
+          values: function (u, splits) { return splits.map(yFormat); },
+        },
+      ],
+      legend: { live: true },
+      cursor: { points: { size: 6 } },
+    };
+    var columns = [spec.x];
+    spec.series.forEach(function (s) { columns.push(s.values); });
+    return new uPlot(opts, columns, el);
+  }
+
+  data.charts.forEach(function (spec) {
+    var figure = document.querySelector('[data-chart="' + spec.id + '"]');
+    var el = figure && figure.querySelector(".chart-canvas");
+    if (!el || !spec.series.length) return;
+    drawn.push({ el: el, plot: build(spec, el) });
+    figure.setAttribute("data-rendered", "true");
+  });
+
+  var pending = null;
+  window.addEventListener("resize", function () {
+    if (pending) clearTimeout(pending);
+    pending = setTimeout(function () {
+      drawn.forEach(function (d) {
+        d.plot.setSize({ width: Math.max(240, d.el.clientWidth), height: HEIGHT });
+      });
+    }, 100);
+  });
+})();

@@ -1,0 +1,153 @@
+"""One simulated conversation: create, the persona's turns, close; every outcome to an Observer.
+
+(private) ``run_conversation`` never raises a PolyAIError: each call's latency and error, each
+expectation and the conversation's end go to the observer, which counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from typing import Protocol
+
+from .._client import PolyAIClient
+from .._errors import PolyAIError
+from .._models import Handoff
+from ._scenario import Persona, Scenario, ThinkTime
+
+__all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "run_conversation"]
+
+#: How long a cancelled conversation may still spend closing itself.
+CLOSE_ON_CANCEL_SECONDS = 2.0
+
+
+class Observer(Protocol):
+    """What a conversation reports to, as it goes (Metrics is one)."""
+
+    def request(
+        self,
+        endpoint: str,
+        method: str,
+        seconds: float,
+        error: PolyAIError | None,
+        turn: int | None,
+    ) -> None:
+        """One API call ended.
+
+        Args:
+            endpoint: ``create``, ``respond`` or ``close``.
+            method: the HTTP method, ``POST`` or ``PUT``.
+            seconds: its latency; for create in the open model, from the scheduled start.
+            error: why it failed, or None.
+            turn: the respond's turn index, None for create and close.
+        """
+
+    def expectation(self, persona: str, expectation: str, passed: bool, reply: str | None) -> None:
+        """One expectation of a turn was checked against the agent's reply."""
+
+    def conversation(
+        self,
+        persona: str,
+        seconds: float,
+        error: PolyAIError | None,
+        ended: bool,
+        handoff: Handoff | None,
+        turns: int,
+    ) -> None:
+        """A conversation ended (closed, or failed).
+
+        Args:
+            persona: its persona's name.
+            seconds: from its (scheduled) start to the end of close.
+            error: its first failure, or None when every call succeeded.
+            ended: the agent ended it (a handoff included).
+            handoff: the agent's handoff, if it handed off.
+            turns: respond calls that succeeded.
+        """
+
+
+async def run_conversation(
+    client: PolyAIClient,
+    scenario: Scenario,
+    persona: Persona,
+    rng: random.Random,
+    observer: Observer,
+    *,
+    think_time: ThinkTime | None = None,
+    scheduled: float | None = None,
+) -> None:
+    """Run one conversation of ``persona`` against ``client``, reporting to ``observer``.
+
+    Create, then the persona's turns (each after a think time; stops when the agent ends
+    the conversation or a call fails), then close: always when the conversation was created,
+    on cancellation too (bounded by ``CLOSE_ON_CANCEL_SECONDS``).
+
+    Args:
+        client: an open client.
+        scenario: gives create's arguments and the default think time.
+        persona: what the user says.
+        rng: draws the messages and think times.
+        observer: gets every outcome.
+        think_time: overrides the scenario's.
+        scheduled: a ``time.perf_counter()`` value: when the conversation should have
+            started (open model); create's latency and the conversation's count from it.
+    """
+    clock = time.perf_counter
+    pause = think_time if think_time is not None else scenario.think_time
+    started = clock()
+    origin = started if scheduled is None else scheduled
+    error: PolyAIError | None = None
+    handoff: Handoff | None = None
+    ended = False
+    turns = 0
+    try:
+        created = await client.create_chat(**scenario.create)
+    except PolyAIError as exc:
+        observer.request("create", "POST", clock() - origin, exc, None)
+        observer.conversation(persona.name, clock() - origin, exc, False, None, 0)
+        return
+    observer.request("create", "POST", clock() - origin, None, None)
+    conversation_id = created.conversation_id
+    try:
+        for index, turn in enumerate(persona.turns):
+            if pause is not None:
+                delay = pause.sample(rng)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            message = turn.say[0] if len(turn.say) == 1 else rng.choice(turn.say)
+            call_started = clock()
+            try:
+                reply = await client.respond(conversation_id, message, metadata=turn.metadata)
+            except PolyAIError as exc:
+                observer.request("respond", "POST", clock() - call_started, exc, index)
+                error = exc
+                break
+            observer.request("respond", "POST", clock() - call_started, None, index)
+            turns += 1
+            if turn.expect is not None:
+                destination = reply.handoff.destination if reply.handoff else None
+                for name, passed in turn.expect.check(
+                    response=reply.response,
+                    ended=reply.end_conversation,
+                    handoff_destination=destination,
+                    handed_off=reply.handoff is not None,
+                ):
+                    observer.expectation(persona.name, name, passed, reply.response)
+            if reply.end_conversation or reply.handoff is not None:
+                ended, handoff = True, reply.handoff
+                break
+    except asyncio.CancelledError:
+        with contextlib.suppress(PolyAIError, asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(client.close_chat(conversation_id), CLOSE_ON_CANCEL_SECONDS)
+        raise
+    call_started = clock()
+    try:
+        await client.close_chat(conversation_id)
+    except PolyAIError as exc:
+        observer.request("close", "PUT", clock() - call_started, exc, None)
+        error = error or exc
+    else:
+        observer.request("close", "PUT", clock() - call_started, None, None)
+    observer.conversation(persona.name, clock() - origin, error, ended, handoff, turns)

@@ -1,0 +1,477 @@
+"""What a load run measured, in a form that adds up exactly across processes (private).
+
+Latencies go into HDR histograms (``hdrhistogram``: 1 us .. 1 h at 3 significant digits,
+recorded in microseconds): per endpoint (``create``, ``respond``, ``close``), per respond turn
+(``respond[0]``, ``respond[1]``...), per whole ``conversation``, and the generator's own
+``generator_lag``. Two Metrics merge by adding histograms, summing counters and adding the
+per-second series second by second: never by averaging percentiles. ``to_dict``/``from_dict``
+carry a Metrics between processes as JSON-safe data (histograms as HdrHistogram.encode()).
+
+The per-second series keeps, for each second since the start, the conversations started,
+requests, errors, conversations in flight when the second ended, and one histogram per
+endpoint. The current second's histograms are live; a finished second's are kept encoded
+(a few hundred bytes each instead of the ~190 KiB of a live histogram).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from .._errors import PolyAIError
+from .._models import Handoff
+
+try:
+    from hdrh.histogram import HdrHistogram
+except ImportError:  # pragma: no cover - the load extra is missing
+    HdrHistogram = None
+
+__all__ = [
+    "ENDPOINTS",
+    "HIGHEST_US",
+    "LOWEST_US",
+    "SIGNIFICANT_DIGITS",
+    "Metrics",
+    "new_histogram",
+]
+
+ENDPOINTS = ("create", "respond", "close")
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+_VERSION = 1
+
+
+def new_histogram() -> Any:
+    """An empty histogram: 1 us .. 1 h, 3 significant digits."""
+    if HdrHistogram is None:
+        from .._errors import ConfigurationError  # noqa: PLC0415
+
+        raise ConfigurationError("the load tester needs hdrhistogram: install polyai-async[load]")
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def _micros(seconds: float) -> int:
+    return min(HIGHEST_US, max(0, round(seconds * 1_000_000)))
+
+
+def _encode(histogram: Any) -> str:
+    encoded: bytes = histogram.encode()
+    return encoded.decode("ascii")
+
+
+def _decode(text: str) -> Any:
+    return HdrHistogram.decode(text.encode("ascii"))
+
+
+@attrs.define(eq=False)
+class _Second:
+    """One second of the series (private): counters, a gauge and per-endpoint histograms."""
+
+    t: int
+    counters: Counter[str] = attrs.Factory(Counter)
+    in_flight: int = 0
+    live: dict[str, Any] = attrs.Factory(dict)
+    encoded: dict[str, str] = attrs.Factory(dict)
+
+    def histogram(self, endpoint: str) -> Any | None:
+        if endpoint in self.live:
+            return self.live[endpoint]
+        text = self.encoded.get(endpoint)
+        return None if text is None else _decode(text)
+
+    def seal(self) -> None:
+        for endpoint, histogram in self.live.items():
+            self.encoded[endpoint] = _encode(histogram)
+        self.live.clear()
+
+
+@attrs.define(eq=False)
+class _PersonaCounts:
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    expectations_checked: int = 0
+    expectations_failed: int = 0
+    example_failure: str | None = None
+
+
+class Metrics:
+    """The figures of one load run, or of several merged; an Observer of conversations.
+
+    Args:
+        start: the ``time.perf_counter()`` value the series counts its seconds from
+            (default: now).
+    """
+
+    def __init__(self, *, start: float | None = None) -> None:
+        self.start = time.perf_counter() if start is None else start
+        self.histograms: dict[str, Any] = {}
+        self.counters: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+        self.errors: dict[str, list[Any]] = {}
+        self.handoff_destinations: Counter[str] = Counter()
+        self.handoff_reasons: Counter[str] = Counter()
+        self.turns_per_conversation: Counter[int] = Counter()
+        self.personas: dict[str, _PersonaCounts] = {}
+        self.expectation_examples: dict[str, str] = {}
+        self.in_flight = 0
+        #: The most conversations in flight at once (merged: the sum of each worker's peak).
+        self.in_flight_peak = 0
+        self.series: dict[int, _Second] = {}
+        self._current: _Second | None = None
+
+    # -- recording ---------------------------------------------------------------------------
+
+    def _record(self, name: str, seconds: float) -> None:
+        histogram = self.histograms.get(name)
+        if histogram is None:
+            histogram = self.histograms[name] = new_histogram()
+        histogram.record_value(_micros(seconds))
+
+    def _second(self) -> _Second:
+        """The series' current second, after sealing those that have passed."""
+        t = int(time.perf_counter() - self.start)
+        current = self._current
+        if current is not None and current.t == t:
+            return current
+        if current is not None:
+            current.in_flight = self.in_flight
+            current.seal()
+            for gap in range(current.t + 1, t):  # seconds in which nothing happened
+                self.series[gap] = _Second(gap, in_flight=self.in_flight)
+        current = self._current = self.series.setdefault(t, _Second(t))
+        return current
+
+    def tick(self) -> None:
+        """Seal the seconds that have passed (call it about once a second during a run)."""
+        self._second().in_flight = self.in_flight
+
+    def finish(self) -> None:
+        """Seal the last second: the run is over."""
+        current = self._second()
+        current.in_flight = self.in_flight
+        current.seal()
+        self._current = None
+
+    def started(self, persona: str) -> None:
+        """A conversation of ``persona`` starts."""
+        self.counters["conversations_started"] += 1
+        self.in_flight += 1
+        self.in_flight_peak = max(self.in_flight_peak, self.in_flight)
+        self._persona(persona).started += 1
+        self._second().counters["conversations_started"] += 1
+
+    def interrupted(self, persona: str) -> None:
+        """A conversation of ``persona`` was cancelled (the run's graceful stop ran out)."""
+        self.in_flight -= 1
+        self.counters["conversations_interrupted"] += 1
+
+    def dropped(self, count: int = 1) -> None:
+        """``count`` arrivals found no room (``max_in_flight``) and were not started."""
+        self.counters["conversations_dropped"] += count
+
+    def lag(self, seconds: float) -> None:
+        """Work started ``seconds`` later than planned (the generator's own lag)."""
+        self._record("generator_lag", max(0.0, seconds))
+
+    def retry(self, endpoint: str) -> None:
+        """The client retried a call of ``endpoint`` once."""
+        self.retries[endpoint] += 1
+        self.counters["requests"] += 1
+        self._second().counters["requests"] += 1
+
+    def request(
+        self,
+        endpoint: str,
+        method: str,
+        seconds: float,
+        error: PolyAIError | None,
+        turn: int | None,
+    ) -> None:
+        """One API call ended (see Observer.request); only successful calls' latency is kept."""
+        self.counters["calls"] += 1
+        self.counters["requests"] += 1
+        second = self._second()
+        second.counters["requests"] += 1
+        if error is not None:
+            self.counters["errors_total"] += 1
+            second.counters["errors"] += 1
+            name = type(error).__name__
+            entry = self.errors.get(name)
+            if entry is None:
+                self.errors[name] = [1, str(error)]
+            else:
+                entry[0] += 1
+            return
+        self.counters[f"{endpoint}_count"] += 1
+        if endpoint == "respond":
+            second.counters["turns"] += 1
+        self._record(endpoint, seconds)
+        if turn is not None:
+            self._record(f"{endpoint}[{turn}]", seconds)
+        histogram = second.live.get(endpoint)
+        if histogram is None:
+            histogram = second.live[endpoint] = new_histogram()
+        histogram.record_value(_micros(seconds))
+
+    def expectation(self, persona: str, expectation: str, passed: bool, reply: str | None) -> None:
+        """One expectation was checked (see Observer.expectation)."""
+        counts = self._persona(persona)
+        counts.expectations_checked += 1
+        self.counters["expectations_checked"] += 1
+        if not passed:
+            counts.expectations_failed += 1
+            self.counters["expectations_failed"] += 1
+            if counts.example_failure is None:
+                counts.example_failure = f"{expectation}: the agent said {reply!r}"
+            key = f"{persona}: {expectation}"
+            self.expectation_examples.setdefault(key, reply or "")
+
+    def conversation(
+        self,
+        persona: str,
+        seconds: float,
+        error: PolyAIError | None,
+        ended: bool,
+        handoff: Handoff | None,
+        turns: int,
+    ) -> None:
+        """A conversation ended (see Observer.conversation)."""
+        self.in_flight -= 1
+        counts = self._persona(persona)
+        self.counters["turns_completed"] += turns
+        self.turns_per_conversation[turns] += 1
+        if error is None:
+            self.counters["conversations_completed"] += 1
+            counts.completed += 1
+            self._record("conversation", seconds)
+        else:
+            self.counters["conversations_failed"] += 1
+            counts.failed += 1
+        if ended:
+            self.counters["ended_by_agent"] += 1
+        if handoff is not None:
+            self.counters["handoffs"] += 1
+            self.handoff_destinations[handoff.destination or "(none)"] += 1
+            self.handoff_reasons[handoff.reason or "(none)"] += 1
+
+    def _persona(self, name: str) -> _PersonaCounts:
+        counts = self.personas.get(name)
+        if counts is None:
+            counts = self.personas[name] = _PersonaCounts()
+        return counts
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def count(self, name: str) -> int:
+        """A counter, such as ``conversations_completed`` (0 if never counted)."""
+        return self.counters[name]
+
+    def histogram(self, name: str) -> Any | None:
+        """The histogram called ``name`` (``create``, ``respond[0]``...), None if empty."""
+        return self.histograms.get(name)
+
+    def percentile_ms(self, name: str, percentile: float) -> float | None:
+        """The ``percentile`` (0..100) of histogram ``name``, in ms; None without samples."""
+        histogram = self.histograms.get(name)
+        if histogram is None or histogram.get_total_count() == 0:
+            return None
+        return float(histogram.get_value_at_percentile(percentile)) / 1000
+
+    def max_ms(self, name: str) -> float | None:
+        """The largest value of histogram ``name``, in ms (within HDR precision)."""
+        histogram = self.histograms.get(name)
+        if histogram is None or histogram.get_total_count() == 0:
+            return None
+        return float(histogram.get_max_value()) / 1000
+
+    def mean_ms(self, name: str) -> float | None:
+        """The mean of histogram ``name``, in ms."""
+        histogram = self.histograms.get(name)
+        if histogram is None or histogram.get_total_count() == 0:
+            return None
+        return float(histogram.get_mean_value()) / 1000
+
+    def spectrum(self, name: str) -> list[dict[str, float]]:
+        """The percentile spectrum of ``name``: ``[{"percentile", "ms"}, ...]`` from 0 to 99.999."""
+        histogram = self.histograms.get(name)
+        if histogram is None or histogram.get_total_count() == 0:
+            return []
+        points = []
+        lowest = histogram.get_min_value()
+        for item in histogram.get_percentile_iterator(5):
+            percentile = float(item.percentile_level_iterated_to)
+            if percentile > 99.999:
+                break
+            # The iteration starts at the bottom bucket: never below the smallest value seen.
+            value = max(item.value_iterated_to, lowest)
+            points.append({"percentile": round(percentile, 4), "ms": value / 1000})
+        return points
+
+    def seconds(self) -> Iterator[tuple[int, Mapping[str, int], int, dict[str, Any]]]:
+        """The series in order: (t, counters, in flight, histograms by endpoint)."""
+        for t in sorted(self.series):
+            second = self.series[t]
+            histograms = {e: h for e in ENDPOINTS if (h := second.histogram(e)) is not None}
+            yield t, second.counters, second.in_flight, histograms
+
+    def last_second(self) -> dict[str, Any]:
+        """The latest finished second: its counters and p50/p99 per endpoint (for a live view)."""
+        finished = [t for t in self.series if self._current is None or t < self._current.t]
+        if not finished:
+            return {}
+        second = self.series[max(finished)]
+        figures: dict[str, Any] = {"t": second.t, **second.counters, "in_flight": second.in_flight}
+        for endpoint in ENDPOINTS:
+            histogram = second.histogram(endpoint)
+            if histogram is not None and histogram.get_total_count():
+                figures[f"{endpoint}_p50_ms"] = histogram.get_value_at_percentile(50) / 1000
+                figures[f"{endpoint}_p99_ms"] = histogram.get_value_at_percentile(99) / 1000
+        return figures
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures a live view needs, small and JSON-safe (sent a second by workers).
+
+        Counters, retries, error counts by class, the conversations in flight, the generator
+        lag histogram and the latest finished second with its histograms (encoded).
+        """
+        finished = [t for t in self.series if self._current is None or t < self._current.t]
+        last: dict[str, Any] | None = None
+        if finished:
+            second = self.series[max(finished)]
+            last = {
+                "t": second.t,
+                "counters": dict(second.counters),
+                "histograms": {
+                    e: text for e in ENDPOINTS if (text := second.encoded.get(e)) is not None
+                },
+            }
+        lag = self.histograms.get("generator_lag")
+        return {
+            "counters": dict(self.counters),
+            "retries": dict(self.retries),
+            "errors": {name: entry[0] for name, entry in self.errors.items()},
+            "in_flight": self.in_flight,
+            "generator_lag": None if lag is None else _encode(lag),
+            "last": last,
+        }
+
+    # -- merging and transport -------------------------------------------------------------
+
+    def merge(self, other: Metrics) -> None:
+        """Add ``other`` into this one, exactly: histograms added, counters summed, series by t."""
+        for name, histogram in other.histograms.items():
+            mine = self.histograms.get(name)
+            if mine is None:
+                mine = self.histograms[name] = new_histogram()
+            mine.add(histogram)
+        self.counters.update(other.counters)
+        self.retries.update(other.retries)
+        for name, (count, example) in other.errors.items():
+            entry = self.errors.setdefault(name, [0, example])
+            entry[0] += count
+        self.handoff_destinations.update(other.handoff_destinations)
+        self.handoff_reasons.update(other.handoff_reasons)
+        self.turns_per_conversation.update(other.turns_per_conversation)
+        for name, theirs in other.personas.items():
+            mine_p = self._persona(name)
+            mine_p.started += theirs.started
+            mine_p.completed += theirs.completed
+            mine_p.failed += theirs.failed
+            mine_p.expectations_checked += theirs.expectations_checked
+            mine_p.expectations_failed += theirs.expectations_failed
+            mine_p.example_failure = mine_p.example_failure or theirs.example_failure
+        for key, reply in other.expectation_examples.items():
+            self.expectation_examples.setdefault(key, reply)
+        self.in_flight += other.in_flight
+        self.in_flight_peak += other.in_flight_peak
+        for t, theirs_s in other.series.items():
+            mine_s = self.series.get(t)
+            if mine_s is None:
+                mine_s = self.series[t] = _Second(t)
+            mine_s.counters.update(theirs_s.counters)
+            mine_s.in_flight += theirs_s.in_flight
+            for endpoint in ENDPOINTS:
+                histogram = theirs_s.histogram(endpoint)
+                if histogram is None:
+                    continue
+                ours = mine_s.histogram(endpoint)
+                if ours is None:
+                    ours = new_histogram()
+                ours.add(histogram)
+                if endpoint in mine_s.live:
+                    mine_s.live[endpoint] = ours
+                else:
+                    mine_s.encoded[endpoint] = _encode(ours)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This Metrics as JSON-safe data (for another process); ``from_dict`` reads it back."""
+        series = []
+        for t in sorted(self.series):
+            second = self.series[t]
+            encoded = dict(second.encoded)
+            encoded.update({e: _encode(h) for e, h in second.live.items()})
+            series.append(
+                {
+                    "t": t,
+                    "counters": dict(second.counters),
+                    "in_flight": second.in_flight,
+                    "histograms": encoded,
+                }
+            )
+        return {
+            "version": _VERSION,
+            "histograms": {name: _encode(h) for name, h in self.histograms.items()},
+            "counters": dict(self.counters),
+            "retries": dict(self.retries),
+            "errors": {name: list(entry) for name, entry in self.errors.items()},
+            "handoff_destinations": dict(self.handoff_destinations),
+            "handoff_reasons": dict(self.handoff_reasons),
+            "turns_per_conversation": {str(k): v for k, v in self.turns_per_conversation.items()},
+            "personas": {name: attrs.asdict(p) for name, p in self.personas.items()},
+            "expectation_examples": dict(self.expectation_examples),
+            "in_flight": self.in_flight,
+            "in_flight_peak": self.in_flight_peak,
+            "series": series,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Metrics:
+        """A Metrics from what ``to_dict`` wrote.
+
+        Raises:
+            ValueError: ``data`` is not what to_dict writes.
+        """
+        if not isinstance(data, Mapping) or data.get("version") != _VERSION:
+            raise ValueError("not the data of Metrics.to_dict (version 1)")
+        metrics = cls()
+        try:
+            metrics.histograms = {n: _decode(h) for n, h in data["histograms"].items()}
+            metrics.counters = Counter(data["counters"])
+            metrics.retries = Counter(data["retries"])
+            metrics.errors = {n: [int(c), str(e)] for n, (c, e) in data["errors"].items()}
+            metrics.handoff_destinations = Counter(data["handoff_destinations"])
+            metrics.handoff_reasons = Counter(data["handoff_reasons"])
+            metrics.turns_per_conversation = Counter(
+                {int(k): v for k, v in data["turns_per_conversation"].items()}
+            )
+            metrics.personas = {n: _PersonaCounts(**p) for n, p in data["personas"].items()}
+            metrics.expectation_examples = dict(data["expectation_examples"])
+            metrics.in_flight = int(data["in_flight"])
+            metrics.in_flight_peak = int(data["in_flight_peak"])
+            for entry in data["series"]:
+                second = _Second(
+                    int(entry["t"]),
+                    Counter(entry["counters"]),
+                    int(entry["in_flight"]),
+                    encoded=dict(entry["histograms"]),
+                )
+                metrics.series[second.t] = second
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not the data of Metrics.to_dict: {exc!r}") from None
+        return metrics

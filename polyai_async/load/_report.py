@@ -1,0 +1,220 @@
+"""Reports of a LoadResult: JSON, CSV and the terminal tables (private).
+
+rich is imported inside ``render`` alone, so the engine and the file reports run without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ._metrics import ENDPOINTS
+from ._result import LoadResult
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["CSV_COLUMNS", "render", "write_csv", "write_json"]
+
+#: The columns of ``write_csv``: the time series, one row a second.
+CSV_COLUMNS = (
+    "t",
+    "conversations_started",
+    "requests",
+    "errors",
+    "in_flight",
+    *(f"{e}_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
+)
+_LATENCY_KEYS = ("p50", "p90", "p95", "p99", "p999", "max")
+
+
+def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
+    return result.summary if isinstance(result, LoadResult) else result
+
+
+def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write the run's summary (schema ``polyai-async-bench/2``) as indented JSON to ``path``."""
+    Path(path).write_bytes(orjson.dumps(_summary(result), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def write_csv(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write the run's time series to ``path`` as CSV, one row a second (``CSV_COLUMNS``).
+
+    A figure with no value that second (no successful call) is an empty cell.
+    """
+    with Path(path).open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in _summary(result)["timeseries"]:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _millis(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading order
+    summary: Mapping[str, Any],
+    console: Console,
+    *,
+    description: str,
+    examples: Mapping[str, str] | None = None,
+) -> None:
+    """Print the summary as rich tables.
+
+    Totals and outcomes, latency, expectations by persona, thresholds, errors by class.
+
+    Args:
+        summary: ``LoadResult.summary``.
+        console: where to print.
+        description: printed first: what was run against what.
+        examples: one message per error class (redacted by the caller), beside its count;
+            default: the summary's own examples.
+    """
+    from rich import box  # noqa: PLC0415 - rich is optional: the cli extra
+    from rich.table import Table  # noqa: PLC0415
+
+    s = summary
+    console.print(description, soft_wrap=True)
+    totals = Table(box=box.SIMPLE_HEAD, show_header=False)
+    totals.add_column("figure", style="bold")
+    totals.add_column("value", justify="right")
+    totals.add_column("detail")
+    totals.add_row("conversations started", _count(s["conversations_started"]), "")
+    totals.add_row("conversations completed", _count(s["conversations_completed"]), "")
+    rate = f"{s['conversation_error_rate']:.2%} of those ended"
+    if s["max_error_rate"] is not None:
+        ok = s["conversation_error_rate"] <= s["max_error_rate"]
+        rate += f" (max {s['max_error_rate']:.2%}: " + ("passed)" if ok else "[red]FAILED[/])")
+    failed = s["conversations_failed"]
+    totals.add_row("conversations failed", f"[red]{failed:,}[/]" if failed else "0", rate)
+    dropped = s["conversations_dropped"]
+    totals.add_row(
+        "conversations dropped",
+        f"[red]{dropped:,}[/]" if dropped else "0",
+        "arrivals over --max-in-flight",
+    )
+    if s["conversations_interrupted"]:
+        totals.add_row(
+            "conversations interrupted",
+            f"{s['conversations_interrupted']:,}",
+            "cancelled at the end (closed, not failed)",
+        )
+    totals.add_row("in flight at most", _count(s["in_flight_max"]), "conversations at once")
+    totals.add_row("turns completed", _count(s["turns_completed"]), "")
+    totals.add_row(
+        "ended by the agent",
+        _count(s["ended_by_agent"]),
+        f"{s['handoffs']:,} handoffs included",
+    )
+    if s.get("handoffs_by_destination"):
+        where = ", ".join(f"{d} {n:,}" for d, n in s["handoffs_by_destination"].items())
+        totals.add_row("handoffs by destination", "", where)
+    totals.add_row(
+        "requests", _count(s["requests"]), f"{s['calls']:,} calls + {s['retries']:,} retries"
+    )
+    totals.add_row(
+        "retries",
+        _count(s["retries"]),
+        ", ".join(f"{e} {s[f'retries_{e}']:,}" for e in ENDPOINTS),
+    )
+    totals.add_row("throughput", f"{s['conversations_per_second']:,.1f}", "conversations/s")
+    totals.add_row("", f"{s['turns_per_second']:,.0f}", "turns/s")
+    totals.add_row("", f"{s['requests_per_second']:,.0f}", "requests/s")
+    totals.add_row("wall time", f"{s['wall_seconds']:.2f}", "s")
+    cpu = s["client_cpu_seconds"]
+    processes = s["processes"]
+    per = "" if processes == 1 else f" over {processes} processes"
+    totals.add_row("client CPU", f"{cpu:.2f}", f"s ({s['client_cpu_share']:.0%} of one core{per})")
+    totals.add_row(
+        "generator lag p99",
+        _millis(s["generator_lag_p99_ms"]),
+        "ms behind plan",
+    )
+    if s["server_cpu_seconds"] is not None:
+        totals.add_row("server CPU", f"{s['server_cpu_seconds']:.2f}", "s (embedded fake)")
+    if s["server_faults"] is not None:
+        totals.add_row(
+            "server faults injected",
+            _count(s["server_faults"]),
+            f"of {s['server_requests']:,} requests",
+        )
+        totals.add_row(
+            "server connections", _count(s["server_max_open_connections"]), "open at most"
+        )
+    console.print(totals)
+
+    latency = Table(title="latency (ms)", box=box.SIMPLE_HEAD, title_justify="left")
+    latency.add_column("endpoint", style="bold")
+    for header in ("ok calls", *_LATENCY_KEYS):
+        latency.add_column(header.replace("p999", "p99.9"), justify="right")
+    for source in (*ENDPOINTS, "conversation"):
+        count = s[f"{source}_count"] if source != "conversation" else s["conversations_completed"]
+        latency.add_row(
+            source, _count(count), *(_millis(s[f"{source}_{k}_ms"]) for k in _LATENCY_KEYS)
+        )
+    console.print(latency)
+    if s["load_model"] == "open":
+        console.print(
+            "create and conversation latency count from each conversation's scheduled start\n"
+        )
+    in_flight = s["in_flight_max"]
+    if s["max_connections"] is not None and in_flight > s["max_connections"]:
+        console.print(
+            f"note: {in_flight:,} conversations shared {s['max_connections']:,} connections, "
+            "so latency includes waiting for a free connection (see --max-connections)\n"
+        )
+
+    personas = s.get("personas") or {}
+    if s["expectations_checked"]:
+        expectations = Table(title="expectations", box=box.SIMPLE_HEAD, title_justify="left")
+        expectations.add_column("persona", style="bold")
+        for header in ("started", "completed", "failed", "checked", "unmet"):
+            expectations.add_column(header, justify="right")
+        expectations.add_column("example of an unmet one", overflow="fold")
+        for name, p in personas.items():
+            unmet = p["expectations_failed"]
+            expectations.add_row(
+                name,
+                _count(p["started"]),
+                _count(p["completed"]),
+                _count(p["failed"]),
+                _count(p["expectations_checked"]),
+                f"[red]{unmet:,}[/]" if unmet else "0",
+                p["example_failure"] or "",
+            )
+        console.print(expectations)
+
+    if s.get("thresholds"):
+        thresholds = Table(title="thresholds", box=box.SIMPLE_HEAD, title_justify="left")
+        thresholds.add_column("threshold", style="bold")
+        thresholds.add_column("measured", justify="right")
+        thresholds.add_column("verdict")
+        for t in s["thresholds"]:
+            value = "no value" if t["value"] is None else f"{t['value']:,.4g}"
+            thresholds.add_row(
+                t["expression"], value, "passed" if t["passed"] else "[red]FAILED[/]"
+            )
+        console.print(thresholds)
+
+    errors_by_class = s.get("errors_by_class") or {}
+    if errors_by_class:
+        errors = Table(title="errors by class", box=box.SIMPLE_HEAD, title_justify="left")
+        errors.add_column("class", style="bold red")
+        errors.add_column("count", justify="right")
+        errors.add_column("first message", overflow="fold")
+        for name, entry in errors_by_class.items():
+            example = (examples or {}).get(name, entry["example"])
+            errors.add_row(name, f"{entry['count']:,}", example)
+        console.print(errors)
+    for warning in s.get("warnings") or ():
+        console.print(f"[bold red]warning:[/] {warning}")

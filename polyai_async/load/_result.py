@@ -1,0 +1,285 @@
+"""A run's result: the merged Metrics, the summary built from them, thresholds, warnings (private).
+
+The summary (``LoadResult.summary``, written by ``--json``) is one JSON object with schema
+``polyai-async-bench/2``; every key is documented in ``docs/load-testing.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from .. import _errors
+from ._metrics import ENDPOINTS, Metrics
+from ._scenario import Scenario
+from ._shape import Load
+from ._thresholds import LATENCY_SOURCES, Threshold, ThresholdResult
+
+__all__ = [
+    "CPU_WARNING_SHARE",
+    "LAG_WARNING_MS",
+    "SCHEMA",
+    "LoadResult",
+    "figure_names",
+    "summarize",
+]
+
+SCHEMA = "polyai-async-bench/2"
+#: Past this generator lag (p99, ms), the figures describe the generator, not the agent.
+LAG_WARNING_MS = 10.0
+#: Past this share of a core, the client's CPU is saturated.
+CPU_WARNING_SHARE = 0.9
+# Always in the summary, so a script can read error_<name> without checking for it.
+_ERROR_CLASSES = tuple(name for name in _errors.__all__ if name != "PolyAIError")
+_STATISTICS = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+
+
+def _round(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _latencies(metrics: Metrics, source: str) -> dict[str, float | None]:
+    figures: dict[str, float | None] = {}
+    for name, percentile in _STATISTICS.items():
+        figures[f"{source}_{name}_ms"] = _round(metrics.percentile_ms(source, percentile))
+    figures[f"{source}_max_ms"] = _round(metrics.max_ms(source))
+    figures[f"{source}_mean_ms"] = _round(metrics.mean_ms(source))
+    return figures
+
+
+def _timeseries(metrics: Metrics) -> list[dict[str, Any]]:
+    rows = []
+    for t, counters, in_flight, histograms in metrics.seconds():
+        row: dict[str, Any] = {
+            "t": t,
+            "conversations_started": counters.get("conversations_started", 0),
+            "requests": counters.get("requests", 0),
+            "errors": counters.get("errors", 0),
+            "in_flight": in_flight,
+        }
+        for endpoint in ENDPOINTS:
+            histogram = histograms.get(endpoint)
+            for name, p in (("p50", 50.0), ("p99", 99.0)):
+                value = None
+                if histogram is not None and histogram.get_total_count() > 0:
+                    value = histogram.get_value_at_percentile(p) / 1000
+                row[f"{endpoint}_{name}_ms"] = _round(value)
+        rows.append(row)
+    return rows
+
+
+def summarize(
+    metrics: Metrics,
+    *,
+    load: Load | None = None,
+    scenario: Scenario | None = None,
+    wall_seconds: float = 0.0,
+    client_cpu_seconds: float = 0.0,
+    max_error_rate: float | None = None,
+    processes: int = 1,
+    settings: Mapping[str, Any] | None = None,
+    context: Mapping[str, Any] | None = None,
+    detail: bool = True,
+) -> dict[str, Any]:
+    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/2``).
+
+    Args:
+        metrics: what was measured.
+        load: the load applied (its model and size).
+        scenario: the scenario run.
+        wall_seconds: how long the run took.
+        client_cpu_seconds: CPU time of the client process(es) in that time.
+        max_error_rate: the ``conversation_error_rate`` above which the run failed.
+        processes: worker processes.
+        settings: the run's options, for the report (never a secret).
+        context: keys added or overridden (target, base_url, server_* figures...).
+        detail: include the lists and mappings (time series, spectrum...); False gives
+            only the flat figures (the per-worker summaries).
+    """
+    c = metrics.counters
+    completed, failed = c["conversations_completed"], c["conversations_failed"]
+    finished = completed + failed
+    error_rate = failed / finished if finished else 0.0
+    wall = wall_seconds
+    requests = c["requests"]
+    lag_p99 = metrics.percentile_ms("generator_lag", 99)
+    closed = load is None or load.closed_model
+    summary: dict[str, Any] = {
+        "schema": SCHEMA,
+        "target": None,
+        "base_url": None,
+        "scenario": None if scenario is None else scenario.name,
+        "load_model": "closed" if closed else "open",
+        "processes": processes,
+        "conversations": None if load is None else load.conversations,
+        "duration_seconds": None if load is None else load.planned_seconds(),
+        "turns_per_conversation": None,
+        "concurrency": None if load is None or not closed else load.concurrency,
+        "rate": None if load is None or closed else load.rate,
+        "max_connections": None,
+        "retry_attempts": None,
+        "conversations_started": c["conversations_started"],
+        "conversations_completed": completed,
+        "conversations_failed": failed,
+        "conversations_dropped": c["conversations_dropped"],
+        "conversations_interrupted": c["conversations_interrupted"],
+        "in_flight_max": metrics.in_flight_peak,
+        "conversation_error_rate": round(error_rate, 6),
+        "max_error_rate": max_error_rate,
+        "passed": True,
+        "turns_completed": c["turns_completed"],
+        "handoffs": c["handoffs"],
+        "ended_by_agent": c["ended_by_agent"],
+        "expectations_checked": c["expectations_checked"],
+        "expectations_failed": c["expectations_failed"],
+        "calls": c["calls"],
+        "retries": sum(metrics.retries.values()),
+        **{f"retries_{e}": metrics.retries[e] for e in ENDPOINTS},
+        "requests": requests,
+        "errors_total": c["errors_total"],
+        **{f"error_{name}": 0 for name in _ERROR_CLASSES},
+        **{f"error_{name}": entry[0] for name, entry in sorted(metrics.errors.items())},
+        "wall_seconds": round(wall, 4),
+        "client_cpu_seconds": round(client_cpu_seconds, 4),
+        "client_cpu_share": round(client_cpu_seconds / wall / processes, 4) if wall else 0.0,
+        "conversations_per_second": round(c["conversations_started"] / wall, 2) if wall else 0.0,
+        "turns_per_second": round(c["turns_completed"] / wall, 2) if wall else 0.0,
+        "requests_per_second": round(requests / wall, 2) if wall else 0.0,
+        "generator_lag_p50_ms": _round(metrics.percentile_ms("generator_lag", 50)),
+        "generator_lag_p99_ms": _round(lag_p99),
+        "generator_lag_max_ms": _round(metrics.max_ms("generator_lag")),
+        "server_cpu_seconds": None,
+        "server_requests": None,
+        "server_faults": None,
+        "server_max_open_connections": None,
+    }
+    for endpoint in ENDPOINTS:
+        summary[f"{endpoint}_count"] = c[f"{endpoint}_count"]
+    for source in LATENCY_SOURCES:
+        summary.update(_latencies(metrics, source))
+    summary.update(context or {})
+    if max_error_rate is not None:
+        summary["passed"] = error_rate <= max_error_rate
+    if not detail:
+        return summary
+    warnings = []
+    if lag_p99 is not None and lag_p99 > LAG_WARNING_MS:
+        warnings.append(
+            f"generator lag p99 {lag_p99:.1f} ms is above {LAG_WARNING_MS:g} ms: the load "
+            "started late, so the figures describe the generator, not the agent (use "
+            "--processes, or less load per process)"
+        )
+    if summary["client_cpu_share"] > CPU_WARNING_SHARE:
+        warnings.append(
+            f"the client used {summary['client_cpu_share']:.0%} of a core per process: the "
+            "generator is saturated, so the figures describe it, not the agent"
+        )
+    turns = sorted(
+        int(name[len("respond[") : -1])
+        for name in metrics.histograms
+        if name.startswith("respond[")
+    )
+    summary.update(
+        thresholds=[],
+        warnings=warnings,
+        settings=dict(settings or {}),
+        handoffs_by_destination=dict(sorted(metrics.handoff_destinations.items())),
+        handoffs_by_reason=dict(sorted(metrics.handoff_reasons.items())),
+        turns_by_count={str(k): v for k, v in sorted(metrics.turns_per_conversation.items())},
+        errors_by_class={
+            name: {"count": count, "example": example}
+            for name, (count, example) in sorted(metrics.errors.items())
+        },
+        personas={name: attrs.asdict(counts) for name, counts in sorted(metrics.personas.items())},
+        respond_by_turn=[
+            {
+                "turn": turn,
+                "count": metrics.histograms[f"respond[{turn}]"].get_total_count(),
+                "p50_ms": _round(metrics.percentile_ms(f"respond[{turn}]", 50)),
+                "p99_ms": _round(metrics.percentile_ms(f"respond[{turn}]", 99)),
+            }
+            for turn in turns
+        ],
+        latency_spectrum={source: metrics.spectrum(source) for source in LATENCY_SOURCES},
+        timeseries=_timeseries(metrics),
+        workers=[],
+    )
+    return summary
+
+
+def figure_names() -> frozenset[str]:
+    """The summary's numeric keys: what a threshold may name."""
+    summary = summarize(Metrics(), detail=False)
+    names = {k for k, v in summary.items() if isinstance(v, int | float) or v is None}
+    return frozenset(names - {"schema", "target", "base_url", "scenario", "load_model"})
+
+
+@attrs.frozen(kw_only=True)
+class LoadResult:
+    """What a load run measured and how it judged it.
+
+    Attributes:
+        metrics: every measurement, merged over the worker processes.
+        summary: the JSON summary (schema ``polyai-async-bench/2``), thresholds included.
+        thresholds: each threshold's verdict.
+        workers: each worker process's own Metrics (empty for a single process).
+    """
+
+    metrics: Metrics
+    summary: dict[str, Any]
+    thresholds: tuple[ThresholdResult, ...] = ()
+    workers: tuple[Metrics, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        """True when the error rate and every threshold held."""
+        return bool(self.summary["passed"])
+
+    @property
+    def error_rate_passed(self) -> bool:
+        """True unless ``max_error_rate`` was exceeded."""
+        limit = self.summary["max_error_rate"]
+        return limit is None or self.summary["conversation_error_rate"] <= limit
+
+    @property
+    def warnings(self) -> list[str]:
+        """Why the figures may describe the generator rather than the agent."""
+        return list(self.summary["warnings"])
+
+    @property
+    def exit_code(self) -> int:
+        """As the command exits: 0 all good, 1 the error rate failed, 99 a threshold failed."""
+        if not self.error_rate_passed:
+            return 1
+        if not all(t.passed for t in self.thresholds):
+            return 99
+        return 0
+
+    def figure(self, name: str) -> Any:
+        """One figure of the summary, such as ``respond_p99_ms``.
+
+        Raises:
+            KeyError: naming the figure that does not exist.
+        """
+        if name not in self.summary:
+            raise KeyError(f"no figure {name!r} in the summary")
+        return self.summary[name]
+
+
+def make_result(
+    metrics: Metrics,
+    *,
+    thresholds: Iterable[Threshold] = (),
+    workers: Sequence[Metrics] = (),
+    worker_summaries: Sequence[Mapping[str, Any]] = (),
+    **options: Any,
+) -> LoadResult:
+    """Summarize ``metrics``, judge the thresholds, and wrap it all in a LoadResult."""
+    summary = summarize(metrics, **options)
+    verdicts = tuple(t.evaluate(summary) for t in thresholds)
+    summary["thresholds"] = [v.as_dict() for v in verdicts]
+    summary["workers"] = [dict(w) for w in worker_summaries]
+    summary["passed"] = bool(summary["passed"]) and all(v.passed for v in verdicts)
+    return LoadResult(metrics=metrics, summary=summary, thresholds=verdicts, workers=tuple(workers))

@@ -1,0 +1,127 @@
+"""Thresholds, as in k6: a run passes only when each holds (private).
+
+An expression is ``FIGURE OP NUMBER[UNIT]``:
+
+- FIGURE: ``create``, ``respond``, ``close`` or ``conversation`` with ``.p50``, ``.p90``,
+  ``.p95``, ``.p99``, ``.p999``, ``.max`` or ``.mean`` (a latency), or any number of the
+  summary (``conversation_error_rate``, ``expectations_failed``, ``conversations_dropped``...);
+- OP: ``<``, ``<=``, ``>``, ``>=`` or ``==``;
+- UNIT: ``ms`` or ``s`` on latencies only (a bare number is milliseconds).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import attrs
+
+from .._errors import ConfigurationError
+
+__all__ = ["LATENCY_SOURCES", "STATISTICS", "Threshold", "ThresholdResult"]
+
+LATENCY_SOURCES = ("create", "respond", "close", "conversation")
+STATISTICS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+_EXPRESSION = re.compile(
+    r"\s*(?P<figure>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9]+)?)\s*(?P<op><=|>=|==|<|>)\s*"
+    r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>ms|s)?\s*"
+)
+
+
+@attrs.frozen(kw_only=True)
+class ThresholdResult:
+    """A threshold's verdict.
+
+    Attributes:
+        expression: as written.
+        value: what was measured (ms for latencies), None when nothing was (a failure).
+        passed: whether it held.
+    """
+
+    expression: str
+    value: float | None
+    passed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"expression", "value", "passed"}`` as the JSON summary holds it."""
+        return {"expression": self.expression, "value": self.value, "passed": self.passed}
+
+
+@attrs.frozen(kw_only=True)
+class Threshold:
+    """A pass/fail rule on one figure of the summary; build it with ``Threshold.parse``.
+
+    Attributes:
+        expression: as written.
+        key: the summary key it reads (``respond_p99_ms``, ``conversation_error_rate``...).
+        op: the comparison.
+        limit: the number compared with (ms for latencies).
+    """
+
+    expression: str
+    key: str
+    op: str
+    limit: float
+
+    @classmethod
+    def parse(cls, text: str, figures: Collection[str] | None = None) -> Threshold:
+        """Read ``respond.p99<1500ms``, ``conversation_error_rate<0.01``...
+
+        Args:
+            text: the expression.
+            figures: the summary's numeric keys; a figure not among them is refused.
+
+        Raises:
+            ConfigurationError: saying what is wrong and what is expected.
+        """
+        match = _EXPRESSION.fullmatch(text)
+        if match is None:
+            raise ConfigurationError(
+                f"threshold {text!r}: write FIGURE OP NUMBER, such as respond.p99<1500ms or "
+                "conversation_error_rate<0.01 (OP one of < <= > >= ==)"
+            )
+        figure, op, unit = match.group("figure"), match.group("op"), match.group("unit")
+        limit = float(match.group("number"))
+        if not math.isfinite(limit):
+            raise ConfigurationError(f"threshold {text!r}: the number must be finite")
+        if "." in figure:
+            source, statistic = figure.split(".", 1)
+            if source not in LATENCY_SOURCES or statistic not in STATISTICS:
+                raise ConfigurationError(
+                    f"threshold {text!r}: {figure!r} is not a latency; use "
+                    f"{'|'.join(LATENCY_SOURCES)} with .{'|.'.join(STATISTICS)}"
+                )
+            key = f"{source}_{statistic}_ms"
+            if unit == "s":
+                limit *= 1000
+        else:
+            key = figure
+            if unit is not None:
+                raise ConfigurationError(
+                    f"threshold {text!r}: {unit!r} belongs to latencies (such as respond.p99), "
+                    f"not to {figure}"
+                )
+            if figures is not None and key not in figures:
+                raise ConfigurationError(
+                    f"threshold {text!r}: {figure!r} is not a figure of the summary (such as "
+                    "conversation_error_rate, expectations_failed, conversations_dropped)"
+                )
+        return cls(expression=text.strip(), key=key, op=op, limit=limit)
+
+    def evaluate(self, summary: Mapping[str, Any]) -> ThresholdResult:
+        """Judge the threshold on a summary; a figure with no value fails."""
+        value = summary.get(self.key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return ThresholdResult(expression=self.expression, value=None, passed=False)
+        passed = _OPERATORS[self.op](float(value), self.limit)
+        return ThresholdResult(expression=self.expression, value=float(value), passed=passed)

@@ -1,0 +1,392 @@
+"""The HTML report of a load run: self-contained, escaped, redacted, and drawn in real Chromium."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from polyai_async import ConfigurationError
+from polyai_async.load import _html, render_html, write_html
+
+from . import browser as browser_helper
+from .browser import canvas_pixels, headless_chromium, open_page
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
+FIXTURE = Path(__file__).parent / "data" / "load_summary.json"
+EVIL = "</script><img src=x onerror=alert(1)>"
+CHART_IDS = ("latency", "throughput", "errors", "in_flight", "spectrum", "conversation_spectrum")
+
+
+def sample() -> dict[str, Any]:
+    """The fixture summary: a 60 s open-model run with every section filled."""
+    summary: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
+    return summary
+
+
+def chart_data(page_html: str) -> dict[str, Any]:
+    """The JSON the page embeds for its charts."""
+    match = re.search(
+        r'<script type="application/json" id="report-data">(.*?)</script>', page_html, re.S
+    )
+    assert match, "the report embeds no chart data"
+    data: dict[str, Any] = json.loads(match[1])
+    return data
+
+
+def malicious() -> dict[str, Any]:
+    """The fixture with a script-closing, handler-carrying string in every text field."""
+    summary = sample()
+    summary["settings"] = {**summary["settings"], "scenario": EVIL, EVIL: "key-named-evil"}
+    summary["warnings"] = [EVIL]
+    summary["thresholds"][0]["expression"] = EVIL
+    summary["personas"][EVIL] = summary["personas"].pop("browser")
+    summary["personas"][EVIL]["example_failure"] = EVIL
+    summary["errors_by_class"]["APITimeoutError"]["example"] = EVIL
+    summary["handoffs_by_destination"][EVIL] = 2
+    summary["load_model"] = EVIL
+    summary["schema"] = EVIL
+    return summary
+
+
+# --- the page, without a browser ----------------------------------------------------------------
+
+
+def test_report_loads_nothing_from_elsewhere() -> None:
+    """The page has no src, link, import or url() that could fetch: everything is inline."""
+    page = render_html(sample())
+    assert page.startswith("<!DOCTYPE html>")
+    for pattern in (r"\ssrc\s*=", r"<link\b", r"@import", r"url\(", r"\shref\s*=\s*[\"']?https?:"):
+        assert not re.search(pattern, page, re.IGNORECASE), pattern
+    assert "default-src 'none'" in page
+    assert "uPlot" in page  # the chart library is inlined, not referenced
+
+
+def test_every_string_is_escaped_in_the_markup() -> None:
+    """A string that would close the script and inject a handler appears only escaped."""
+    page = render_html(malicious())
+    assert "<img" not in page
+    assert "onerror=alert(1)>" not in page
+    escaped = "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;"
+    # settings value and key, warning, threshold, persona, its example, error example,
+    # handoff destination, load model, schema
+    assert page.count(escaped) >= 10
+
+
+def test_chart_data_cannot_close_its_script_element() -> None:
+    """The embedded JSON holds no '<' at all, and parses back to the chart figures."""
+    summary = sample()
+    page = render_html(summary)
+    data_text = page.split('id="report-data">', 1)[1].split("</script>", 1)[0]
+    assert "<" not in data_text
+    charts = {c["id"]: c for c in chart_data(page)["charts"]}
+    assert tuple(charts) == CHART_IDS
+    in_flight = charts["in_flight"]
+    assert in_flight["x"] == [row["t"] for row in summary["timeseries"]]
+    assert in_flight["series"][0]["values"] == [row["in_flight"] for row in summary["timeseries"]]
+
+
+def test_embedded_json_escapes_what_could_end_the_script() -> None:
+    """The data script's JSON writes <, > and & as \\u escapes and still parses to the same data."""
+    data = {"label": EVIL, "more": ["<!--", "a & b", "</SCRIPT >"]}
+    text = _html._script_json(data)
+    assert not set("<>&") & set(text)
+    assert json.loads(text) == data
+
+
+def test_spectrum_uses_a_log_percentile_axis() -> None:
+    """Percentiles map to -log10(1 - p/100): 90 % at 1, 99 % at 2, 99.9 % at 3."""
+    summary = {
+        "latency_spectrum": {
+            "create": [
+                {"percentile": 0.0, "ms": 1.0},
+                {"percentile": 90.0, "ms": 2.0},
+                {"percentile": 99.0, "ms": 3.0},
+            ],
+            "respond": [{"percentile": 99.9, "ms": 9.0}, {"percentile": 100.0, "ms": 12.0}],
+        }
+    }
+    chart = next(c for c in chart_data(render_html(summary))["charts"] if c["id"] == "spectrum")
+    assert chart["x"] == pytest.approx([0.0, 1.0, 2.0, 3.0, 6.0])
+    create, respond = chart["series"]
+    assert create["values"] == [1.0, 2.0, 3.0, None, None]
+    assert respond["values"] == [None, None, None, 9.0, 12.0]
+    assert respond["spanGaps"] is True
+
+
+def test_timeseries_is_drawn_in_time_order_with_gaps_for_nulls() -> None:
+    """Rows are sorted by t; a null or NaN figure is a gap (null), never NaN in the JSON."""
+    rows = [
+        {"t": 2, "requests": 5, "respond_p50_ms": float("nan")},
+        {"t": 0, "requests": 3, "respond_p50_ms": 10.0},
+        {"t": 1, "requests": None, "respond_p50_ms": None},
+    ]
+    page = render_html({"timeseries": rows})
+    assert "NaN" not in chart_data(page).__repr__()
+    charts = {c["id"]: c for c in chart_data(page)["charts"]}
+    assert charts["throughput"]["x"] == [0, 1, 2]
+    assert charts["throughput"]["series"][0]["values"] == [3, None, 5]
+    assert [s["label"] for s in charts["latency"]["series"]] == ["respond p50"]
+    assert charts["latency"]["series"][0]["values"] == [10.0, None, None]
+    # nothing to draw: no series, and the page says so instead of an empty chart
+    assert charts["errors"]["series"] == []
+    assert page.count("No data points were recorded.") == 4  # errors, in flight, two spectra
+
+
+def test_credentials_in_settings_are_redacted() -> None:
+    """Credential-like names, URL passwords and bearer tokens never reach the page."""
+    summary = sample()
+    summary["settings"] = {
+        "api_key": "sk-live-abc123",
+        "POLYAI_TOKEN": "tok-zzz999",
+        "proxy_password": "hunter2",
+        "client": {"auth": {"user": "u", "pass": "nested-secret"}, "region": "eu-west-1"},
+        "proxy": "http://alice:s3cr3t-pw@proxy.internal:3128",
+        "header": "Authorization: Bearer eyJhbGciOi.payload.sig",
+        "rate": 20,
+        "region_hint": "us-1",
+    }
+    summary["base_url"] = "https://bob:pa55word@api.example.invalid"
+    page = render_html(summary)
+    for secret in (
+        "sk-live-abc123",
+        "tok-zzz999",
+        "hunter2",
+        "nested-secret",
+        "s3cr3t-pw",
+        "eyJhbGciOi",
+        "pa55word",
+    ):
+        assert secret not in page, secret
+    assert page.count("[redacted]") >= 7
+    assert "eu-west-1" in page
+    assert "us-1" in page
+    assert "http://alice:[redacted]@proxy.internal:3128" in page
+
+
+@pytest.mark.parametrize(
+    ("summary", "message"),
+    [
+        ([1, 2], "summary must be a mapping"),
+        ({"timeseries": "soon"}, "summary['timeseries'] must be a list, got str"),
+        ({"timeseries": [{"t": 0}, 7]}, "summary['timeseries'][1] must be an object"),
+        ({"timeseries": [{"t": None}]}, "summary['timeseries'][0]['t'] must be the second"),
+        ({"timeseries": [{"t": 0, "errors": "3"}]}, "summary['timeseries'][0]['errors'] must be"),
+        (
+            {"latency_spectrum": {"create": [{"percentile": 120, "ms": 1}]}},
+            "summary['latency_spectrum']['create'][0]['percentile'] must be a number from 0 to 100",
+        ),
+        ({"thresholds": {"a": 1}}, "summary['thresholds'] must be a list, got dict"),
+        ({"settings": ["rate=1"]}, "summary['settings'] must be an object"),
+    ],
+)
+def test_a_summary_of_the_wrong_shape_names_the_field(summary: Any, message: str) -> None:
+    """A section of the wrong type raises ConfigurationError naming where it is."""
+    with pytest.raises(ConfigurationError) as caught:
+        render_html(summary)
+    assert message in str(caught.value)
+
+
+def test_write_html_writes_the_rendered_page(tmp_path: Path) -> None:
+    """write_html writes exactly render_html's page, in UTF-8."""
+    summary = sample()
+    summary["settings"]["scenario"] = "café, ünïcode, 東京"
+    path = tmp_path / "report.html"
+    write_html(summary, path)
+    assert path.read_text(encoding="utf-8") == render_html(summary)
+    assert "café, ünïcode, 東京" in path.read_text(encoding="utf-8")
+
+
+# --- the page in headless Chromium --------------------------------------------------------------
+
+
+def test_missing_chromium_skips_or_fails_as_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without Chromium the browser tests skip, unless POLYAI_REQUIRE_BROWSER=1 makes it fail."""
+    monkeypatch.setattr(browser_helper, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("POLYAI_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        browser_helper.require_chromium()
+    monkeypatch.setenv("POLYAI_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="POLYAI_REQUIRE_BROWSER=1 requires it"):
+        browser_helper.require_chromium()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium for the module's browser tests."""
+    with headless_chromium() as launched:
+        yield launched
+
+
+def open_report(
+    chromium: Browser, tmp_path: Path, summary: dict[str, Any], width: int = 1280
+) -> Any:
+    """Write the summary's report and open it from file://."""
+    path = tmp_path / "report.html"
+    write_html(summary, path)
+    return open_page(chromium, path.as_uri(), width=width)
+
+
+def assert_charts_drawn(page: Page, charts: list[dict[str, Any]]) -> None:
+    """Each chart has a canvas of non-zero size showing the colour of each of its series."""
+    for chart in charts:
+        figure = f'[data-chart="{chart["id"]}"]'
+        assert page.get_attribute(figure, "data-rendered") == "true", chart["id"]
+        colours = [s["color"] for s in chart["series"]]
+        canvases = canvas_pixels(page, f"{figure} canvas", colours)
+        assert len(canvases) == 1, chart["id"]
+        (canvas,) = canvases
+        assert canvas["width"] > 200, chart["id"]
+        assert canvas["height"] > 100, chart["id"]
+        assert canvas["painted"] > 1000, chart["id"]
+        for series, matched in zip(chart["series"], canvas["matches"], strict=True):
+            assert matched > 20, f"{chart['id']}: no pixel of {series['label']} drawn"
+
+
+def test_every_chart_renders_in_chromium(chromium: Browser, tmp_path: Path) -> None:
+    """The fixture's report opens offline with no error and draws all six charts."""
+    summary = sample()
+    with open_report(chromium, tmp_path, summary) as visit:
+        assert visit.problems() == []
+        charts = chart_data(visit.page.content())["charts"]
+        assert [c["id"] for c in charts] == list(CHART_IDS)
+        assert all(c["series"] for c in charts)
+        assert_charts_drawn(visit.page, charts)
+        # fits a 1280 px window: nothing scrolls sideways
+        assert visit.page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+
+def test_the_page_reflows_for_a_narrow_window(chromium: Browser, tmp_path: Path) -> None:
+    """At 800 px the charts stack in one column, wider than half the window, with no overflow."""
+    with open_report(chromium, tmp_path, sample(), width=800) as visit:
+        assert visit.problems() == []
+        width = visit.page.evaluate(
+            "document.querySelector('[data-chart=latency] canvas').getBoundingClientRect().width"
+        )
+        assert 400 < width <= 800
+        assert visit.page.evaluate("document.documentElement.scrollWidth") <= 800
+
+
+def test_thresholds_table_shows_pass_and_fail(chromium: Browser, tmp_path: Path) -> None:
+    """Each threshold row shows its expression, measured value and a coloured pass or fail."""
+    summary = sample()
+    with open_report(chromium, tmp_path, summary) as visit:
+        rows = visit.page.eval_on_selector_all(
+            "table.thresholds tbody tr",
+            """rows => rows.map(r => ({
+                cells: Array.from(r.cells).map(c => c.innerText.trim()),
+                background: getComputedStyle(r.querySelector('.badge')).backgroundColor,
+            }))""",
+        )
+    assert len(rows) == len(summary["thresholds"])
+    colours = {"PASS": "rgb(220, 252, 231)", "FAIL": "rgb(254, 226, 226)"}
+    for row, threshold in zip(rows, summary["thresholds"], strict=True):
+        expression, _measured, result = row["cells"]
+        assert expression == threshold["expression"]
+        assert result == ("PASS" if threshold["passed"] else "FAIL")
+        assert row["background"] == colours[result]
+    assert rows[0]["cells"][1] == "612 ms"  # respond.p99 is a latency
+    assert rows[3]["cells"][1] == "7"  # expectations_failed is a count
+    assert {r["cells"][2] for r in rows} == {"PASS", "FAIL"}
+
+
+def test_malicious_strings_show_as_text_in_chromium(chromium: Browser, tmp_path: Path) -> None:
+    """A '</script><img onerror>' string is shown as text: no image, no alert, charts intact."""
+    summary = malicious()
+    with open_report(chromium, tmp_path, summary) as visit:
+        page = visit.page
+        assert visit.problems() == []
+        assert page.evaluate("document.images.length") == 0
+        settings = dict(
+            page.eval_on_selector_all(
+                "table.settings tr",
+                "rows => rows.map(r => [r.cells[0] ? r.querySelector('th').innerText : '', "
+                "r.cells[1].innerText])",
+            )
+        )
+        assert settings["scenario"] == EVIL
+        assert settings[EVIL] == "key-named-evil"
+        assert page.inner_text(".warnings li") == EVIL
+        assert_charts_drawn(page, chart_data(page.content())["charts"])
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        pytest.param({}, id="empty"),
+        pytest.param(
+            {
+                "timeseries": [],
+                "latency_spectrum": {"create": []},
+                "thresholds": [],
+                "settings": {},
+                "personas": {},
+            },
+            id="empty-sections",
+        ),
+        pytest.param(
+            {"timeseries": [{"t": 0, "requests": None, "create_p50_ms": None}]},
+            id="all-null",
+        ),
+    ],
+)
+def test_a_summary_without_data_renders_without_errors(
+    chromium: Browser, tmp_path: Path, summary: dict[str, Any]
+) -> None:
+    """With nothing to draw, every chart says so and the page has no error."""
+    with open_report(chromium, tmp_path, summary) as visit:
+        assert visit.problems() == []
+        assert visit.page.locator("canvas").count() == 0
+        assert visit.page.locator("p.empty", has_text="No data points").count() == len(CHART_IDS)
+        assert visit.page.inner_text("[data-verdict]") == "NO VERDICT"
+
+
+def test_a_single_second_and_sparse_series_render(chromium: Browser, tmp_path: Path) -> None:
+    """One second of data, with an endpoint missing, still draws without error."""
+    summary = copy.deepcopy(sample())
+    summary["timeseries"] = [
+        {
+            "t": 0,
+            "requests": 4,
+            "conversations_started": 2,
+            "errors": 0,
+            "in_flight": 2,
+            "create_p50_ms": 40.0,
+            "create_p99_ms": 80.0,
+        }
+    ]
+    with open_report(chromium, tmp_path, summary) as visit:
+        assert visit.problems() == []
+        charts = chart_data(visit.page.content())["charts"]
+        latency = next(c for c in charts if c["id"] == "latency")
+        assert [s["label"] for s in latency["series"]] == ["create p50", "create p99"]
+        for chart in charts:
+            assert visit.page.get_attribute(f'[data-chart="{chart["id"]}"]', "data-rendered") == (
+                "true"
+            )
+
+
+def test_the_harness_catches_network_requests_and_console_errors(
+    chromium: Browser, tmp_path: Path
+) -> None:
+    """open_page records (and aborts) a request off file:, and records console errors."""
+    page = tmp_path / "bad.html"
+    page.write_text(
+        '<!DOCTYPE html><img src="http://127.0.0.1:9/pixel.png">'
+        '<script>console.error("boom")</script>',
+        encoding="utf-8",
+    )
+    with open_page(chromium, page.as_uri()) as visit:
+        pass
+    assert "http://127.0.0.1:9/pixel.png" in visit.foreign_requests
+    assert "boom" in visit.console_errors
+    assert visit.problems()

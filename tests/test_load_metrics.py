@@ -1,0 +1,119 @@
+"""Metrics: HDR histograms, counters and the per-second series, merged exactly across workers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+
+import pytest
+
+from polyai_async import Handoff, InternalServerError
+from polyai_async.load import Metrics
+
+ERROR = InternalServerError("boom", status=500)
+
+
+def observe(metrics: Metrics, latencies: list[float]) -> None:
+    """Record one create per latency, with every other conversation handed off."""
+    for i, seconds in enumerate(latencies):
+        metrics.started("p")
+        metrics.request("create", "POST", seconds, None, None)
+        metrics.request("respond", "POST", seconds / 2, None, 0)
+        handoff = Handoff(destination="queue", reason="why") if i % 2 else None
+        metrics.conversation("p", seconds, None, handoff is not None, handoff, 1)
+
+
+def test_counts_and_percentiles_of_successful_calls() -> None:
+    """Successful calls go into the endpoint's histogram; a failure only counts its class."""
+    metrics = Metrics()
+    observe(metrics, [0.001 * n for n in range(1, 101)])
+    metrics.started("p")
+    metrics.request("create", "POST", 9.0, ERROR, None)
+    metrics.conversation("p", 9.0, ERROR, False, None, 0)
+    assert metrics.count("conversations_started") == 101
+    assert metrics.count("conversations_completed") == 100
+    assert metrics.count("conversations_failed") == 1
+    assert metrics.count("calls") == metrics.count("requests") == 201
+    assert metrics.count("handoffs") == metrics.count("ended_by_agent") == 50
+    assert metrics.handoff_destinations == {"queue": 50}
+    assert metrics.errors["InternalServerError"][0] == 1
+    assert metrics.in_flight == 0
+    p50 = metrics.percentile_ms("create", 50)
+    p99 = metrics.percentile_ms("create", 99)
+    assert p50 == pytest.approx(50, rel=0.002)
+    assert p99 == pytest.approx(99, rel=0.002)
+    assert metrics.percentile_ms("respond[0]", 50) == pytest.approx(25, rel=0.002)
+    assert metrics.percentile_ms("close", 50) is None
+    spectrum = metrics.spectrum("create")
+    assert spectrum[0]["percentile"] == 0
+    assert all(a["ms"] <= b["ms"] for a, b in itertools.pairwise(spectrum))
+
+
+def test_merge_equals_the_union_of_the_samples() -> None:
+    """Two workers' metrics merged give the counts and percentiles of all samples in one."""
+    rng = random.Random(7)
+    first = [rng.lognormvariate(-3, 1) for _ in range(3000)]
+    second = [rng.lognormvariate(-1, 0.5) for _ in range(2000)]
+    a, b, union = Metrics(), Metrics(), Metrics()
+    observe(a, first)
+    observe(b, second)
+    observe(union, first + second)
+    a.merge(b)
+    assert a.counters == union.counters
+    for p in (50, 90, 99, 99.9, 100):
+        assert a.percentile_ms("create", p) == union.percentile_ms("create", p)
+    exact = sorted(first + second)
+    p99 = exact[int(0.99 * len(exact)) - 1] * 1000
+    assert a.percentile_ms("create", 99) == pytest.approx(p99, rel=0.002)
+
+
+def test_to_dict_and_from_dict_carry_everything_through_json() -> None:
+    """A Metrics sent as JSON comes back with the same counters, histograms and series."""
+    metrics = Metrics()
+    observe(metrics, [0.01, 0.02, 0.03])
+    metrics.expectation("p", "ended=true", False, "nope")
+    metrics.retry("respond")
+    metrics.lag(0.004)
+    metrics.finish()
+    data = json.loads(json.dumps(metrics.to_dict()))
+    back = Metrics.from_dict(data)
+    assert back.counters == metrics.counters
+    assert back.retries == {"respond": 1}
+    assert back.personas["p"].expectations_failed == 1
+    assert back.percentile_ms("create", 99) == metrics.percentile_ms("create", 99)
+    assert back.percentile_ms("generator_lag", 50) == pytest.approx(4, rel=0.002)
+    assert [t for t, *_ in back.seconds()] == [t for t, *_ in metrics.seconds()]
+    with pytest.raises(ValueError, match="to_dict"):
+        Metrics.from_dict({"version": 99})
+
+
+def test_series_has_a_row_a_second_and_merges_by_second() -> None:
+    """Events land in the second since start they happen in; merging adds second by second."""
+    start = time.perf_counter() - 2.5  # pretend the run started 2.5 s ago: we are in second 2
+    a, b = Metrics(start=start), Metrics(start=start)
+    for m in (a, b):
+        m.started("p")
+        m.request("create", "POST", 0.010, None, None)
+        m.finish()
+    a.merge(b)
+    rows = list(a.seconds())
+    assert [row[0] for row in rows] == [2]
+    _, counters, in_flight, histograms = rows[0]
+    assert counters["conversations_started"] == 2
+    assert counters["requests"] == 2
+    assert in_flight == 2
+    assert histograms["create"].get_total_count() == 2
+
+
+def test_quiet_seconds_are_rows_too() -> None:
+    """A second in which nothing happened still has its row, with the conversations in flight."""
+    metrics = Metrics(start=time.perf_counter())
+    metrics.started("p")
+    metrics.start -= 3  # three seconds pass with nothing recorded
+    metrics.tick()
+    metrics.finish()
+    rows = {t: (c, f) for t, c, f, _ in metrics.seconds()}
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert rows[1] == ({}, 1)

@@ -1,0 +1,197 @@
+"""Scenario files: YAML, JSON and JSON Lines read into Scenarios; bad ones named to the field."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from polyai_async import ConfigurationError
+from polyai_async.load import (
+    Persona,
+    Scenario,
+    ScenarioError,
+    ThinkTime,
+    TurnSpec,
+    demo_scenario,
+    load_scenario,
+    parse_think_time,
+)
+
+SUPPORT = """\
+name: support-mix
+create: {channel: webchat}
+think_time: 2s
+personas:
+  - name: browser
+    weight: 3
+    turns:
+      - Hello
+      - say: ["What are your opening hours?", "When are you open?"]
+      - say: Thanks, bye
+        expect: {ended: true}
+  - name: wants-human
+    turns:
+      - say: I'd like to talk to a human
+        metadata: {user_action: clicked_button}
+        expect: {handoff: true, response_matches: "transfer+ing"}
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_yaml_scenario_reads_every_field(tmp_path: Path) -> None:
+    """The issue's example scenario reads into personas, turns, metadata and expectations."""
+    scenario = load_scenario(write(tmp_path, "support.yaml", SUPPORT))
+    assert scenario.name == "support-mix"
+    assert scenario.create == {"channel": "webchat"}
+    assert scenario.think_time == ThinkTime(seconds=2.0)
+    browser, human = scenario.personas
+    assert (browser.name, browser.weight, len(browser.turns)) == ("browser", 3.0, 3)
+    assert browser.turns[0].say == ("Hello",)
+    assert browser.turns[1].say == ("What are your opening hours?", "When are you open?")
+    assert browser.turns[2].expect is not None
+    assert browser.turns[2].expect.ended is True
+    assert human.weight == 1.0
+    assert human.turns[0].metadata == {"user_action": "clicked_button"}
+    expect = human.turns[0].expect
+    assert expect is not None
+    assert expect.checks() == ("handoff=true", "response_matches='transfer+ing'")
+
+
+def test_json_scenario_reads_like_yaml(tmp_path: Path) -> None:
+    """A JSON file with the same content gives the same scenario."""
+    import json
+
+    import yaml
+
+    data = yaml.safe_load(SUPPORT)
+    from_json = load_scenario(write(tmp_path, "support.json", json.dumps(data)))
+    assert from_json == load_scenario(write(tmp_path, "support.yaml", SUPPORT))
+
+
+def test_jsonl_replays_each_line_as_a_persona(tmp_path: Path) -> None:
+    """Each line of recorded turns is a persona of its own, drawn with equal weight."""
+    path = write(
+        tmp_path,
+        "recorded.jsonl",
+        '{"turns": ["hi", "my order is late"]}\n\n{"turns": [{"say": "bye"}]}\n',
+    )
+    scenario = load_scenario(path)
+    assert [p.turns[0].say for p in scenario.personas] == [("hi",), ("bye",)]
+    assert [p.name for p in scenario.personas] == ["recorded-1", "recorded-3"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "s.yaml",
+            "personas:\n  - turns: [hi]\n  - turns:\n"
+            "      - say: x\n        expect: {handoff: 3}\n",
+            "s.yaml: personas[1].turns[0].expect.handoff: must be true, false or a destination",
+        ),
+        ("s.yaml", "personas: [\n", "s.yaml: line 2: does not parse as YAML"),
+        ("s.json", "{", "s.json: is not JSON"),
+        ("s.yaml", "personas:\n  - turns: []\n", "s.yaml: personas[0].turns: is empty"),
+        ("s.yaml", "personas:\n  - {turns: [hi], weight: -1}\n", "personas[0].weight: must be"),
+        ("s.yaml", "persona: []\n", "s.yaml: persona: unknown field"),
+        ("s.yaml", "create: {channel: fax}\npersonas: [{turns: [hi]}]\n", "create.channel"),
+        (
+            "s.yaml",
+            "think_time: {uniform: [5s, 1s]}\npersonas: [{turns: [hi]}]\n",
+            "think_time.uniform: the second duration is below the first",
+        ),
+        ("s.yaml", "think_time: soon\npersonas: [{turns: [hi]}]\n", "think_time: 'soon' is not"),
+        (
+            "s.yaml",
+            "personas: [{turns: [{say: x, expect: {response_matches: '('}}]}]\n",
+            "personas[0].turns[0].expect.response_matches: not a regular expression",
+        ),
+        ("s.jsonl", '{"turns": ["a"]}\n{"turns": 3}\n', "s.jsonl: line 2: turns: must be a list"),
+        ("s.txt", "x", "s.txt: unknown kind of file"),
+    ],
+)
+def test_bad_scenarios_name_the_file_and_field(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    """Every problem is one ScenarioError line that starts with the file and names the field."""
+    path = write(tmp_path, name, text)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    text_of = str(caught.value)
+    assert "\n" not in text_of
+    assert text_of.startswith(str(path))
+    assert message in text_of
+    assert isinstance(caught.value, ConfigurationError)
+
+
+def test_missing_file_is_a_scenario_error(tmp_path: Path) -> None:
+    """A file that does not exist says so, naming it."""
+    with pytest.raises(ScenarioError, match=r"nope\.yaml: cannot read it"):
+        load_scenario(tmp_path / "nope.yaml")
+
+
+def test_pick_draws_by_weight() -> None:
+    """With weights 3 and 1, about three quarters of the draws are the first persona."""
+    turn = (TurnSpec(say=("hi",)),)
+    scenario = Scenario(
+        name="x",
+        personas=(Persona(name="browser", weight=3, turns=turn), Persona(name="other", turns=turn)),
+    )
+    rng = random.Random(1)
+    drawn = Counter(scenario.pick(rng).name for _ in range(4000))
+    assert 0.70 < drawn["browser"] / 4000 < 0.80
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2s", ThinkTime(seconds=2.0)),
+        ("500ms", ThinkTime(seconds=0.5)),
+        ("exponential:3s", ThinkTime(distribution="exponential", seconds=3.0)),
+        ("uniform:1s..5s", ThinkTime(distribution="uniform", seconds=1.0, upper=5.0)),
+    ],
+)
+def test_think_time_from_the_command_line(text: str, expected: ThinkTime) -> None:
+    """--think-time takes a duration, exponential:MEAN or uniform:LOW..HIGH."""
+    assert parse_think_time(text) == expected
+
+
+def test_think_time_samples_its_distribution() -> None:
+    """Fixed is constant, uniform stays in its bounds, exponential averages its mean."""
+    rng = random.Random(3)
+    assert ThinkTime(seconds=2).sample(rng) == 2
+    uniform = ThinkTime(distribution="uniform", seconds=1, upper=2)
+    assert all(1 <= uniform.sample(rng) <= 2 for _ in range(200))
+    exponential = ThinkTime(distribution="exponential", seconds=3)
+    mean = sum(exponential.sample(rng) for _ in range(5000)) / 5000
+    assert 2.7 < mean < 3.3
+
+
+def test_think_time_refuses_a_bad_value() -> None:
+    """A negative or unknown think time is a ConfigurationError that says what is wrong."""
+    with pytest.raises(ConfigurationError, match="think time"):
+        parse_think_time("-2s")
+    with pytest.raises(ConfigurationError, match="seconds must be"):
+        ThinkTime(seconds=float("nan"))
+
+
+def test_demo_scenario_mixes_small_talk_handoffs_and_goodbyes() -> None:
+    """The demo: 18 in 20 small talk, 1 asks for a human half-way, 1 says goodbye last."""
+    demo = demo_scenario(turns=4)
+    weights = {p.name: p.weight for p in demo.personas}
+    assert weights == {"small-talk": 18, "wants-human": 1, "says-goodbye": 1}
+    human = next(p for p in demo.personas if p.name == "wants-human")
+    assert len(human.turns) == 3
+    assert "human" in human.turns[-1].say[0]
+    bye = next(p for p in demo.personas if p.name == "says-goodbye")
+    assert len(bye.turns) == 4
+    assert "goodbye" in bye.turns[-1].say[0]
+    assert [p.name for p in demo_scenario(turns=0).personas] == ["small-talk"]

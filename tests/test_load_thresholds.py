@@ -1,0 +1,83 @@
+"""Thresholds as in k6: parsed with units, judged on the summary, failing without a value."""
+
+from __future__ import annotations
+
+import pytest
+
+from polyai_async import ConfigurationError
+from polyai_async.load import Load, Metrics, Threshold, parse_thresholds
+from polyai_async.load._result import figure_names, make_result
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "op", "limit"),
+    [
+        ("respond.p99<1500ms", "respond_p99_ms", "<", 1500.0),
+        ("create.p95<=2s", "create_p95_ms", "<=", 2000.0),
+        ("conversation.p50 < 30s", "conversation_p50_ms", "<", 30000.0),
+        ("close.p999>=3", "close_p999_ms", ">=", 3.0),
+        ("respond.mean>0.5ms", "respond_mean_ms", ">", 0.5),
+        ("conversation_error_rate<0.01", "conversation_error_rate", "<", 0.01),
+        ("expectations_failed==0", "expectations_failed", "==", 0.0),
+        ("conversations_dropped==0", "conversations_dropped", "==", 0.0),
+    ],
+)
+def test_expressions_parse(text: str, key: str, op: str, limit: float) -> None:
+    """Latencies normalise to ms; summary figures are read as they are."""
+    threshold = Threshold.parse(text, figure_names())
+    assert (threshold.key, threshold.op, threshold.limit) == (key, op, limit)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("respond.p99", "write FIGURE OP NUMBER"),
+        ("respond.p42<1s", "is not a latency"),
+        ("handshake.p99<1s", "is not a latency"),
+        ("expectations_failed<1s", "belongs to latencies"),
+        ("vibes<3", "is not a figure of the summary"),
+        ("respond.p99 ~ 3", "write FIGURE OP NUMBER"),
+    ],
+)
+def test_bad_expressions_say_what_to_write(text: str, message: str) -> None:
+    """A threshold that cannot be read is a ConfigurationError naming it."""
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        parse_thresholds([text])
+    assert repr(text) in str(caught.value)
+
+
+def test_thresholds_are_judged_with_their_measured_values() -> None:
+    """Each verdict carries the measured value; a figure without samples fails."""
+    metrics = Metrics()
+    for ms in range(1, 101):
+        metrics.started("p")
+        metrics.request("respond", "POST", ms / 1000, None, 0)
+        metrics.conversation("p", ms / 1000, None, False, None, 1)
+    metrics.finish()
+    result = make_result(
+        metrics,
+        thresholds=parse_thresholds(
+            ["respond.p99<100ms", "respond.p50>60ms", "close.p99<1s", "conversations_failed==0"]
+        ),
+        load=Load.closed(concurrency=1, conversations=100),
+    )
+    verdicts = {t["expression"]: (t["value"], t["passed"]) for t in result.summary["thresholds"]}
+    assert verdicts["respond.p99<100ms"] == (pytest.approx(99, rel=0.002), True)
+    assert verdicts["respond.p50>60ms"] == (pytest.approx(50, rel=0.002), False)
+    assert verdicts["close.p99<1s"] == (None, False)
+    assert verdicts["conversations_failed==0"] == (0.0, True)
+    assert result.passed is False
+    assert result.exit_code == 99
+
+
+def test_the_error_rate_fails_before_thresholds() -> None:
+    """Above max_error_rate the run failed (exit 1) even when thresholds fail too."""
+    metrics = Metrics()
+    metrics.started("p")
+    metrics.conversation("p", 0.1, ConfigurationError("x"), False, None, 0)
+    result = make_result(
+        metrics, max_error_rate=0.0, thresholds=parse_thresholds(["conversations_failed==0"])
+    )
+    assert result.exit_code == 1
+    ok = make_result(Metrics(), max_error_rate=0.0)
+    assert (ok.exit_code, ok.passed) == (0, True)
