@@ -15,6 +15,7 @@ could not close are counted as left open. ``shutdown`` then closes the client an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -31,7 +32,7 @@ import gevent.lock
 from .._client import PolyAIClient
 from .._errors import ConversationEndedError, NotFoundError, PolyAIError
 from .._models import CloseChatResponse, CreateChatResponse, Handoff
-from ..load import Metrics, Persona, Scenario, ThinkTime, run_conversation
+from ..load import Metrics, Scenario, ThinkTime, run_conversation
 from ._loop import Inbox, LoopThread
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class _Relay:
     Locust's events fire.
     """
 
-    __slots__ = ("_metrics", "_post", "_fire")
+    __slots__ = ("_fire", "_metrics", "_post")
 
     def __init__(self, metrics: Metrics, inbox: Inbox, fire: _Firing) -> None:
         self._metrics = metrics
@@ -97,7 +98,12 @@ class _Relay:
         self._fire = fire
 
     def request(
-        self, endpoint: str, method: str, seconds: float, error: PolyAIError | None, turn: int | None
+        self,
+        endpoint: str,
+        method: str,
+        seconds: float,
+        error: PolyAIError | None,
+        turn: int | None,
     ) -> None:
         self._metrics.request(endpoint, method, seconds, error, turn)
         self._post(self._fire.request, method, endpoint, seconds * 1000.0, error)
@@ -245,7 +251,8 @@ class Bridge:
             raise
         persona = scenario.pick(rng)
         client = self._client
-        assert client is not None
+        if client is None:  # pragma: no cover - _start made it
+            raise RuntimeError("the bridge has no client")
         outcome: gevent.event.AsyncResult = gevent.event.AsyncResult()
         key = self._next
         self._next += 1
@@ -255,9 +262,7 @@ class Bridge:
             metrics.started(persona.name)
             relay = _Relay(metrics, thread.inbox, self._firing)
             try:
-                await run_conversation(
-                    client, scenario, persona, rng, relay, think_time=think_time
-                )
+                await run_conversation(client, scenario, persona, rng, relay, think_time=think_time)
             except asyncio.CancelledError:
                 metrics.interrupted(persona.name)
                 raise
@@ -308,10 +313,8 @@ class Bridge:
             return
 
         async def close(conversation_id: str) -> None:
-            try:
+            with contextlib.suppress(PolyAIError, asyncio.TimeoutError):
                 await asyncio.wait_for(client.close_chat(conversation_id), _CLOSE_SECONDS)
-            except (PolyAIError, asyncio.TimeoutError):
-                pass
 
         await asyncio.gather(*(close(c) for c in list(client.open_chats)))
 
@@ -339,10 +342,9 @@ class Bridge:
     async def _snapshot(self) -> dict[str, Any]:
         self._metrics.finish()
         client = self._client
-        assert client is not None
-        return self._report(
-            self._metrics.to_dict(), len(client.open_chats), client.creates_cancelled
-        )
+        left_open = 0 if client is None else len(client.open_chats)
+        cancelled = 0 if client is None else client.creates_cancelled
+        return self._report(self._metrics.to_dict(), left_open, cancelled)
 
     def _report(self, metrics: dict[str, Any], left_open: int, cancelled: int) -> dict[str, Any]:
         return {

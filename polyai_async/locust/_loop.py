@@ -4,10 +4,11 @@ Importing locust monkey-patches the interpreter with gevent: ``threading.Thread`
 greenlet, ``socket.getaddrinfo`` a gevent call and ``selectors.DefaultSelector`` gevent's
 selector. An asyncio loop must not run on any of those, so this module takes gevent's saved
 originals: ``_thread.start_new_thread`` for a native thread (the saved ``threading.Thread``
-still takes its locks from the patched module: joining it raises gevent's LoopExit), an epoll (or poll/select)
-selector, and the blocking ``getaddrinfo`` run in a native thread per look-up. (asyncio makes
-its sockets with the patched ``socket.socket``; in non-blocking mode gevent's socket raises
-``BlockingIOError`` where it would wait, as the standard one does, so the loop works on it.)
+still takes its locks from the patched module: joining it raises gevent's LoopExit), an
+epoll (or poll/select) selector, and the blocking ``getaddrinfo`` run in a native thread per
+look-up. (asyncio makes its sockets with the patched ``socket.socket``; in non-blocking mode
+gevent's socket raises ``BlockingIOError`` where it would wait, as the standard one does, so
+the loop works on it.)
 
 The other way round, nothing on the asyncio thread may touch a gevent object (they are not
 thread-safe). Results go into an ``Inbox``: a deque (appends are atomic) plus a gevent hub
@@ -55,13 +56,13 @@ def _original_selector() -> selectors.BaseSelector:
 class _NativeLoop(asyncio.SelectorEventLoop):
     """A selector loop whose DNS look-ups block a native thread, not gevent (private helper)."""
 
-    async def getaddrinfo(  # type: ignore[override]
+    async def getaddrinfo(
         self,
         host: bytes | str | None,
         port: bytes | str | int | None,
         *,
         family: int = 0,
-        type: int = 0,  # noqa: A002 - asyncio's own parameter name
+        type: int = 0,
         proto: int = 0,
         flags: int = 0,
     ) -> list[tuple[Any, ...]]:
@@ -70,7 +71,7 @@ class _NativeLoop(asyncio.SelectorEventLoop):
         def resolve() -> None:
             try:
                 answer = _getaddrinfo(host, port, family, type, proto, flags)
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            except BaseException as exc:  # handed to the awaiting task
                 self.call_soon_threadsafe(_fail, future, exc)
             else:
                 self.call_soon_threadsafe(_succeed, future, answer)
@@ -178,11 +179,6 @@ class LoopThread:
             self._finished.release()
             self.inbox.post(self._stopped.set)
 
-    def call(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the loop's thread soon (thread-safe)."""
-        assert self.loop is not None, "start() first"
-        self.loop.call_soon_threadsafe(fn, *args)
-
     def submit(
         self,
         coro_fn: Callable[[], Coroutine[Any, Any, T]],
@@ -194,7 +190,8 @@ class LoopThread:
             a function that cancels the task (from the gevent thread).
         """
         loop = self.loop
-        assert loop is not None, "start() first"
+        if loop is None:
+            raise RuntimeError("LoopThread.submit before start()")
         holder: list[asyncio.Task[T]] = []
         cancelled = [False]
 
@@ -219,8 +216,11 @@ class LoopThread:
             if holder:
                 holder[0].cancel()
 
+        def cancel() -> None:
+            loop.call_soon_threadsafe(cancel_on_loop)
+
         loop.call_soon_threadsafe(begin)
-        return lambda: loop.call_soon_threadsafe(cancel_on_loop)
+        return cancel
 
     def wait(
         self, coro_fn: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None
@@ -259,4 +259,3 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         self._stopped.wait(timeout)
         return not self._finished.locked()
-

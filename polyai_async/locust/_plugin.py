@@ -26,8 +26,7 @@ import gevent
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 
-from .. import load
-from ..load import Metrics, summarize, write_json
+from ..load import Metrics, summarize, write_html, write_json
 from ._bridge import bridge_of
 
 if TYPE_CHECKING:
@@ -242,15 +241,8 @@ class Collector:
             write_json(summary, json_path)
             logger.info("wrote %s", json_path)
         if html_path:
-            write_html = getattr(load, "write_html", None)
-            if write_html is None:
-                logger.error(
-                    "--polyai-html needs polyai_async.load.write_html, "
-                    "which this version does not have; use --polyai-json"
-                )
-            else:
-                write_html(summary, html_path)
-                logger.info("wrote %s", html_path)
+            write_html(summary, html_path)
+            logger.info("wrote %s", html_path)
 
 
 def _send_final(environment: Environment) -> None:

@@ -12,7 +12,7 @@ from ..load import Stage, parse_stages
 __all__ = ["StagesShape"]
 
 
-class StagesShape(LoadTestShape):  # type: ignore[misc] # locust ships no type information
+class StagesShape(LoadTestShape):
     """Ramp the number of users linearly through stages, as ``polyai-async bench --stages``.
 
     Subclass it in the locustfile next to your user class::

@@ -22,7 +22,7 @@ __all__ = ["PolyAIUser"]
 logger = logging.getLogger("polyai_async.locust")
 
 
-class PolyAIUser(User):  # type: ignore[misc] # locust ships no type information for User
+class PolyAIUser(User):
     """One simulated chat user: conversations from a scenario, back to back, until stopped.
 
     Subclass it in a locustfile; every user of a Locust process shares that process's one
@@ -58,7 +58,7 @@ class PolyAIUser(User):  # type: ignore[misc] # locust ships no type information
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self._rng = random.Random()
+        self._rng = random.Random()  # noqa: S311 - simulated users, not secrets
         self._scenario, self._think_time = self.scenario_of()
 
     @classmethod
