@@ -76,13 +76,18 @@ class Fake:
         return stats
 
 
-@pytest.fixture
-def fake() -> Iterator[Fake]:
+def fake_server() -> Iterator[Fake]:
     """A fake server process, stopped after the test if the test did not stop it."""
     server = Fake()
     yield server
     if server.process.poll() is None:
         server.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    """A fake server process for one test."""
+    yield from fake_server()
 
 
 def locust(
@@ -239,14 +244,13 @@ def assert_every_chat_closed_or_counted(served: dict[str, Any], report: dict[str
     """Each chat the server created was closed, or the report counts it as (maybe) left open.
 
     A create cancelled in flight may have made a chat whose id never arrived
-    (``creates_cancelled``); a close whose answer was cut off is sent again (a duplicate).
+    (``creates_cancelled``). A close cut off by the stop is sent again, so the server may
+    count more closes than chats: only the chats short of a close matter.
     """
     lost = served["lost_answers"]
     created = served["requests"]["create"] - lost.get("create", 0)
-    closed = served["requests"]["close"] - lost.get("close", 0)
-    never_closed = created - closed
+    never_closed = max(0, created - served["requests"]["close"])
     assert never_closed <= report["conversations_left_open"] + report["creates_cancelled"], served
-    assert never_closed >= report["conversations_left_open"] - lost.get("close", 0), served
 
 
 def test_distributed_run_counts_agree_with_the_server(tmp_path: Path, fake: Fake) -> None:

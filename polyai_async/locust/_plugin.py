@@ -20,14 +20,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import gevent
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
+from .._client import PolyAIClient
+from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
 from ._bridge import bridge_of
+from ._user import PolyAIUser
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -218,10 +222,14 @@ class Collector:
             "run_time": getattr(options, "run_time", None),
             "user_classes": ",".join(c.__name__ for c in self.environment.user_classes),
         }
+        scenarios = sorted(
+            {c.scenario_of()[0].name for c in self.environment.user_classes if _ours(c)}
+        )
         try:
             summary = report_summary(
                 self.reports, missing=missing, base_url=self.environment.host, settings=settings
             )
+            summary["scenario"] = ", ".join(scenarios) or None
         except (KeyError, TypeError, ValueError) as exc:
             logger.error("a worker's figures could not be read: %s", exc)
             return
@@ -252,9 +260,44 @@ def _send_final(environment: Environment) -> None:
         runner.send_message(METRICS, report)
 
 
+def _ours(user_class: type) -> TypeGuard[type[PolyAIUser]]:
+    return issubclass(user_class, PolyAIUser)
+
+
+def _check(environment: Environment) -> None:
+    """Fail at start, in one line and with exit code 2, on a bad scenario or bad settings."""
+    try:
+        for user_class in environment.user_classes:
+            if _ours(user_class):
+                user_class.scenario_of()
+        if not isinstance(environment.runner, MasterRunner):
+            # The client is made on the loop's thread at the first conversation; making one
+            # here (no connection yet) checks the POLYAI_* credentials and --host now.
+            PolyAIClient(base_url=environment.host)
+    except ConfigurationError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(2) from None
+
+
+def _let_locust_write_its_csv(environment: Environment) -> None:
+    """Give Locust's CSV writer one more turn before it closes its files.
+
+    It rewrites the --csv files once a second and closes them right after ``events.quit``
+    without a last write, so the calls answered in the run's last second (and the workers'
+    final stats) would be missing from them.
+    """
+
+    def wait(**_: Any) -> None:
+        if getattr(environment.parsed_options, "csv_prefix", None):
+            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
+
+    environment.events.quit.add_listener(wait)
+
+
 @events.init.add_listener
 def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
     runner = environment.runner
+    _check(environment)
     if isinstance(runner, MasterRunner):
         collector = Collector(environment)
         runner.register_message(METRICS, collector.on_metrics)
@@ -262,6 +305,7 @@ def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
         environment.events.worker_report.add_listener(collector.seen)
         environment.events.test_stop.add_listener(collector.collect)
         environment.events.quitting.add_listener(collector.collect)
+        _let_locust_write_its_csv(environment)
     elif isinstance(runner, WorkerRunner):
         bridge = bridge_of(environment)
 
@@ -294,3 +338,4 @@ def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
         environment.events.test_start.add_listener(on_local_start)
         environment.events.test_stop.add_listener(local.collect)
         environment.events.quitting.add_listener(on_local_quit)
+        _let_locust_write_its_csv(environment)

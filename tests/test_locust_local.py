@@ -1,0 +1,247 @@
+"""polyai_async.locust in one Locust process (and ``--processes``): scenarios, expectations,
+the stages shape, bad input. Every run is a ``python -m locust`` subprocess (see
+test_locust.py for why locust is never imported here).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_locust import (
+    BAD_OUTPUT,
+    FAKE_CREDS,
+    Fake,
+    assert_clean,
+    assert_every_chat_closed_or_counted,
+    fake_server,
+)
+
+SCENARIO = """
+name: picky
+think_time: 20ms
+personas:
+  - name: greeter
+    turns:
+      - say: Hello
+        expect: {response_contains: "a reply the demo agent never gives"}
+      - say: Thanks, bye
+        expect: {ended: true}
+"""
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    """A fake server process for one test."""
+    yield from fake_server()
+
+
+def run_locust(
+    tmp_path: Path, locustfile: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m locust -f locustfile.py --headless ARGS`` in ``tmp_path`` to its end."""
+    (tmp_path / "locustfile.py").write_text(textwrap.dedent(locustfile))
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **(env if env is not None else FAKE_CREDS)},
+        timeout=90,
+        check=False,
+    )
+
+
+def stats_rows(path: Path) -> dict[str, dict[str, str]]:
+    """Locust's --csv stats rows, by name."""
+    with path.open() as rows:
+        return {row["Name"]: row for row in csv.DictReader(rows)}
+
+
+def test_unmet_expectations_fail_the_expectation_entry_not_the_request(
+    tmp_path: Path, fake: Fake
+) -> None:
+    """A reply that misses the scenario's expectation is an expectation failure, counted twice."""
+    (tmp_path / "picky.yaml").write_text(SCENARIO)
+    done = run_locust(
+        tmp_path,
+        """
+        from polyai_async.locust import PolyAIUser
+
+        class Chat(PolyAIUser):
+            scenario = "picky.yaml"
+        """,
+        *("-u", "5", "-r", "5", "--run-time", "3s", "--host", fake.url),
+        *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
+    )
+    fake.stop()
+    # Locust exits 1 when any entry failed: here the expectations did, as they should.
+    assert done.returncode == 1, done.stderr
+    rows = stats_rows(tmp_path / "stats_stats.csv")
+    assert rows["respond"]["Failure Count"] == "0"
+    assert rows["conversation"]["Failure Count"] == "0"
+    checked = int(rows["expectation"]["Request Count"])
+    failed = int(rows["expectation"]["Failure Count"])
+    assert rows["expectation"]["Type"] == "CHECK"
+    assert 0 < failed < checked  # "Thanks, bye" ends the conversation as expected
+    with (tmp_path / "stats_failures.csv").open() as rows_file:
+        failures = list(csv.DictReader(rows_file))
+    assert [f["Name"] for f in failures] == ["expectation"]
+    assert "ExpectationFailed" in failures[0]["Error"]
+    assert "greeter: response_contains" in failures[0]["Error"]
+    report = json.loads((tmp_path / "polyai.json").read_text())
+    assert report["scenario"] == "picky"
+    assert report["expectations_checked"] == checked
+    assert report["expectations_failed"] == failed
+    assert report["personas"]["greeter"]["expectations_failed"] == failed
+
+
+def test_processes_merge_every_worker_and_write_the_html_report(tmp_path: Path, fake: Fake) -> None:
+    """``--processes 2`` on one machine: two workers' figures merged, JSON and HTML written."""
+    done = run_locust(
+        tmp_path,
+        """
+        from polyai_async.locust import PolyAIUser
+
+        class Chat(PolyAIUser):
+            think_time = "20ms"
+        """,
+        *("--processes", "2", "-u", "6", "-r", "6", "--run-time", "4s", "--host", fake.url),
+        *("--only-summary", "--polyai-json", "polyai.json", "--polyai-html", "polyai.html"),
+    )
+    fake.stop()
+    assert done.returncode == 0, done.stderr
+    for bad in BAD_OUTPUT:
+        assert bad not in done.stderr, done.stderr
+    report = json.loads((tmp_path / "polyai.json").read_text())
+    assert report["processes"] == 2
+    assert len(report["workers"]) == 2
+    assert report["create_count"] == sum(w["create_count"] for w in report["workers"]) > 0
+    html = (tmp_path / "polyai.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html")
+    workers_table = html[html.index("<th>worker</th>") :]
+    workers_table = workers_table[: workers_table.index("</table>")]
+    assert workers_table.count("<tr><td>") == 2  # one row per worker
+
+
+def test_stages_shape_ramps_users_and_ends_the_test(tmp_path: Path, fake: Fake) -> None:
+    """A StagesShape subclass drives the users through its ramp, then stops the run by itself."""
+    done = run_locust(
+        tmp_path,
+        """
+        from polyai_async.locust import PolyAIUser, StagesShape
+
+        class Chat(PolyAIUser):
+            think_time = "20ms"
+
+        class Ramp(StagesShape):
+            stages = "2s:6,2s:6,1s:0"
+        """,
+        *("--host", fake.url, "--csv", "stats", "--csv-full-history", "--only-summary"),
+    )
+    fake.stop()
+    assert done.returncode == 0, done.stderr
+    with (tmp_path / "stats_stats_history.csv").open() as rows:
+        users = [int(r["User Count"]) for r in csv.DictReader(rows) if r["Name"] == "Aggregated"]
+    assert max(users) == 6, users
+    assert "Shape test updating to 6 users" in done.stderr
+    assert "Shape test stopping" in done.stderr  # the shape, not a --run-time, ended it
+
+
+@pytest.mark.parametrize(
+    ("stages", "planned"),
+    [
+        ("10s:10,10s:30,5s:0", [0, 5, 10, 20, 30, 15, 0]),
+        ("0s:8,10s:8", [8, 8, 8, 8, 8, 8, 8]),
+    ],
+)
+def test_stages_shape_plans_a_linear_ramp(stages: str, planned: list[int]) -> None:
+    """users_at interpolates linearly through the stages (checked in a locust process)."""
+    code = textwrap.dedent(
+        f"""
+        from polyai_async.locust import StagesShape
+
+        class Ramp(StagesShape):
+            stages = {stages!r}
+
+        shape = Ramp()
+        print([shape.users_at(t) for t in (0, 5, 10, 15, 20, 22.5, 25)])
+        """
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-W", "ignore", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout) == planned
+
+
+@pytest.mark.parametrize(
+    ("scenario", "env", "message"),
+    [
+        (
+            "personas:\n  - turns:\n      - say: hi\n        expect: {handoff: 3}\n",
+            FAKE_CREDS,
+            "bad.yaml: personas[0].turns[0].expect.handoff: must be",
+        ),
+        (None, {}, "POLYAI_API_KEY"),
+    ],
+    ids=["bad scenario", "no credentials"],
+)
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, scenario: str | None, env: dict[str, str], message: str
+) -> None:
+    """A bad scenario file or missing credentials: exit code 2, one line saying what to fix."""
+    line = ""
+    if scenario is not None:
+        (tmp_path / "bad.yaml").write_text(scenario)
+        line = 'scenario = "bad.yaml"'
+    done = run_locust(
+        tmp_path,
+        f"""
+        from polyai_async.locust import PolyAIUser
+
+        class Chat(PolyAIUser):
+            {line or "pass"}
+        """,
+        *("-u", "1", "--run-time", "2s", "--host", "http://127.0.0.1:9"),
+        env=env,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if "/ERROR/" in ln]
+    assert len(errors) == 1, done.stderr
+
+
+def test_a_run_leaves_no_thread_task_or_session_behind(tmp_path: Path, fake: Fake) -> None:
+    """A plain run's output has no leak warning, and every created chat was closed."""
+    done = run_locust(
+        tmp_path,
+        """
+        from polyai_async.locust import PolyAIUser
+
+        class Chat(PolyAIUser):
+            think_time = "10ms"
+        """,
+        *("-u", "10", "-r", "10", "--run-time", "3s", "--host", fake.url),
+        *("--only-summary", "--polyai-json", "polyai.json"),
+    )
+    served = fake.stop()
+    assert done.returncode == 0, done.stderr
+    log = tmp_path / "locust.log"
+    log.write_text(done.stderr)
+    assert_clean(log)
+    report: dict[str, Any] = json.loads((tmp_path / "polyai.json").read_text())
+    assert report["conversations_left_open"] == 0
+    assert_every_chat_closed_or_counted(served, report)
