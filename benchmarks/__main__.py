@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import attrs
 
 from ._report import print_tables, write_all
 from ._suite import Plan, run_suite
+from .generator import run_generator, table
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -42,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = run_suite(plan, log)
     write_all(result, out)
     print_tables(result)
+    # The load generator's own ceiling (benchmarks/generator.py), after the suite.
+    generator = run_generator(plan.smoke, log)
+    (out / "generator.json").write_text(json.dumps(generator, indent=2) + "\n")
+    (out / "generator.md").write_text(table(generator) + "\n")
+    print(table(generator))
     print(f"results in {out} ({result['wall_s']:.0f} s)")
     return 0
 

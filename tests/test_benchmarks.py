@@ -103,6 +103,15 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     # Every contender measured on the same workload, httpx included.
     assert len(set(contenders["conversations"].values())) == 1
 
+    generator = json.loads((tmp_path / "generator.json").read_text())
+    assert [run["loop"] for run in generator["runs"]] == ["asyncio", "uvloop"]
+    for run in generator["runs"]:
+        assert run["conversations_failed"] == 0
+        assert run["conversations_per_second"] > 0
+        # The server answers after 100 ms: the measured p50 is at least that.
+        assert run["respond_p50_ms"] >= 100
+    assert "p50 error ms" in (tmp_path / "generator.md").read_text()
+
 
 def test_instruction_count_is_read_from_cachegrind_output() -> None:
     """The count valgrind prints on exit is found among its other lines, commas removed."""

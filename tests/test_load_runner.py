@@ -262,3 +262,28 @@ def test_run_load_refuses_bad_arguments() -> None:
         run_load(load, loop="trio")
     with pytest.raises(ConfigurationError, match="threshold"):
         run_load(load, thresholds=["respond.p42<1s"])
+
+
+async def test_a_cancelled_run_closes_its_conversations() -> None:
+    """Cancelling the run (Ctrl-C) cancels its conversations, and each still closes."""
+    async with FakePolyAI(faults=Faults(latency=0.5)) as fake, fake.client() as client:
+        for load in (Load.closed(concurrency=3, duration=30), Load.open(rate=20, duration=30)):
+            run = asyncio.create_task(run_load_async(client, load, FIXED))
+            await asyncio.sleep(0.3)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+        assert fake.conversations
+        assert all(state.closed for state in fake.conversations.values())
+
+
+def test_load_package_exports_its_names_sorted_and_documented() -> None:
+    """polyai_async.load's __all__ is sorted, every name exists and has a docstring."""
+    import polyai_async.load as load_package
+
+    names = load_package.__all__
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n))
+    for name in names:
+        value = getattr(load_package, name)
+        if callable(value):
+            assert value.__doc__, name

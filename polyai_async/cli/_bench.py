@@ -417,6 +417,8 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, ...]]:
             raise UsageError("--rate needs --duration or --conversations: how long to apply it")
         conversations = _DEFAULT_CONVERSATIONS
     options: dict[str, Any] = {
+        # --seed seeds the fake's faults and, here, the users' choices (default 0: repeatable).
+        "seed": 0 if args.seed is None else args.seed,
         "stages": stages,
         "conversations": conversations,
         "duration": duration,

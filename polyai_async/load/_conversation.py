@@ -14,7 +14,7 @@ from typing import Protocol
 
 from .._client import PolyAIClient
 from .._errors import PolyAIError
-from .._models import Handoff
+from .._models import CreateChatResponse, Handoff
 from ._scenario import Persona, Scenario, ThinkTime
 
 __all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "run_conversation"]
@@ -98,12 +98,14 @@ async def run_conversation(
     pause = think_time if think_time is not None else scenario.think_time
     started = clock()
     origin = started if scheduled is None else scheduled
-    error: PolyAIError | None = None
-    handoff: Handoff | None = None
-    ended = False
-    turns = 0
+    creating = asyncio.ensure_future(client.create_chat(**scenario.create))
     try:
-        created = await client.create_chat(**scenario.create)
+        # Shielded: a create cancelled in flight may still create the conversation, which
+        # must then be closed, not left open on the server.
+        created = await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        await _close_if_created(client, creating)
+        raise
     except PolyAIError as exc:
         observer.request("create", "POST", clock() - origin, exc, None)
         observer.conversation(persona.name, clock() - origin, exc, False, None, 0)
@@ -111,33 +113,9 @@ async def run_conversation(
     observer.request("create", "POST", clock() - origin, None, None)
     conversation_id = created.conversation_id
     try:
-        for index, turn in enumerate(persona.turns):
-            if pause is not None:
-                delay = pause.sample(rng)
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            message = turn.say[0] if len(turn.say) == 1 else rng.choice(turn.say)
-            call_started = clock()
-            try:
-                reply = await client.respond(conversation_id, message, metadata=turn.metadata)
-            except PolyAIError as exc:
-                observer.request("respond", "POST", clock() - call_started, exc, index)
-                error = exc
-                break
-            observer.request("respond", "POST", clock() - call_started, None, index)
-            turns += 1
-            if turn.expect is not None:
-                destination = reply.handoff.destination if reply.handoff else None
-                for name, passed in turn.expect.check(
-                    response=reply.response,
-                    ended=reply.end_conversation,
-                    handoff_destination=destination,
-                    handed_off=reply.handoff is not None,
-                ):
-                    observer.expectation(persona.name, name, passed, reply.response)
-            if reply.end_conversation or reply.handoff is not None:
-                ended, handoff = True, reply.handoff
-                break
+        error, handoff, ended, turns = await _turns(
+            client, conversation_id, persona, rng, observer, pause
+        )
     except asyncio.CancelledError:
         with contextlib.suppress(PolyAIError, asyncio.TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(client.close_chat(conversation_id), CLOSE_ON_CANCEL_SECONDS)
@@ -151,3 +129,51 @@ async def run_conversation(
     else:
         observer.request("close", "PUT", clock() - call_started, None, None)
     observer.conversation(persona.name, clock() - origin, error, ended, handoff, turns)
+
+
+async def _turns(
+    client: PolyAIClient,
+    conversation_id: str,
+    persona: Persona,
+    rng: random.Random,
+    observer: Observer,
+    pause: ThinkTime | None,
+) -> tuple[PolyAIError | None, Handoff | None, bool, int]:
+    """The persona's turns: (the failure, the handoff, ended by the agent, turns completed)."""
+    clock = time.perf_counter
+    turns = 0
+    for index, turn in enumerate(persona.turns):
+        if pause is not None:
+            delay = pause.sample(rng)
+            if delay > 0:
+                await asyncio.sleep(delay)
+        message = turn.say[0] if len(turn.say) == 1 else rng.choice(turn.say)
+        call_started = clock()
+        try:
+            reply = await client.respond(conversation_id, message, metadata=turn.metadata)
+        except PolyAIError as exc:
+            observer.request("respond", "POST", clock() - call_started, exc, index)
+            return exc, None, False, turns
+        observer.request("respond", "POST", clock() - call_started, None, index)
+        turns += 1
+        if turn.expect is not None:
+            destination = reply.handoff.destination if reply.handoff else None
+            for name, passed in turn.expect.check(
+                response=reply.response,
+                ended=reply.end_conversation,
+                handoff_destination=destination,
+                handed_off=reply.handoff is not None,
+            ):
+                observer.expectation(persona.name, name, passed, reply.response)
+        if reply.end_conversation or reply.handoff is not None:
+            return None, reply.handoff, True, turns
+    return None, None, False, turns
+
+
+async def _close_if_created(
+    client: PolyAIClient, creating: asyncio.Future[CreateChatResponse]
+) -> None:
+    """After a cancellation during create: wait for it a little, and close what it created."""
+    with contextlib.suppress(PolyAIError, asyncio.TimeoutError, asyncio.CancelledError):
+        created = await asyncio.wait_for(creating, CLOSE_ON_CANCEL_SECONDS)
+        await asyncio.wait_for(client.close_chat(created.conversation_id), CLOSE_ON_CANCEL_SECONDS)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError, PolyAIError
-from ._conversation import run_conversation
+from ._conversation import CLOSE_ON_CANCEL_SECONDS, run_conversation
 from ._metrics import Metrics
 from ._retries import count_retries
 from ._scenario import Scenario
@@ -140,6 +140,14 @@ async def _finish(tasks: set[asyncio.Task[None]], grace: float | None) -> None:
         await asyncio.wait(pending)
 
 
+async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` (the run itself was cancelled) and let them close their conversations."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=CLOSE_ON_CANCEL_SECONDS + 1)
+
+
 async def _closed(
     client: PolyAIClient, scenario: Scenario, load: Load, metrics: Metrics, rng: random.Random
 ) -> None:
@@ -148,7 +156,6 @@ async def _closed(
     deadline = None if planned is None else start + planned
     remaining = load.conversations
     running: dict[int, asyncio.Task[None]] = {}
-    conversations: set[asyncio.Task[None]] = set()
 
     def more() -> bool:
         return (remaining is None or remaining > 0) and (
@@ -160,14 +167,25 @@ async def _closed(
         while more() and index < round(load.target_at(time.perf_counter() - start)):
             if remaining is not None:
                 remaining -= 1
-            task = asyncio.current_task()
-            assert task is not None  # noqa: S101 - we are in a task
-            conversations.add(task)
-            try:
-                await _conversation(client, scenario, load, metrics, rng, None)
-            finally:
-                conversations.discard(task)
+            await _conversation(client, scenario, load, metrics, rng, None)
 
+    try:
+        await _supervise(load, metrics, running, more, user)
+        await _finish(set(running.values()), None if deadline is None else load.graceful_stop)
+    except asyncio.CancelledError:
+        await _cancel(set(running.values()))
+        raise
+
+
+async def _supervise(
+    load: Load,
+    metrics: Metrics,
+    running: dict[int, asyncio.Task[None]],
+    more: Callable[[], bool],
+    user: Callable[[int], Coroutine[Any, Any, None]],
+) -> None:
+    """Keep as many users running as the load's target, until there is no more to do."""
+    start = metrics.start
     planned_wake = time.perf_counter()
     while more():
         target = round(load.target_at(time.perf_counter() - start))
@@ -182,7 +200,6 @@ async def _closed(
         metrics.lag(time.perf_counter() - planned_wake)
         if time.perf_counter() - planned_wake > 1.0:  # the loop was stalled: start afresh
             planned_wake = time.perf_counter()
-    await _finish(set(running.values()), None if deadline is None else load.graceful_stop)
 
 
 async def _open(
@@ -192,23 +209,27 @@ async def _open(
     tasks: set[asyncio.Task[None]] = set()
     count = 0
     clock = time.perf_counter
-    for offset in arrivals(load, rng):
-        if load.conversations is not None and count >= load.conversations:
-            break
-        count += 1
-        when = start + offset
-        delay = when - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        # How late this arrival starts against its plan: the open model's generator lag.
-        metrics.lag(clock() - when)
-        if metrics.in_flight >= load.max_in_flight:
-            metrics.dropped()
-            continue
-        task = asyncio.create_task(_conversation(client, scenario, load, metrics, rng, when))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    planned = load.planned_seconds()
-    if planned is not None:  # the schedule runs to its end even after the last arrival
-        await asyncio.sleep(max(0.0, start + planned - clock()))
-    await _finish(set(tasks), None if planned is None else load.graceful_stop)
+    try:
+        for offset in arrivals(load, rng):
+            if load.conversations is not None and count >= load.conversations:
+                break
+            count += 1
+            when = start + offset
+            delay = when - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # How late this arrival starts against its plan: the open model's generator lag.
+            metrics.lag(clock() - when)
+            if metrics.in_flight >= load.max_in_flight:
+                metrics.dropped()
+                continue
+            task = asyncio.create_task(_conversation(client, scenario, load, metrics, rng, when))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        planned = load.planned_seconds()
+        if planned is not None:  # the schedule runs to its end even after the last arrival
+            await asyncio.sleep(max(0.0, start + planned - clock()))
+        await _finish(set(tasks), None if planned is None else load.graceful_stop)
+    except asyncio.CancelledError:
+        await _cancel(set(tasks))
+        raise

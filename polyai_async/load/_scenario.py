@@ -60,9 +60,9 @@ class _Bad(Exception):
 
 
 def _type_name(value: object) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else f"a {type(value).__name__}"
-    )
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    names.update({int: "an integer", float: "a number"})
+    return names.get(type(value), "null" if value is None else f"a {type(value).__name__}")
 
 
 # -- the objects -----------------------------------------------------------------------------
