@@ -22,7 +22,7 @@ import random
 import socket
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -205,7 +205,7 @@ class Bridge:
     async def _new_metrics(self) -> None:
         self._metrics = Metrics()
 
-    def _start(self, host: str | None) -> LoopThread:
+    def _start(self, client_options: Mapping[str, Any]) -> LoopThread:
         if self._thread is not None:
             return self._thread
         with self._starting:  # the first users arrive together: one of them starts the loop
@@ -215,7 +215,7 @@ class Bridge:
             thread.start()
 
             async def make_client() -> _TrackingClient:
-                return _TrackingClient(base_url=host)
+                return _TrackingClient(**client_options)
 
             try:
                 self._client = thread.wait(make_client)
@@ -231,11 +231,13 @@ class Bridge:
         scenario: Scenario,
         rng: random.Random,
         think_time: ThinkTime | None,
-        host: str | None,
+        client_options: Mapping[str, Any],
     ) -> None:
         """Run one conversation of ``scenario`` and wait for it (a user's greenlet).
 
         While the bridge is drained (the test is stopping) this waits for the next test.
+        The first call makes the process's client with ``client_options`` (PolyAIClient's
+        keyword arguments).
 
         Raises:
             PolyAIError: the client cannot be made (credentials, base URL); the message says
@@ -245,7 +247,7 @@ class Bridge:
         if self._failed is not None:
             raise self._failed
         try:
-            thread = self._start(host)
+            thread = self._start(client_options)
         except PolyAIError as exc:
             self._failed = exc
             raise

@@ -13,7 +13,9 @@ import gevent
 from locust import User, constant, task
 from locust.exception import StopUser
 
+from .._config import PoolLimits
 from .._errors import PolyAIError
+from .._retry import RetryPolicy
 from ..load import Scenario, ThinkTime, demo_scenario, load_scenario, parse_think_time
 from ._bridge import bridge_of
 
@@ -47,12 +49,20 @@ class PolyAIUser(User):
             (``"2s"``), ``"exponential:3s"``, ``"uniform:1s..5s"``, or None.
         wait_time: Locust's pause between two conversations of a user (none by default:
             the scenario's think time paces the turns).
+        limits: the PoolLimits of the process's client (default ``PoolLimits()``: 100
+            connections); with many users and a slow agent, raise ``max_connections``.
+        retry: the RetryPolicy of the process's client (default ``RetryPolicy()``).
+
+    The client is made by the first user of a process to start, with that user's class's
+    ``limits`` and ``retry``.
     """
 
     abstract = True
     scenario: ClassVar[str | os.PathLike[str] | Scenario | None] = None
     think_time: ClassVar[str | float | None] = None
     wait_time = constant(0)
+    limits: ClassVar[PoolLimits | None] = None
+    retry: ClassVar[RetryPolicy | None] = None
 
     _loaded: ClassVar[dict[type[PolyAIUser], tuple[Scenario, ThinkTime | None]]] = {}
 
@@ -97,7 +107,10 @@ class PolyAIUser(User):
         """Run one conversation of the scenario (a Locust task) and wait for its end."""
         try:
             bridge_of(self.environment).converse(
-                self._scenario, self._rng, self._think_time, self.host
+                self._scenario,
+                self._rng,
+                self._think_time,
+                {"base_url": self.host, "limits": self.limits, "retry": self.retry},
             )
         except PolyAIError as exc:
             _give_up(self, exc)
