@@ -5,10 +5,8 @@ greenlet, ``socket.getaddrinfo`` a gevent call and ``selectors.DefaultSelector``
 selector. An asyncio loop must not run on any of those, so this module takes gevent's saved
 originals: ``_thread.start_new_thread`` for a native thread (the saved ``threading.Thread``
 still takes its locks from the patched module: joining it raises gevent's LoopExit), an
-epoll (or poll/select) selector, and the blocking ``getaddrinfo`` run in a native thread per
-look-up. (asyncio makes its sockets with the patched ``socket.socket``; in non-blocking mode
-gevent's socket raises ``BlockingIOError`` where it would wait, as the standard one does, so
-the loop works on it.)
+epoll (or poll/select) selector, the blocking ``getaddrinfo`` run in a native thread per
+look-up, and standard sockets under its transports (see ``_NativeLoop``).
 
 The other way round, nothing on the asyncio thread may touch a gevent object (they are not
 thread-safe). Results go into an ``Inbox``: a deque (appends are atomic) plus a gevent hub
@@ -23,6 +21,7 @@ import asyncio
 import collections
 import logging
 import selectors
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -39,6 +38,7 @@ T = TypeVar("T")
 _start_new_thread: Callable[..., int] = gevent.monkey.get_original("_thread", "start_new_thread")
 _allocate_lock: Callable[[], Any] = gevent.monkey.get_original("_thread", "allocate_lock")
 _getaddrinfo: Callable[..., Any] = gevent.monkey.get_original("socket", "getaddrinfo")
+_NativeSocket: type[socket.socket] = gevent.monkey.get_original("socket", "socket")
 
 
 def _original_selector() -> selectors.BaseSelector:
@@ -53,8 +53,40 @@ def _original_selector() -> selectors.BaseSelector:
     raise RuntimeError("no selector that gevent left unpatched")  # pragma: no cover
 
 
+def _native(sock: socket.socket) -> socket.socket:
+    """The same connection as a standard socket object (gevent's wrapper costs every call)."""
+    if type(sock) is _NativeSocket:
+        return sock
+    native = _NativeSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    native.setblocking(False)
+    return native
+
+
 class _NativeLoop(asyncio.SelectorEventLoop):
-    """A selector loop whose DNS look-ups block a native thread, not gevent (private helper)."""
+    """A selector loop on standard sockets whose DNS look-ups block a native thread (private).
+
+    asyncio and aiohappyeyeballs make their sockets with the patched ``socket.socket``;
+    gevent's socket works in non-blocking mode but adds a Python layer to every send and
+    receive (a few percent of the loop's CPU under load), so each connection's socket is
+    swapped for a standard one on the same file descriptor when its transport is made.
+    """
+
+    def _make_socket_transport(
+        self, sock: socket.socket, *args: Any, **kwargs: Any
+    ) -> asyncio.Transport:
+        # Neither method is in typeshed: they are asyncio's private hooks (3.10-3.13 alike).
+        transport: asyncio.Transport = super()._make_socket_transport(  # type: ignore[misc]
+            _native(sock), *args, **kwargs
+        )
+        return transport
+
+    def _make_ssl_transport(
+        self, rawsock: socket.socket, *args: Any, **kwargs: Any
+    ) -> asyncio.Transport:
+        transport: asyncio.Transport = super()._make_ssl_transport(  # type: ignore[misc]
+            _native(rawsock), *args, **kwargs
+        )
+        return transport
 
     async def getaddrinfo(
         self,
