@@ -31,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -76,6 +77,7 @@ class Chat(PolyAIUser):
 # What a Locust user writes today: the three calls by hand, on Locust's fastest HTTP client.
 FAST_HTTP_USER = f"""
 import os
+import shutil
 import random
 
 import gevent
@@ -281,11 +283,87 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# What the profile summary groups samples under: (label, thread, a frame that marks it); the
+# thread is "asyncio" (the loop's), "gevent" (Locust's) or "" (either).
+_PROFILE_GROUPS = (
+    ("asyncio thread: all", "asyncio", "LoopThread._run ("),
+    (
+        "asyncio thread: aiohttp's request (ClientSession._request)",
+        "asyncio",
+        "ClientSession._request (",
+    ),
+    (
+        "asyncio thread: reading answers (data_received)",
+        "asyncio",
+        "ResponseHandler.data_received (",
+    ),
+    ("asyncio thread: the load engine's Metrics", "asyncio", "Metrics."),
+    ("asyncio thread: handing results to gevent (_Relay)", "asyncio", "_Relay."),
+    ("gevent thread: all", "gevent", ""),
+    ("gevent thread: Locust's events.request (stats)", "gevent", "EventHook.fire ("),
+    ("gevent thread: the inbox drain (Inbox._drain)", "gevent", "Inbox._drain ("),
+    ("gevent thread: users waiting, submitting (Bridge.converse)", "gevent", "Bridge.converse ("),
+    ("gevent thread: the hub's own loop (Hub.run)", "gevent", "Hub.run ("),
+    ("start-up: imports", "gevent", "_find_and_load ("),
+    ("end: the merged report (Collector.write)", "gevent", "Collector.write ("),
+)
+
+
+def profile(url: str, users: int, seconds: float, cpu: int | None, out: Path) -> str | None:
+    """A py-spy profile of Locust + PolyAIUser at saturation: where its CPU goes, by part.
+
+    Returns the markdown table (also written to ``out/locust-profile.md``), or None when
+    py-spy is not installed (``pip install py-spy``).
+    """
+    if shutil.which("py-spy") is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="locust-profile-") as tmp:
+        work = Path(tmp)
+        (work / "small-talk.yaml").write_text(SCENARIO)
+        raw = work / "profile.txt"
+        argv = ["py-spy", "record", "--threads", "--format", "raw", "-r", "250", "-o", str(raw)]
+        process = subprocess.Popen(  # noqa: S603 - py-spy on our own interpreter
+            [*argv, "--", *_argv("polyai_user", url, users, seconds, work)],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **CREDENTIALS},
+        )
+        if cpu is not None:
+            pin(process.pid, cpu)
+        process.wait()
+        samples = {label: 0 for label, _, _ in _PROFILE_GROUPS}
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            total += int(count)
+            thread = "asyncio" if "LoopThread._run (" in stack else "gevent"
+            for label, where, marker in _PROFILE_GROUPS:
+                if where in ("", thread) and marker in stack:
+                    samples[label] += int(count)
+    lines = [
+        f"py-spy, {users} users for {seconds:g} s, {total:,} samples of the Locust process "
+        "(both threads; a part's share includes what it calls):",
+        "",
+        "| part | share of the process's samples |",
+        "| --- | ---: |",
+        *(f"| {label} | {samples[label] / total:.1%} |" for label, _, _ in _PROFILE_GROUPS),
+    ]
+    table = "\n".join(lines)
+    (out / "locust-profile.md").write_text(table + "\n")
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.locust_compare")
     parser.add_argument("--smoke", action="store_true", help="a very short run")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3)")
     parser.add_argument("--out", type=Path, default=None, help=f"default {DEFAULT_OUT}")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="only profile PolyAIUser (needs py-spy)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.smoke else 3)
 
@@ -293,6 +371,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     out: Path = args.out or (Path(tempfile.mkdtemp()) if args.smoke else DEFAULT_OUT)
+    if args.profile:
+        out.mkdir(parents=True, exist_ok=True)
+        client_cpu, server_cpu = cpu_plan()
+        with ServerProcess("--latency", str(LATENCY_S), cpu=server_cpu) as server:
+            table = profile(server.url, 1000, 15.0, client_cpu, out)
+        print(table or "py-spy is not installed: pip install py-spy")
+        return 0 if table else 1
     result = run_comparison(smoke=args.smoke, rounds=rounds, log=log)
     out.mkdir(parents=True, exist_ok=True)
     (out / "locust.json").write_text(json.dumps(result, indent=2) + "\n")

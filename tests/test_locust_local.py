@@ -19,6 +19,7 @@ import pytest
 from tests.test_locust import (
     BAD_OUTPUT,
     FAKE_CREDS,
+    LOCUSTFILE,
     Fake,
     assert_clean,
     assert_every_chat_closed_or_counted,
@@ -245,3 +246,42 @@ def test_a_run_leaves_no_thread_task_or_session_behind(tmp_path: Path, fake: Fak
     report: dict[str, Any] = json.loads((tmp_path / "polyai.json").read_text())
     assert report["conversations_left_open"] == 0
     assert_every_chat_closed_or_counted(served, report)
+
+
+def test_a_host_name_is_resolved_without_gevent(tmp_path: Path, fake: Fake) -> None:
+    """``--host http://localhost:PORT``: the loop resolves the name in a native thread.
+
+    (asyncio resolves on its default executor, whose threads gevent turned into greenlets
+    that the loop's thread never runs: without the bridge's own resolver this hangs.)
+    """
+    port = fake.url.rsplit(":", 1)[1]
+    done = run_locust(
+        tmp_path,
+        LOCUSTFILE,
+        *("-u", "2", "-r", "2", "--run-time", "2s", "--host", f"http://localhost:{port}"),
+        *("--csv", "stats", "--only-summary"),
+    )
+    fake.stop()
+    assert done.returncode == 0, done.stderr
+    rows = stats_rows(tmp_path / "stats_stats.csv")
+    assert int(rows["create"]["Request Count"]) > 0
+    assert rows["Aggregated"]["Failure Count"] == "0"
+
+
+def test_the_documented_locustfile_runs(tmp_path: Path, fake: Fake) -> None:
+    """The first locustfile of docs/locust.md, with its scenario file, runs against the fake."""
+    page = (Path(__file__).parent.parent / "docs" / "locust.md").read_text()
+    locustfile = page.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'scenario = "support-mix.yaml"' in locustfile
+    (tmp_path / "support-mix.yaml").write_text(SCENARIO.replace("picky", "support-mix"))
+    done = run_locust(
+        tmp_path,
+        locustfile,
+        *("-u", "2", "-r", "2", "--run-time", "2s", "--host", fake.url),
+        *("--only-summary", "--polyai-json", "polyai.json"),
+    )
+    fake.stop()
+    assert done.returncode == 1, done.stderr  # the scenario's first expectation fails
+    report = json.loads((tmp_path / "polyai.json").read_text())
+    assert report["scenario"] == "support-mix"
+    assert report["conversations_completed"] > 0
