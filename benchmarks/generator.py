@@ -35,7 +35,7 @@ RATES = (25, 50, 100, 200, 400, 800, 1600)
 SMOKE_RATES = (20,)
 SECONDS = 3.0
 ROUNDS = 3
-SMOKE_SECONDS = 1.0
+SMOKE_SECONDS = 0.5
 LOOPS = ("asyncio", "uvloop")
 # One turn: create, respond, close, three calls of 100 ms each.
 SCENARIO = Scenario(
