@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,6 +298,7 @@ def test_thresholds_table_shows_pass_and_fail(chromium: Browser, tmp_path: Path)
         assert result == ("PASS" if threshold["passed"] else "FAIL")
         assert row["background"] == colours[result]
     assert rows[0]["cells"][1] == "612 ms"  # respond.p99 is a latency
+    assert rows[5]["cells"][1] == "14.2 ms"  # and so is a figure in ms
     assert rows[3]["cells"][1] == "7"  # expectations_failed is a count
     assert {r["cells"][2] for r in rows} == {"PASS", "FAIL"}
 
@@ -390,3 +394,57 @@ def test_the_harness_catches_network_requests_and_console_errors(
     assert "http://127.0.0.1:9/pixel.png" in visit.foreign_requests
     assert "boom" in visit.console_errors
     assert visit.problems()
+
+
+def test_turn_and_handoff_reason_tables() -> None:
+    """Respond latency by turn (numbered from 1), turns per conversation, handoffs by reason."""
+    page = render_html(sample())
+    by_turn = page.split('<table class="by-turn">', 1)[1].split("</table>", 1)[0]
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", by_turn)
+    assert cells[:4] == ["1", "870", "112 ms", "391 ms"]
+    assert cells[-4:] == ["3", "812", "132 ms", "703 ms"]
+    assert "user_requested_human" in page
+    turns = page.split("<h3>Turns per conversation</h3>", 1)[1].split("</table>", 1)[0]
+    assert re.findall(r"<tr><td>(\d+)</td>", turns) == ["0", "1", "2", "3"]
+
+
+def run_bench(tmp_path: Path, *args: str) -> tuple[int, Path, Path]:
+    """A short real run of ``polyai-async bench`` on the embedded fake, with --json and --html."""
+    json_path, html_path = tmp_path / "run.json", tmp_path / "run.html"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [
+            sys.executable, "-m", "polyai_async.cli", "bench", "--quiet",
+            "--json", str(json_path), "--html", str(html_path), *args,
+        ],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert json_path.exists(), done.stdout + done.stderr
+    return done.returncode, json_path, html_path
+
+
+def test_a_real_bench_run_renders_in_chromium(chromium: Browser, tmp_path: Path) -> None:
+    """20 conversations on the embedded fake: the CLI's report is the JSON's, and draws fully."""
+    status, json_path, html_path = run_bench(
+        tmp_path,
+        "--conversations", "20", "--concurrency", "4", "--turns", "3",
+        "--latency", "0.05", "--latency-jitter", "0.05", "--error-rate", "0.05", "--seed", "3",
+        "--max-error-rate", "1",
+        "--threshold", "respond.p99<10s", "--threshold", "create.p50<0.001ms",
+    )  # fmt: skip
+    assert status == 99  # the second threshold cannot hold
+    summary = json.loads(json_path.read_text(encoding="utf-8"))
+    assert summary["schema"] == "polyai-async-bench/2"
+    assert summary["conversations_started"] == 20
+    assert html_path.read_text(encoding="utf-8") == render_html(summary)
+    with open_page(chromium, html_path.as_uri()) as visit:
+        assert visit.problems() == []
+        charts = chart_data(visit.page.content())["charts"]
+        assert [c["id"] for c in charts] == list(CHART_IDS)
+        assert all(c["series"] for c in charts), [c["id"] for c in charts if not c["series"]]
+        assert_charts_drawn(visit.page, charts)
+        results = visit.page.eval_on_selector_all(
+            "table.thresholds .badge", "badges => badges.map(b => b.innerText)"
+        )
+        assert results == ["PASS", "FAIL"]
+        assert visit.page.inner_text("[data-verdict]") == "FAILED"

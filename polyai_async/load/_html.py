@@ -74,7 +74,8 @@ _SECRET_NAME = re.compile(
 # A password in a URL's userinfo, and a bearer token, inside any string shown.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE)
 _BEARER = re.compile(r"(?P<head>\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_LATENCY_EXPRESSION = re.compile(r"\.(?:p\d+|max|mean)\b")
+# A threshold on a latency (``respond.p99<1500ms``, ``generator_lag_p99_ms<10``): its value is ms.
+_LATENCY_EXPRESSION = re.compile(r"\.(?:p\d+|max|mean)\b|_ms\b")
 
 
 def render_html(summary: Mapping[str, Any]) -> str:
@@ -124,6 +125,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
             _chart_sections(charts),
             _latency_table(summary),
             _outcomes(summary),
+            _turns(summary),
             _personas(summary),
             _errors(summary),
             _workers(summary),
@@ -530,33 +532,35 @@ def _outcomes(summary: Mapping[str, Any]) -> str:
     completed = summary.get("conversations_completed")
     failed = summary.get("conversations_failed")
     dropped = summary.get("conversations_dropped")
-    conversations = _key_values(
-        (
-            ("started", _count(started)),
-            ("completed", _count(completed)),
-            ("failed", _count(failed)),
-            ("dropped (arrivals over --max-in-flight)", _count(dropped)),
-            ("ended by the agent", _count(summary.get("ended_by_agent"))),
-            ("handed off", _count(summary.get("handoffs"))),
-            ("turns completed", _count(summary.get("turns_completed"))),
-            ("retries", _count(summary.get("retries"))),
-        )
+    rows: list[tuple[str, str]] = [
+        ("started", _count(started)),
+        ("completed", _count(completed)),
+        ("failed", _count(failed)),
+        ("dropped (arrivals over --max-in-flight)", _count(dropped)),
+    ]
+    optional = (
+        ("conversations_interrupted", "interrupted (cancelled at the end)"),
+        ("in_flight_max", "in flight at most"),
     )
+    rows += [(label, _count(summary[key])) for key, label in optional if key in summary]
+    rows += [
+        ("ended by the agent", _count(summary.get("ended_by_agent"))),
+        ("handed off", _count(summary.get("handoffs"))),
+        ("turns completed", _count(summary.get("turns_completed"))),
+        ("retries", _count(summary.get("retries"))),
+    ]
     bar = _outcome_bar(completed, failed, dropped, started)
-    handoffs = _mapping(summary.get("handoffs_by_destination"), "handoffs_by_destination")
-    if handoffs:
-        most = max(map(_as_count, handoffs.values()), default=0) or 1
-        handoff_rows = "".join(
-            f"<tr><td>{_esc(_scrub(str(dest)))}</td><td class='num'>{_count(n)}</td>"
-            f"<td class='bar-cell'>{_bar(n, most, _COLORS['conversation'])}</td></tr>"
-            for dest, n in sorted(handoffs.items(), key=lambda kv: -_sort_key(kv[1]))
-        )
-        handoff_table = (
-            '<table class="handoffs"><thead><tr><th>destination</th><th class="num">handoffs</th>'
-            f"<th></th></tr></thead><tbody>{handoff_rows}</tbody></table>"
-        )
-    else:
-        handoff_table = '<p class="empty">No handoffs.</p>'
+    handoffs = _counts_table(
+        _mapping(summary.get("handoffs_by_destination"), "handoffs_by_destination"),
+        "destination",
+        "handoffs",
+    )
+    reasons = _mapping(summary.get("handoffs_by_reason"), "handoffs_by_reason")
+    by_reason = (
+        f'<h3 class="later">Handoffs by reason</h3>{_counts_table(reasons, "reason", "handoffs")}'
+        if reasons
+        else ""
+    )
     expectations = _key_values(
         (
             ("checked", _count(summary.get("expectations_checked"))),
@@ -565,13 +569,83 @@ def _outcomes(summary: Mapping[str, Any]) -> str:
     )
     body = (
         '<div class="grid three">'
-        f'<div class="card"><h3>Conversations</h3>{bar}{conversations}</div>'
-        f'<div class="card"><h3>Handoffs by destination</h3>{handoff_table}</div>'
+        f'<div class="card"><h3>Conversations</h3>{bar}{_key_values(rows)}</div>'
+        f'<div class="card"><h3>Handoffs by destination</h3>{handoffs}{by_reason}</div>'
         f'<div class="card"><h3>Expectations</h3>{expectations}'
         '<p class="caption">An unmet expectation is counted, not an error; the personas '
         "table shows an example of each.</p></div></div>"
     )
     return _section("Outcomes", body, "outcomes")
+
+
+def _counts_table(
+    counts: Mapping[str, Any], name: str, what: str, *, largest_first: bool = True
+) -> str:
+    """Counts by name (largest first, or as given), each with a bar scaled to the largest."""
+    if not counts:
+        return f'<p class="empty">No {_esc(what)}.</p>'
+    most = max(map(_as_count, counts.values()), default=0) or 1
+    items = list(counts.items())
+    if largest_first:
+        items.sort(key=lambda kv: -_sort_key(kv[1]))
+    rows = "".join(
+        f"<tr><td>{_esc(_scrub(str(key)))}</td><td class='num'>{_count(n)}</td>"
+        f"<td class='bar-cell'>{_bar(n, most, _COLORS['conversation'])}</td></tr>"
+        for key, n in items
+    )
+    return (
+        f'<table class="counts"><thead><tr><th>{_esc(name)}</th><th class="num">{_esc(what)}</th>'
+        f"<th></th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def _turns(summary: Mapping[str, Any]) -> str:
+    """Respond latency by turn index, and how many turns conversations had."""
+    by_turn = [
+        _mapping(row, "respond_by_turn", i)
+        for i, row in enumerate(_sequence(summary.get("respond_by_turn"), "respond_by_turn"))
+    ]
+    turns_by_count = _mapping(summary.get("turns_by_count"), "turns_by_count")
+    if not by_turn and not turns_by_count:
+        return ""
+    if by_turn:
+        rows = "".join(
+            f"<tr><td>{_turn_number(row.get('turn'))}</td>"
+            f'<td class="num">{_count(row.get("count"))}</td>'
+            f'<td class="num">{_ms(row.get("p50_ms"))}</td>'
+            f'<td class="num">{_ms(row.get("p99_ms"))}</td></tr>'
+            for row in by_turn
+        )
+        latency = (
+            '<table class="by-turn"><thead><tr><th>turn</th><th class="num">calls</th>'
+            '<th class="num">p50</th><th class="num">p99</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+        )
+    else:
+        latency = '<p class="empty">No respond call succeeded.</p>'
+    ordered = dict(sorted(turns_by_count.items(), key=lambda kv: _turns_key(kv[0])))
+    body = (
+        '<div class="grid">'
+        f'<div class="card"><h3>Respond latency by turn</h3>{latency}'
+        '<p class="caption">Turn 1 is the first user message: a later turn that is slower '
+        "points at state the agent builds up.</p></div>"
+        '<div class="card"><h3>Turns per conversation</h3>'
+        f"{_counts_table(ordered, 'turns', 'conversations', largest_first=False)}"
+        '<p class="caption">Fewer turns than the scenario has: the agent ended the '
+        "conversation or handed it off (or a call failed).</p></div></div>"
+    )
+    return _section("Turns", body, "turns")
+
+
+def _turn_number(turn: object) -> str:
+    if isinstance(turn, int) and not isinstance(turn, bool):
+        return f"{turn + 1:,}"
+    return _value(turn)
+
+
+def _turns_key(key: object) -> int:
+    """Turn counts are JSON object keys ("3"): sort them as numbers."""
+    return int(key) if isinstance(key, str) and key.isdigit() else -1
 
 
 def _outcome_bar(completed: object, failed: object, dropped: object, started: object) -> str:
