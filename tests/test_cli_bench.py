@@ -115,6 +115,7 @@ def test_thresholds_that_hold_exit_0(tmp_path: Path) -> None:
         (["--scenario", "missing.yaml"], "missing.yaml: cannot read it"),
         (["--scenario", "x.yaml", "--turns", "3"], "--turns shapes the demo scenario"),
         (["--loop", "trio"], "--loop"),
+        (["--concurrency", "1", "--processes", "2"], "does not split that many ways"),
     ],
 )
 def test_bad_load_options_exit_2_in_one_line(args: list[str], message: str) -> None:
