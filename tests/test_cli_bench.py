@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,7 @@ def test_thresholds_that_hold_exit_0(tmp_path: Path) -> None:
         (["--scenario", "missing.yaml"], "missing.yaml: cannot read it"),
         (["--scenario", "x.yaml", "--turns", "3"], "--turns shapes the demo scenario"),
         (["--loop", "trio"], "--loop"),
+        (["--concurrency", "1", "--processes", "2"], "does not split that many ways"),
     ],
 )
 def test_bad_load_options_exit_2_in_one_line(args: list[str], message: str) -> None:
@@ -137,7 +139,7 @@ def test_open_run_over_two_processes_writes_every_report(tmp_path: Path) -> None
     assert done.stderr == ""
     progress = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert progress, done.stdout
-    assert progress[0].startswith("[5s/6s] started ")
+    assert re.match(r"\[\ds/6s\] started \d+, in flight \d+, done \d+", progress[0])
     assert all(len(line) <= PLAIN_WIDTH and line == line.rstrip() for line in progress)
     report = json.loads(json_path.read_text())
     assert report["processes"] == 2

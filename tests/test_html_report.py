@@ -298,6 +298,7 @@ def test_thresholds_table_shows_pass_and_fail(chromium: Browser, tmp_path: Path)
         assert result == ("PASS" if threshold["passed"] else "FAIL")
         assert row["background"] == colours[result]
     assert rows[0]["cells"][1] == "612 ms"  # respond.p99 is a latency
+    assert rows[5]["cells"][1] == "14.2 ms"  # and so is a figure in ms
     assert rows[3]["cells"][1] == "7"  # expectations_failed is a count
     assert {r["cells"][2] for r in rows} == {"PASS", "FAIL"}
 

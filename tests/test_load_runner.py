@@ -287,3 +287,13 @@ def test_load_package_exports_its_names_sorted_and_documented() -> None:
         value = getattr(load_package, name)
         if callable(value):
             assert value.__doc__, name
+
+
+async def test_constant_arrivals_start_evenly_in_a_real_run() -> None:
+    """At a constant 20/s for 3 s, each second starts 20 conversations (one either way)."""
+    load = Load.open(rate=20, duration=3, arrival="constant")
+    async with FakePolyAI() as fake, fake.client() as client:
+        result = await run_load_async(client, load, FIXED)
+    per_second = [row["conversations_started"] for row in result.summary["timeseries"][:3]]
+    assert per_second == pytest.approx([20, 20, 20], abs=1)
+    assert result.figure("conversations_started") == 60

@@ -379,6 +379,15 @@ def _import_extras() -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A ConfigurationError out of the engine is a bad option, found before anything ran."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _plan(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, ...]]:
     """The scenario, the Load and the thresholds the options describe; UsageError if not."""
     from ..load import (  # noqa: PLC0415 - the load extra is checked first
@@ -571,7 +580,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
             if args.scenario is None
             else None,
         }
-        with view if isinstance(view, LiveView) else contextlib.nullcontext():
+        with (
+            view if isinstance(view, LiveView) else contextlib.nullcontext(),
+            _usage_errors(),
+        ):
             result = run_load(
                 load,
                 scenario,

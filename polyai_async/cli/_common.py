@@ -7,17 +7,20 @@ credentials.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import ipaddress
 import logging
 import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from yarl import URL
 
 from ..testing import FakePolyAI, Faults
+from ..testing.__main__ import OneLineParser, option_names
 from ..testing._agents import _AGENTS
 from ..testing._server import _DEFAULT_CREDENTIALS
 
@@ -33,11 +36,8 @@ class UsageError(Exception):
     """A bad option or combination of options, found after parsing: exit 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(OneLineParser):
     """argparse, but an error is one line (no usage block) and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 # -- argument types: each raises ArgumentTypeError with a message that names the problem -----
@@ -88,11 +88,28 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _base_url(text: str) -> str:
-    url = URL(text) if "://" in text else None
+    try:
+        url = URL(text) if "://" in text else None
+    except ValueError:
+        url = None
     if url is None or url.scheme not in {"http", "https"} or not url.host:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an http(s) URL such as https://api.example.com"
+        )
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise argparse.ArgumentTypeError(
+            f"{_display_url(url)} is plain http to a host other than this machine, which would "
+            "send the API key unencrypted: use https"
         )
     return text
 
@@ -206,8 +223,29 @@ def redact(text: str) -> str:
     return text
 
 
+# The command running, for the prefix of every line this program writes to stderr.
+_running: list[str] = []
+
+
+def set_command(command: str | None) -> None:
+    """Name the subcommand that runs, so errors and warnings say ``polyai-async COMMAND:``."""
+    _running[:] = [command] if command else []
+
+
+def prog() -> str:
+    """``polyai-async`` followed by the running subcommand, as argparse names it."""
+    return " ".join([PROG, *_running])
+
+
 def _fail(message: str) -> None:
-    print(f"{PROG}: error: {redact(' '.join(message.split()))}", file=sys.stderr, flush=True)
+    print(f"{prog()}: error: {redact(' '.join(message.split()))}", file=sys.stderr, flush=True)
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong in ``exc`` in a few words, for the end of a message."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "no answer in time"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _display_url(url: str | URL) -> str:
@@ -225,18 +263,22 @@ def _faults_from(args: argparse.Namespace) -> Faults:
     try:
         return Faults(**options)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        # Faults names its arguments (error_rate); the user typed options (--error-rate).
+        raise UsageError(option_names(str(exc), _FAULT_OPTIONS)) from None
 
 
-def _client_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Settings for a client of the real target that ``--base-url`` or ``--real`` names."""
+def _client_settings(args: argparse.Namespace, *, source: str | None = None) -> dict[str, Any]:
+    """Settings for a client of the real target that ``--base-url`` or ``--real`` names.
+
+    ``source`` names what chose the target in messages (default ``--real`` or ``--base-url``).
+    """
     given = [name for name in _FAULT_OPTIONS if getattr(args, name, None) is not None]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: only the embedded fake server takes these options")
     missing = [name for name in _CREDENTIAL_VARIABLES if not os.environ.get(name)]
     if missing:
-        flag = "--real" if args.real else "--base-url"
+        flag = source or ("--real" if args.real else "--base-url")
         raise UsageError(
             f"{flag} needs credentials: set {', '.join(missing)} (only the embedded fake "
             "server runs without them)"
@@ -266,11 +308,18 @@ def _fake(
 
 
 class _OneLineHandler(logging.Handler):
-    """Log records to stderr (whatever it is now), one line each, never a traceback."""
+    """Log records to stderr (whatever it is now), one line each, never a traceback.
+
+    The library's messages start ``polyai_async:`` for a log without a prefix of its own; here
+    the line already starts with the command's name, so that is dropped. A record's exception
+    is told as its reason, at the end of the line.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = " ".join(record.getMessage().split())
-        print(redact(f"{PROG}: {record.levelname.lower()}: {message}"), file=sys.stderr)
+        message = " ".join(record.getMessage().split()).removeprefix("polyai_async: ")
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f": {reason(record.exc_info[1])}"
+        print(redact(f"{prog()}: {record.levelname.lower()}: {message}"), file=sys.stderr)
 
 
 def _configure_logging() -> None:

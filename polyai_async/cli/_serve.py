@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 from ..testing import FakePolyAI, run_server
-from ._common import _add_fault_options, _fail, _fake, _faults_from, _whole
+from ..testing.__main__ import port_number
+from ._common import _add_fault_options, _fail, _fake, _faults_from
 
 
 def add_parser(commands: Any) -> None:
@@ -21,7 +22,10 @@ def add_parser(commands: Any) -> None:
     where = serve.add_argument_group("server")
     where.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     where.add_argument(
-        "--port", type=_whole(0), default=8000, help="port to listen on; 0 picks one (8000)"
+        "--port",
+        type=port_number,
+        default=8000,
+        help="port to listen on, 0 to 65535; 0 picks a free one (default 8000)",
     )
     where.add_argument(
         "--agent", choices=("demo", "echo"), default="demo", help="who answers (default demo)"

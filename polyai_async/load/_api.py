@@ -141,6 +141,13 @@ def run_load(
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ConfigurationError(f"processes must be a whole number >= 1, got {processes!r}")
     chosen = choose_loop(loop)
+    for index in range(processes):
+        try:
+            load.split(processes, index)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"processes={processes}: the load does not split that many ways ({exc})"
+            ) from None
     client_options = dict(client_settings or {})
     PolyAIClient(**client_options)  # refuse bad settings here, not in a worker process
     common: dict[str, Any] = {

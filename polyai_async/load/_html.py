@@ -74,7 +74,8 @@ _SECRET_NAME = re.compile(
 # A password in a URL's userinfo, and a bearer token, inside any string shown.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE)
 _BEARER = re.compile(r"(?P<head>\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
-_LATENCY_EXPRESSION = re.compile(r"\.(?:p\d+|max|mean)\b")
+# A threshold on a latency (``respond.p99<1500ms``, ``generator_lag_p99_ms<10``): its value is ms.
+_LATENCY_EXPRESSION = re.compile(r"\.(?:p\d+|max|mean)\b|_ms\b")
 
 
 def render_html(summary: Mapping[str, Any]) -> str:

@@ -103,6 +103,17 @@ class _PersonaCounts:
 class Metrics:
     """The figures of one load run, or of several merged; an Observer of conversations.
 
+    Attributes:
+        histograms: HDR histograms by name (``create``, ``respond[0]``, ``conversation``,
+            ``generator_lag``...), values in microseconds; read them with ``histogram()``.
+        counters: ``conversations_started``, ``calls``, ``requests``, ``errors_total``,
+            ``<endpoint>_count``... (see ``count()``).
+        retries: retries by endpoint.
+        errors: ``[count, first message]`` by error class.
+        personas: counts by persona.
+        in_flight: conversations running now.
+        series: the per-second series, by second since ``start`` (see ``seconds()``).
+
     Args:
         start: the ``time.perf_counter()`` value the series counts its seconds from
             (default: now).
@@ -319,20 +330,6 @@ class Metrics:
             second = self.series[t]
             histograms = {e: h for e in ENDPOINTS if (h := second.histogram(e)) is not None}
             yield t, second.counters, second.in_flight, histograms
-
-    def last_second(self) -> dict[str, Any]:
-        """The latest finished second: its counters and p50/p99 per endpoint (for a live view)."""
-        finished = [t for t in self.series if self._current is None or t < self._current.t]
-        if not finished:
-            return {}
-        second = self.series[max(finished)]
-        figures: dict[str, Any] = {"t": second.t, **second.counters, "in_flight": second.in_flight}
-        for endpoint in ENDPOINTS:
-            histogram = second.histogram(endpoint)
-            if histogram is not None and histogram.get_total_count():
-                figures[f"{endpoint}_p50_ms"] = histogram.get_value_at_percentile(50) / 1000
-                figures[f"{endpoint}_p99_ms"] = histogram.get_value_at_percentile(99) / 1000
-        return figures
 
     def snapshot(self) -> dict[str, Any]:
         """The figures a live view needs, small and JSON-safe (sent a second by workers).

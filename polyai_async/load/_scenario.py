@@ -398,7 +398,7 @@ def _scenario(data: object, default_name: str) -> Scenario:
     return Scenario(name=name, create=create, think_time=think_time, personas=parsed)
 
 
-def _recorded(text: str) -> Scenario:
+def _recorded(text: str, name: str) -> Scenario:
     personas = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -416,7 +416,7 @@ def _recorded(text: str) -> Scenario:
         personas.append(Persona(name=name, turns=turns))
     if not personas:
         raise _Bad("", 'holds no conversation: write one {"turns": [...]} a line')
-    return Scenario(name="recorded", personas=tuple(personas))
+    return Scenario(name=name, personas=tuple(personas))
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
@@ -435,7 +435,7 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     suffix = file.suffix.lower()
     try:
         if suffix == ".jsonl":
-            return _recorded(text)
+            return _recorded(text, file.stem)
         if suffix == ".json":
             try:
                 data = orjson.loads(text)
