@@ -32,6 +32,8 @@ Each COMMAND --help lists its options and examples.""",
   polyai-async bench
   polyai-async bench --conversations 200 --concurrency 50 --error-rate 0.05
   polyai-async bench --latency 0.05 --json bench.json --quiet
+  polyai-async bench --rate 20 --duration 2m --threshold 'respond.p99<1500ms'
+  polyai-async bench --scenario support.yaml --rate 0 --stages 30s:10,2m:10 --html report.html
   polyai-async bench --base-url https://staging.example.com
 
 --base-url and --real take their credentials from POLYAI_API_KEY, POLYAI_TOKEN,
