@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -196,6 +197,13 @@ def test_a_summary_of_the_wrong_shape_names_the_field(summary: Any, message: str
     with pytest.raises(ConfigurationError) as caught:
         render_html(summary)
     assert message in str(caught.value)
+
+
+def test_a_load_result_is_refused_with_a_hint() -> None:
+    """Passing the LoadResult instead of its summary says to pass .summary."""
+    result = SimpleNamespace(summary=sample())
+    with pytest.raises(ConfigurationError, match=r"got SimpleNamespace: pass its \.summary"):
+        render_html(result)  # type: ignore[arg-type]
 
 
 def test_write_html_writes_the_rendered_page(tmp_path: Path) -> None:
