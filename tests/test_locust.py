@@ -15,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ class Cluster:
         users: int = 40,
         run_time: str = "10s",
         locustfile: str = LOCUSTFILE,
-        extra: Sequence[str] = (),
+        web_port: int | None = None,
     ) -> None:
         self.dir = tmp_path
         (tmp_path / "locustfile.py").write_text(locustfile)
@@ -124,11 +125,15 @@ class Cluster:
         self.json = tmp_path / "polyai.json"
         self.csv = tmp_path / "stats"
         self.master_log = tmp_path / "master.log"
+        # With a web port: the web UI, started at once (--autostart), instead of --headless.
+        ui = ["--headless"]
+        if web_port is not None:
+            ui = ["--autostart", "--web-host", "127.0.0.1", "--web-port", str(web_port)]
         self.master = locust(
             "-f",
             "locustfile.py",
             "--master",
-            "--headless",
+            *ui,
             "--master-bind-host",
             "127.0.0.1",
             "--master-bind-port",
@@ -148,7 +153,6 @@ class Cluster:
             "--only-summary",
             "--polyai-json",
             str(self.json),
-            *extra,
             cwd=tmp_path,
             output=self.master_log,
         )
@@ -333,3 +337,33 @@ def test_a_lost_worker_is_named_and_the_others_are_merged(tmp_path: Path, fake: 
     assert len(report["workers_missing"]) == 1
     assert report["create_count"] == report["workers"][0]["create_count"] > 0
     assert any("sent no figures" in w for w in report["warnings"])
+
+
+def test_the_web_ui_stop_button_collects_every_worker(tmp_path: Path, fake: Fake) -> None:
+    """Stop in the web UI: the workers drain and report, the master writes the merged report."""
+    web_port = free_port()
+    cluster = Cluster(tmp_path, fake.url, run_time="5m", web_port=web_port)
+    try:
+        cluster.wait_for_requests(fake.url, at_least=300)
+        stop = urllib.request.Request(f"http://127.0.0.1:{web_port}/stop", method="POST")
+        with urllib.request.urlopen(stop, timeout=30) as answer:  # noqa: S310 - loopback
+            assert json.load(answer)["success"] is True
+        deadline = time.monotonic() + 30
+        while not cluster.json.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert cluster.json.exists(), cluster.logs()
+        report = cluster.report()
+        # The workers are still there (a stopped test can be started again) until SIGTERM.
+        assert all(worker.poll() is None for worker in cluster.workers)
+        cluster.master.send_signal(signal.SIGTERM)
+        ended = cluster.wait(timeout=30)
+    finally:
+        cluster.kill()
+    served = fake.stop()
+    assert max(ended) < 15, cluster.logs()
+    assert len(report["workers"]) == 2, report
+    assert report["workers_missing"] == []
+    assert report["create_count"] == sum(w["create_count"] for w in report["workers"]) > 0
+    assert report["conversations_left_open"] == 0
+    assert_every_chat_closed_or_counted(served, report)
+    assert_clean(*cluster.worker_logs)
