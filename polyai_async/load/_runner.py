@@ -63,7 +63,7 @@ async def drive(
     *,
     on_tick: Callable[[Metrics], None] | None = None,
 ) -> None:
-    """Apply ``load`` with ``scenario`` through ``client`` (open), recording into ``metrics``.
+    """Apply ``load`` with ``scenario`` through an open ``client``, recording into ``metrics``.
 
     Returns when the load is over and every conversation has ended (or was cancelled after
     ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second.
