@@ -8,8 +8,10 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -197,6 +199,13 @@ def test_a_summary_of_the_wrong_shape_names_the_field(summary: Any, message: str
     assert message in str(caught.value)
 
 
+def test_a_load_result_is_refused_with_a_hint() -> None:
+    """Passing the LoadResult instead of its summary says to pass .summary."""
+    result = SimpleNamespace(summary=sample())
+    with pytest.raises(ConfigurationError, match=r"got SimpleNamespace: pass its \.summary"):
+        render_html(result)  # type: ignore[arg-type]
+
+
 def test_write_html_writes_the_rendered_page(tmp_path: Path) -> None:
     """write_html writes exactly render_html's page, in UTF-8."""
     summary = sample()
@@ -269,14 +278,23 @@ def test_every_chart_renders_in_chromium(chromium: Browser, tmp_path: Path) -> N
 
 
 def test_the_page_reflows_for_a_narrow_window(chromium: Browser, tmp_path: Path) -> None:
-    """At 800 px the charts stack in one column, wider than half the window, with no overflow."""
-    with open_report(chromium, tmp_path, sample(), width=800) as visit:
+    """Narrowed from 1280 to 800 px, the charts resize into one column and nothing overflows."""
+    canvas_width = (
+        "document.querySelector('[data-chart=latency] canvas').getBoundingClientRect().width"
+    )
+    with open_report(chromium, tmp_path, sample()) as visit:
+        page = visit.page
+        wide = page.evaluate(canvas_width)
+        assert wide < 640  # two columns
+        page.set_viewport_size({"width": 800, "height": 900})
+        # Polled from here: wait_for_function evaluates strings in the page, which its CSP
+        # forbids. 30 s for a busy machine; the page redraws 0.1 s after a resize.
+        deadline = time.monotonic() + 30
+        while page.evaluate(canvas_width) <= 640 and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert 640 < page.evaluate(canvas_width) <= 800
+        assert page.evaluate("document.documentElement.scrollWidth") <= 800
         assert visit.problems() == []
-        width = visit.page.evaluate(
-            "document.querySelector('[data-chart=latency] canvas').getBoundingClientRect().width"
-        )
-        assert 400 < width <= 800
-        assert visit.page.evaluate("document.documentElement.scrollWidth") <= 800
 
 
 def test_thresholds_table_shows_pass_and_fail(chromium: Browser, tmp_path: Path) -> None:

@@ -95,8 +95,12 @@ def render_html(summary: Mapping[str, Any]) -> str:
             shape (the message names it, for example ``summary['timeseries'][3]['t']``).
     """
     if not isinstance(summary, Mapping):
+        hint = (
+            ": pass its .summary" if isinstance(getattr(summary, "summary", None), Mapping) else ""
+        )
         raise ConfigurationError(
-            f"summary must be a mapping (the run's JSON summary), got {type(summary).__name__}"
+            "summary must be a mapping (the run's JSON summary), "
+            f"got {type(summary).__name__}{hint}"
         )
     charts = _charts(summary)
     data = _script_json({"charts": charts})
@@ -373,7 +377,7 @@ def _spectrum_chart(
             )
     xs = sorted(points)
     series = [
-        _series(name, [points[x].get(name) for x in sorted(points)], _COLORS[name], span_gaps=True)
+        _series(name, [points[x].get(name) for x in xs], _COLORS[name], span_gaps=True)
         for name in names
     ]
     return _chart(chart_id, title, caption, xs, series, unit="ms", x_kind="percentile")

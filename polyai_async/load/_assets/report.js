@@ -12,9 +12,10 @@
     return String(Number(number.toFixed(digits)));
   }
 
-  function formatSeconds(v) {
+  // Seconds as "42 s" on a short run and "m:ss" on a long one (span: the axis's extent).
+  function formatSeconds(v, span) {
     if (v == null) return "–";
-    if (Math.abs(v) < 120) return trim(v, 1) + " s";
+    if ((span == null ? Math.abs(v) : span) < 120) return trim(v, 1) + " s";
     var m = Math.floor(v / 60);
     var s = Math.round(v - m * 60);
     return m + ":" + (s < 10 ? "0" : "") + s;
@@ -40,6 +41,9 @@
     var digits = Math.max(0, Math.ceil(x) - 1);
     return trim(p, Math.min(digits + 1, 6)) + " %";
   }
+
+  // Round steps for a time axis in seconds: 1 s ... 30 s, then minutes, then hours.
+  var SECOND_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400];
 
   function percentileSplits(u, axis, min, max) {
     var splits = [];
@@ -67,7 +71,9 @@
     var xFormat = percentile ? formatPercentile : formatSeconds;
     var axisColor = "#475569";
     var grid = { stroke: "#e2e8f0", width: 1 };
-    var series = [{ label: percentile ? "percentile" : "time", value: function (u, v) { return xFormat(v); } }];
+    var series = [
+      { label: percentile ? "percentile" : "time", value: function (u, v) { return xFormat(v); } },
+    ];
     spec.series.forEach(function (s) {
       series.push({
         label: s.label,
@@ -94,8 +100,11 @@
           grid: grid,
           ticks: grid,
           splits: percentile ? percentileSplits : undefined,
+          incrs: percentile ? undefined : SECOND_STEPS,
           values: function (u, splits) {
-            return splits.map(percentile ? percentileTick : formatSeconds);
+            if (percentile) return splits.map(percentileTick);
+            var span = u.scales.x.max;
+            return splits.map(function (v) { return formatSeconds(v, span); });
           },
         },
         {
