@@ -365,6 +365,7 @@ class PolyAIClient:
                 to a human. The API says close "may be called once a human agent has taken
                 over": pass False to leave a handed-off chat open for that side to close.
         """
+        close_after_handoff = check_bool(close_after_handoff, "close_after_handoff")
         created = await self.create_chat(
             channel=channel,
             variant_id=variant_id,
@@ -372,7 +373,6 @@ class PolyAIClient:
             asr_lang_code=asr_lang_code,
             tts_lang_code=tts_lang_code,
         )
-        close_after_handoff = check_bool(close_after_handoff, "close_after_handoff")
         chat = Conversation(self, created)
         try:
             yield chat

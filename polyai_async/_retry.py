@@ -33,6 +33,7 @@ from ._errors import (
     APITimeoutError,
     ConfigurationError,
     PolyAIError,
+    one_line,
 )
 
 __all__ = ["RetryPolicy"]
@@ -278,5 +279,5 @@ class Retrier:
             self.policy.max_attempts,
             error,
             state.upcoming_sleep,
-            f" (correlation id {correlation})" if correlation else "",
+            f" (correlation id {one_line(correlation, 80)})" if correlation else "",
         )
