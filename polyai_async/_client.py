@@ -70,6 +70,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 # Chat answers are a few hundred bytes; anything near this is a proxy's page or an attack.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 _EXCERPT = 120
+# orjson refuses anything nested deeper than 254 levels.
+_MAX_DEPTH = 255
 
 
 def _check_id(conversation_id: object) -> str:
@@ -97,20 +99,26 @@ def _check_mapping(value: object, name: str) -> dict[str, Any] | None:
 
 
 def _check_finite(mapping: dict[str, Any], name: str) -> None:
-    """Refuse NaN and infinities anywhere inside: orjson would send them as null."""
-    stack: list[tuple[object, str]] = [(mapping, name)]
+    """Refuse NaN and infinities anywhere inside: orjson would send them as null.
+
+    Deeper than JSON can go (orjson stops at 255 levels; a dict holding itself never ends) is
+    left for the encoder, which refuses it.
+    """
+    stack: list[tuple[object, str, int]] = [(mapping, name, 0)]
     while stack:
-        value, where = stack.pop()
+        value, where, depth = stack.pop()
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise ConfigurationError(
                     f"{where} is {value!r}, which JSON cannot carry (it would be sent as null): "
                     "send a finite number, a string or None"
                 )
+        elif depth > _MAX_DEPTH:
+            continue
         elif isinstance(value, Mapping):
-            stack.extend((item, f"{where}[{key!r}]") for key, item in value.items())
+            stack.extend((item, f"{where}[{key!r}]", depth + 1) for key, item in value.items())
         elif isinstance(value, list | tuple):
-            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 def _check_channel(value: object) -> Channel | None:
@@ -138,6 +146,10 @@ def _encode(request: object) -> bytes:
         return _models.dumps(request)
     except TypeError as exc:
         raise ConfigurationError(f"the request cannot be sent as JSON: {exc}") from None
+    except RecursionError:  # a dict or list that holds itself, or one nested thousands deep
+        raise ConfigurationError(
+            "the request cannot be sent as JSON: its data holds itself or is nested too deeply"
+        ) from None
 
 
 class _Endpoint(Generic[T]):

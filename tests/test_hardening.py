@@ -504,6 +504,17 @@ async def test_nan_and_infinity_are_refused_before_sending(
     assert server.requests == []
 
 
+async def test_data_that_holds_itself_is_refused_not_walked_forever() -> None:
+    """11: the check for NaN stops where JSON does; the encoder then refuses the cycle."""
+    cyclic: dict[str, Any] = {"x": 1.0}
+    cyclic["self"] = cyclic
+    async with served(answer(REPLY)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            with pytest.raises(ConfigurationError, match="cannot be sent as JSON"):
+                await asyncio.wait_for(client.respond("C", "hi", metadata=cyclic), 10)
+    assert server.requests == []
+
+
 # -- 12. Retry-After -------------------------------------------------------------------------
 
 
