@@ -36,6 +36,7 @@ from ._errors import (
     ConfigurationError,
     PolyAIError,
     ResponseValidationError,
+    detach,
     display_url,
     one_line,
     status_error,
@@ -442,13 +443,17 @@ class PolyAIClient:
             # The first attempt runs here; the retry machinery is entered only on a failure.
             result = await self._attempt(endpoint, body, self.retry_policy.deadline)
         except PolyAIError as error:
-            return await self._retrier.retry(
-                functools.partial(self._attempt, endpoint, body),
-                error,
-                started=started,
-                what=endpoint.what,
-                idempotent=endpoint.idempotent,
-            )
+            try:
+                return await self._retrier.retry(
+                    functools.partial(self._attempt, endpoint, body),
+                    error,
+                    started=started,
+                    what=endpoint.what,
+                    idempotent=endpoint.idempotent,
+                )
+            except PolyAIError as final:
+                detach(final)  # no aiohttp exception, and so no credential, rides along
+                raise
         self._retrier.succeeded()
         return result
 
