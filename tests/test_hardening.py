@@ -535,6 +535,10 @@ async def test_data_that_holds_itself_is_refused_not_walked_forever() -> None:
         ("429=+5", None),
         ("429=inf", None),
         ("429=1e3", None),
+        ("429=Sun, 06 Nov 1994 08:49:37 GMT", 0.0),  # IMF-fixdate, in the past
+        ("429=Sunday, 06-Nov-94 08:49:37 GMT", 0.0),  # RFC 850, obsolete but allowed
+        ("429=Sun Nov  6 08:49:37 1994", 0.0),  # asctime, obsolete but allowed
+        ("429=06 Nov 1994 08:49:37 GMT", None),  # no day name: not an HTTP date
         ("429ms=1500", 1.5),
         ("429ms=nan", None),
         ("429ms=1_000", None),
