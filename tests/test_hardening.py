@@ -375,6 +375,9 @@ NAN, INF = math.nan, math.inf
         (PolyAIClient, {**CREDS, "timeout": NAN}, "timeout"),
         (PolyAIClient, {**CREDS, "timeout": INF}, "timeout"),
         (PolyAIClient, {**CREDS, "allow_insecure_http": "no"}, "allow_insecure_http"),
+        (PolyAIClient, {**CREDS, "version": 1}, "version"),
+        (PolyAIClient, {**CREDS, "base_url": 8080}, "base_url"),
+        (PolyAIClient, {**CREDS, "max_response_bytes": NAN}, "max_response_bytes"),
     ],
 )
 def test_every_configuration_field_refuses_nonsense(
