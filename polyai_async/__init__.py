@@ -1,7 +1,11 @@
 """polyai_async: the asyncio client for the PolyAI Chat API.
 
-Everything public is importable from here; the modules behind it are private.
+Everything public is importable from here; the modules behind it are private. The fake server
+lives in ``polyai_async.testing``; ``from polyai_async import FakePolyAI`` also works, and
+imports it only then, so the library never loads the server it does not use.
 """
+
+from typing import TYPE_CHECKING
 
 from ._client import PolyAIClient
 from ._config import REGIONS, PoolLimits, Timeouts
@@ -67,3 +71,15 @@ __all__ = [
     "Timeouts",
     "Turn",
 ]
+
+if TYPE_CHECKING:
+    from .testing import FakePolyAI as FakePolyAI
+else:
+
+    def __getattr__(name: str) -> object:
+        """``FakePolyAI``, imported from ``polyai_async.testing`` when first asked for."""
+        if name == "FakePolyAI":
+            from .testing import FakePolyAI  # noqa: PLC0415 - lazily: the server is optional
+
+            return FakePolyAI
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The load run behind ``polyai-async bench``: drive conversations, measure them, report (private).
 
-Only ``_cli`` imports this module; rich is imported inside ``render`` alone, so the engine runs
+Only ``cli`` imports this module; rich is imported inside ``render`` alone, so the engine runs
 without it.
 
 A conversation is create, up to ``turns`` responds, then close (always, even after a failure).

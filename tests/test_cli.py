@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,23 +17,24 @@ from typing import Any
 import pytest
 
 from polyai_async import PolyAIClient
-from polyai_async._cli import main
+from polyai_async.cli import build_parser, main
+from polyai_async.cli._common import _configure_logging, set_command
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {
-    "POLYAI_API_KEY": "fake-api-key",
-    "POLYAI_TOKEN": "fake-token",
-    "POLYAI_ACCOUNT_ID": "ACCOUNT-fake",
-    "POLYAI_PROJECT_ID": "PROJECT-fake",
+    "POLYAI_API_KEY": "test-api-key",
+    "POLYAI_TOKEN": "test-token",
+    "POLYAI_ACCOUNT_ID": "ACCOUNT-test",
+    "POLYAI_PROJECT_ID": "PROJECT-test",
 }
 
 
 def run_cli(
     *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m polyai_async._cli`` with a clean POLYAI_* environment plus ``env``."""
+    """Run ``python -m polyai_async.cli`` with a clean POLYAI_* environment plus ``env``."""
     return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "polyai_async._cli", *args],
+        [sys.executable, "-m", "polyai_async.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -193,7 +196,7 @@ async def one_turn(url: str) -> str:
 def test_serve_answers_a_client_and_stops_on_sigint() -> None:
     """serve prints its URL and fake credentials, serves a client, and exits 0 on SIGINT."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "polyai_async._cli", "serve", "--port", "0", "--seed", "1"],
+        [sys.executable, "-m", "polyai_async.cli", "serve", "--port", "0", "--seed", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -252,6 +255,10 @@ def test_chat_ends_on_eof_or_quit(stdin: str) -> None:
         ["chat", "--base-url", "ftp://x"],
         ["chat", "--real", "--seed", "1"],
         ["serve", "--port", "http"],
+        ["serve", "--port", "99999"],
+        ["serve", "--port", "-1"],
+        ["chat", "--base-url", "http://example.com"],
+        ["chat", "--real"],
         ["launch"],
         [],
     ],
@@ -264,8 +271,10 @@ def test_bad_input_is_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
-    assert captured.err.startswith("polyai-async")
-    assert "error:" in captured.err
+    # One prefix for every error: the command that failed, as argparse names it.
+    command = argv[0] if argv and argv[0] in {"bench", "serve", "chat"} else None
+    prefix = "polyai-async " + command if command else "polyai-async"
+    assert captured.err.startswith(f"{prefix}: error: ")
 
 
 def test_the_console_script_reports_an_unknown_subcommand() -> None:
@@ -300,5 +309,96 @@ def test_bench_without_rich_says_what_to_install(
 
 def test_the_library_does_not_import_rich() -> None:
     """Importing polyai_async, or even the command's module, loads no rich."""
-    code = "import sys, polyai_async, polyai_async._cli; assert 'rich' not in sys.modules"
+    code = "import sys, polyai_async, polyai_async.cli; assert 'rich' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0  # noqa: S603
+
+
+def test_usage_errors_found_after_parsing_have_the_same_prefix_and_name_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An error found after parsing starts like argparse's (polyai-async bench: error:) and
+    names the command-line options, not the library's arguments."""
+    assert main(["bench", "--error-rate", "0.6", "--reset-rate", "0.6", "--seed", "1"]) == 2
+    assert main(["chat", "--base-url", "http://127.0.0.1:9"]) == 2
+    bench, chat = capsys.readouterr().err.splitlines()
+    assert bench.startswith("polyai-async bench: error: ")
+    assert chat == (
+        "polyai-async chat: error: --base-url needs credentials: set POLYAI_API_KEY, "
+        "POLYAI_TOKEN, POLYAI_ACCOUNT_ID, POLYAI_PROJECT_ID (only the embedded fake server "
+        "runs without them)"
+    )
+
+
+def test_serve_port_out_of_range_names_the_range(capsys: pytest.CaptureFixture[str]) -> None:
+    """serve --port 99999 says which ports there are, in one line, without a traceback."""
+    assert main(["serve", "--port", "99999"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "polyai-async serve: error: argument --port: 99999 is not a port: use 0 to 65535 "
+        "(0 picks a free one) (see --help)\n"
+    )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the installed version."""
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"polyai-async {importlib.metadata.version('polyai-async')}\n"
+
+
+@pytest.mark.parametrize("command", ["bench", "serve", "chat"])
+def test_help_ends_with_examples_of_the_command(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each command's --help ends with examples that parse as that command."""
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    examples = out.split("\nexamples:\n")[1].split("\n\n")[0].splitlines()
+    assert len(examples) >= 2
+    for example in examples:
+        argv = example.split()
+        assert argv[:2] == ["polyai-async", command], example
+        build_parser().parse_args(argv[1:])  # every example is a valid command line
+
+
+def test_a_warning_from_the_library_is_one_line_with_its_reason(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A library warning logged with an exception prints one line: the command's prefix once,
+    the library's message, and the exception's reason."""
+    _configure_logging()
+    set_command("chat")
+    try:
+        try:
+            raise RuntimeError("the server said no")
+        except RuntimeError:
+            logging.getLogger("polyai_async").warning(
+                "polyai_async: closing conversation %s failed", "CONV-1", exc_info=True
+            )
+    finally:
+        set_command(None)
+    assert capsys.readouterr().err == (
+        "polyai-async chat: warning: closing conversation CONV-1 failed: the server said no\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"POLYAI_ACCOUNT_ID": "a/b"}, "POLYAI_ACCOUNT_ID='a/b' is not a valid id"),
+        ({"POLYAI_REGION": "mars"}, "unknown POLYAI_REGION 'mars'"),
+    ],
+)
+def test_a_bad_setting_is_named_as_the_user_set_it(
+    env: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A setting the library refuses is named by its variable, not the library's argument."""
+    for name, value in {**FAKE_CREDS, **env}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["chat", "--real"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"polyai-async chat: error: {expected}"), err
+    assert "account_id" not in err
+    assert "region " not in err

@@ -49,6 +49,10 @@ def python_blocks() -> list[tuple[str, int, str]]:
 BLOCKS = python_blocks()
 PROGRAMS = [b for b in BLOCKS if "asyncio.run(" in b[2]]
 PYTEST_MODULES = [b for b in BLOCKS if "\nasync def test_" in b[2] or "\ndef test_" in b[2]]
+# The pyproject.toml section the testing page tells a new project to add.
+TESTING_CONFIG = re.findall(r"^```toml\n(.*?)^```", (DOCS / "testing.md").read_text(), re.M | re.S)[
+    0
+]
 
 
 def fake_env(fake: FakePolyAI | None) -> dict[str, str]:
@@ -228,13 +232,20 @@ def test_every_python_block_compiles(block: tuple[str, int, str]) -> None:
 def test_pytest_examples_in_the_docs_pass(
     pytester: pytest.Pytester, block: tuple[str, int, str]
 ) -> None:
-    """A code block of pytest tests passes under pytest with the polyai plugin."""
-    pytester.makeini(
-        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
-    )
+    """A code block of pytest tests passes, warning-free, in a new project configured as the
+    testing page says: pytest-asyncio in its default strict mode."""
+    pytester.makefile(".toml", pyproject=TESTING_CONFIG)
     pytester.makepyfile(test_block=block[2])
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=block[2].count("def test_"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(passed=block[2].count("def test_"), warnings=0)
+    result.stdout.re_match_lines([r"(?i)asyncio: mode=(mode\.)?strict\b"])
+
+
+def test_the_testing_page_configures_strict_mode() -> None:
+    """The configuration the testing page gives a new project sets the loop scope and nothing
+    that turns strict mode off, so the examples above are tested as a new project runs them."""
+    assert 'asyncio_default_fixture_loop_scope = "function"' in TESTING_CONFIG
+    assert "asyncio_mode" not in TESTING_CONFIG
 
 
 def test_snippet_includes_are_well_formed() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import polyai_async
 
@@ -45,3 +47,24 @@ def test_public_names_have_docstrings() -> None:
             if attr.startswith("_") or not callable(member):
                 continue
             assert member.__doc__, f"{name}.{attr}"
+
+
+def test_fake_server_is_importable_from_the_package_lazily() -> None:
+    """``from polyai_async import FakePolyAI`` works, and only then imports the fake server."""
+    code = (
+        "import sys, polyai_async\n"
+        "assert 'polyai_async.testing' not in sys.modules, 'imported too early'\n"
+        "from polyai_async import FakePolyAI\n"
+        "from polyai_async.testing import FakePolyAI as Fake\n"
+        "assert FakePolyAI is Fake\n"
+        "try:\n"
+        "    from polyai_async import NoSuchName\n"
+        "except ImportError as exc:\n"
+        "    assert 'NoSuchName' in str(exc), exc\n"
+        "else:\n"
+        "    raise AssertionError('NoSuchName imported')\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -786,7 +786,22 @@ def test_cli_refuses_bad_fault_options(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as caught:
         main(["--error-rate", "2"])
     assert caught.value.code == 2
-    assert "error_rate must be between 0 and 1" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--error-rate must be between 0 and 1" in err
+    assert err.count("\n") == 1  # one line, no usage block
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_cli_refuses_a_port_out_of_range(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--port outside 0-65535 is a one-line usage error naming the range, not an OverflowError."""
+    with pytest.raises(SystemExit) as caught:
+        main(["--port", port])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m polyai_async.testing: error: argument --port: ")
+    assert "0 to 65535" in err or "whole number" in err
+    assert "Overflow" not in err
+    assert err.count("\n") == 1
 
 
 def test_testing_exports_are_sorted_and_documented() -> None:
@@ -800,3 +815,18 @@ def test_testing_exports_are_sorted_and_documented() -> None:
             continue
         if inspect.isclass(obj) or inspect.isfunction(obj):
             assert inspect.getdoc(obj), name
+
+
+def test_every_fake_accepts_the_same_default_credentials() -> None:
+    """FakePolyAI, python -m polyai_async.testing and the polyai-async command share one set of
+    made-up credentials, so the values one prints work with the others."""
+    from polyai_async.cli._common import _FAKE_CREDENTIALS
+    from polyai_async.testing.__main__ import build_parser
+
+    fake = FakePolyAI()
+    library = {name: getattr(fake, name) for name in ("api_key", "token", "account_id")}
+    library["project_id"] = fake.project_id
+    args = build_parser().parse_args([])
+    module = {name: getattr(args, name) for name in library}
+    assert library == module == _FAKE_CREDENTIALS
+    assert library["api_key"] == "test-api-key"

@@ -151,3 +151,58 @@ def test_auto_mode_and_marker_is_registered(pytester: pytest.Pytester) -> None:
     )
     pytester.runpytest().assert_outcomes(passed=1)
     pytester.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.polyai(**options)*"])
+
+
+def test_strict_mode_needs_no_asyncio_mark_for_tests_using_the_plugin(
+    strict: pytest.Pytester,
+) -> None:
+    """In strict mode an async test that asks for a polyai fixture by name, or carries the polyai
+    mark (on the test, its class or its module), runs with no asyncio mark, without warnings."""
+    strict.makepyfile(
+        test_direct="""
+        import pytest
+
+        @pytest.fixture
+        def my_fake(polyai_fake):
+            return polyai_fake
+
+        async def test_client(polyai_client):
+            assert (await polyai_client.create_chat()).response
+
+        @pytest.mark.polyai(seed=3)
+        async def test_marked_only(my_fake):
+            assert my_fake.running
+
+        class TestInAClass:
+            async def test_method(self, polyai_fake):
+                assert polyai_fake.running
+        """,
+        test_module_mark="""
+        import pytest
+
+        pytestmark = pytest.mark.polyai(seed=1)
+
+        @pytest.fixture
+        def my_fake(polyai_fake):
+            return polyai_fake
+
+        async def test_module_marked(my_fake):
+            assert my_fake.running
+        """,
+    )
+    result = strict.runpytest("-W", "error")
+    result.assert_outcomes(passed=4, warnings=0)
+
+
+def test_strict_mode_leaves_other_async_tests_alone(strict: pytest.Pytester) -> None:
+    """An async test that uses nothing of the plugin is not claimed for asyncio: strict mode
+    still refuses it, as pytest-asyncio would without the plugin."""
+    strict.makepyfile(
+        """
+        async def test_unrelated():
+            pass
+        """
+    )
+    result = strict.runpytest()
+    assert result.parseoutcomes().get("passed", 0) == 0
+    result.stdout.fnmatch_lines(["*async def functions are not natively supported*"])

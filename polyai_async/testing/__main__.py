@@ -8,29 +8,69 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 import orjson
 
 from ._agents import _AGENTS, Agent
 from ._faults import Faults
-from ._server import FakePolyAI, run_server
+from ._server import _DEFAULT_CREDENTIALS, FakePolyAI, run_server
+
+_MAX_PORT = 65535
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage block) and exit 2 (private helper)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: message (see --help)`` on stderr and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on, 0 to 65535 (0 picks a free one); for argparse (private helper).
+
+    Raises:
+        argparse.ArgumentTypeError: ``text`` is not a whole number in that range.
+    """
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= port <= _MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"{port} is not a port: use 0 to {_MAX_PORT} (0 picks a free one)"
+        )
+    return port
+
+
+def option_names(message: str, arguments: Iterable[str]) -> str:
+    """``message`` with the ``arguments`` it names written as command line options.
+
+    ``error_rate`` becomes ``--error-rate``: a message from the library names its arguments, but
+    a command's user typed options (private helper, shared with the CLI).
+    """
+    for argument in arguments:
+        message = re.sub(rf"(?<![\w-]){argument}\b", "--" + argument.replace("_", "-"), message)
+    return message
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Make the command line parser (private helper, shared with ``benchmarks/_fake.py``)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m polyai_async.testing",
         description="Run a fake PolyAI Chat API server; prints its URL on the first line.",
     )
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1")
-    server.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
-    server.add_argument("--api-key", default="test-api-key")
-    server.add_argument("--token", default="test-token")
-    server.add_argument("--account-id", default="ACCOUNT-test")
-    server.add_argument("--project-id", default="PROJECT-test")
+    server.add_argument(
+        "--port", type=port_number, default=0, help="0 to 65535; 0 picks a free port (default)"
+    )
+    for name, value in _DEFAULT_CREDENTIALS.items():
+        server.add_argument("--" + name.replace("_", "-"), default=value, help=f"(default {value})")
     server.add_argument("--version", default="v1", help="the API version in the path")
     server.add_argument("--agent", choices=sorted(_AGENTS), default="demo")
     server.add_argument("--seed", type=int, default=None)
@@ -98,8 +138,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         fake = fake_from_args(args)
     except ValueError as exc:
-        parser.error(str(exc))
-    stats = asyncio.run(run_server(fake, on_ready=lambda running: print(running.url, flush=True)))
+        # Faults names its arguments (error_rate); the user typed options (--error-rate).
+        parser.error(option_names(str(exc), vars(args)))
+    try:
+        stats = asyncio.run(
+            run_server(fake, on_ready=lambda running: print(running.url, flush=True))
+        )
+    except OSError as exc:
+        parser.exit(
+            1,
+            f"{parser.prog}: error: could not listen on {args.host}:{args.port}: "
+            f"{exc.strerror or exc}\n",
+        )
     print(orjson.dumps(stats.as_dict()).decode(), file=sys.stderr, flush=True)
     return 0
 

@@ -33,6 +33,14 @@ __all__ = ["FakePolyAI", "Stats", "run_server"]
 logger = logging.getLogger("polyai_async.testing")
 
 _JSON = "application/json"
+# The credentials a FakePolyAI accepts by default: made up, accepted by nothing else.
+# ``python -m polyai_async.testing`` and the ``polyai-async`` command use the same ones.
+_DEFAULT_CREDENTIALS: dict[str, str] = {
+    "api_key": "test-api-key",
+    "token": "test-token",
+    "account_id": "ACCOUNT-test",
+    "project_id": "PROJECT-test",
+}
 _CHANNELS = ", ".join(c.value for c in Channel)
 _CHANNEL_VALUES = frozenset(c.value for c in Channel)
 _METHODS = {"create": "POST", "respond": "POST", "close": "PUT"}

@@ -69,3 +69,11 @@ async def testing_use() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     asyncio.run(testing_use())
+
+
+def fake_from_the_package() -> None:
+    # The lazy export is typed as the class itself, and a typo is still an error.
+    from polyai_async import FakePolyAI as PackageFake
+
+    fake: FakePolyAI = PackageFake(seed=1)
+    assert not fake.running

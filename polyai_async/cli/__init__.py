@@ -1,0 +1,127 @@
+"""The ``polyai-async`` command: ``bench`` (load), ``serve`` (a fake API) and ``chat``.
+
+Nothing in the library imports this module. rich (the ``cli`` extra) is imported only by
+``bench``, which needs it for its progress bar and report; ``serve`` and ``chat`` print plain
+text. Every failure ends in one line on stderr: usage errors exit 2, anything else 1, an
+interrupt 130. No line this command prints ever holds the API key or the connector token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import sys
+from collections.abc import Callable, Sequence
+
+from .._errors import PolyAIError
+from . import _bench, _chat, _serve
+from ._common import (
+    PROG,
+    UsageError,
+    _configure_logging,
+    _fail,
+    _Parser,
+    cli_words,
+    prog,
+    redact,
+    set_command,
+)
+
+__all__ = ["build_parser", "main", "redact"]
+
+
+# Shown at the end of each command's --help; indented lines are printed as they are.
+_EXAMPLES = {
+    None: """examples:
+  polyai-async bench              load test against an embedded fake server
+  polyai-async serve --port 0     run a fake API; export the settings it prints
+  polyai-async chat               chat with the fake's demo agent
+
+Each COMMAND --help lists its options and examples.""",
+    "bench": """examples:
+  polyai-async bench
+  polyai-async bench --conversations 200 --concurrency 50 --error-rate 0.05
+  polyai-async bench --latency 0.05 --json bench.json --quiet
+  polyai-async bench --base-url https://staging.example.com
+
+--base-url and --real take their credentials from POLYAI_API_KEY, POLYAI_TOKEN,
+POLYAI_ACCOUNT_ID and POLYAI_PROJECT_ID.""",
+    "serve": """examples:
+  polyai-async serve
+  polyai-async serve --port 0 --agent echo
+  polyai-async serve --error-rate 0.1 --latency 0.2 --seed 7""",
+    "chat": """examples:
+  polyai-async chat
+  polyai-async chat --agent echo
+  polyai-async chat --real
+
+The agent is the one at --base-url, else at POLYAI_BASE_URL, else in --real's region
+(POLYAI_REGION), as for the library; with none of them, an embedded fake server's. To chat
+with a polyai-async serve in another terminal, export the settings it prints, then run
+polyai-async chat. In the chat, /help lists the commands.""",
+}
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help, but indented lines of an epilog (the examples) are kept as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for paragraph in text.split("\n\n"):
+            lines = paragraph.splitlines()
+            if any(line.startswith("  ") for line in lines):
+                paragraphs.append("\n".join(indent + line for line in lines))
+            else:
+                paragraphs.append(super()._fill_text(paragraph, width, indent))
+        return "\n\n".join(paragraphs)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("polyai-async")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Make the parser of the whole command, subcommands included."""
+    parser = _Parser(
+        prog=PROG,
+        description="Tools around the PolyAI Chat API client: load benchmark, fake server, chat.",
+        epilog=_EXAMPLES[None],
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (_bench, _serve, _chat):
+        module.add_parser(commands)
+    for name, command in commands.choices.items():
+        command.epilog = _EXAMPLES[name]
+        command.formatter_class = _Formatter
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status (0 ok, 1 failure, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    _configure_logging()
+    set_command(None)
+    try:
+        args = parser.parse_args(argv)
+        set_command(args.command)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    except UsageError as exc:
+        _fail(cli_words(str(exc)))
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog()}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except PolyAIError as exc:
+        _fail(str(exc))
+        return 1
+    except Exception as exc:  # anything unforeseen: still one line, never a traceback
+        _fail(f"{type(exc).__name__}: {exc}")
+        return 1

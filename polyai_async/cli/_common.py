@@ -1,0 +1,354 @@
+"""What every ``polyai-async`` command shares.
+
+Option types, target and fault options, the error line, redaction, logging and the fake
+credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from yarl import URL
+
+from ..testing import FakePolyAI, Faults
+from ..testing.__main__ import OneLineParser, option_names
+from ..testing._agents import _AGENTS
+from ..testing._server import _DEFAULT_CREDENTIALS
+
+PROG = "polyai-async"
+_CREDENTIAL_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN", "POLYAI_ACCOUNT_ID", "POLYAI_PROJECT_ID")
+_SECRET_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN")
+# The embedded server's credentials: made up, the fake's defaults (the same as FakePolyAI's and
+# ``python -m polyai_async.testing``'s), accepted only by the fake this command starts.
+_FAKE_CREDENTIALS: dict[str, str] = dict(_DEFAULT_CREDENTIALS)
+
+
+class UsageError(Exception):
+    """A bad option or combination of options, found after parsing: exit 2."""
+
+
+class _Parser(OneLineParser):
+    """argparse, but an error is one line (no usage block) and exit 2."""
+
+
+# -- argument types: each raises ArgumentTypeError with a message that names the problem -----
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a rate between 0 and 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds >= 0")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _base_url(text: str) -> str:
+    try:
+        url = URL(text) if "://" in text else None
+    except ValueError:
+        url = None
+    if url is None or url.scheme not in {"http", "https"} or not url.host:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an http(s) URL such as https://api.example.com"
+        )
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise argparse.ArgumentTypeError(
+            f"{_display_url(url)} is plain http to a host other than this machine, which would "
+            "send the API key unencrypted: use https"
+        )
+    return text
+
+
+def _budget(text: str) -> int | None:
+    if text.lower() in {"off", "none"}:
+        return None
+    return _whole(0)(text)
+
+
+def _json_path(text: str) -> Path:
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    if not path.absolute().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory of {text!r} does not exist")
+    return path
+
+
+# -- options shared by commands -----------------------------------------------------------
+
+
+def _add_fault_options(parser: argparse.ArgumentParser) -> None:
+    # Every default is None, so bench can tell a fault option given for a real target.
+    faults = parser.add_argument_group("faults injected by the fake server")
+    faults.add_argument(
+        "--error-rate", type=_rate, metavar="F", help="share of requests answered 500 (0 to 1)"
+    )
+    faults.add_argument(
+        "--rate-limit-rate",
+        type=_rate,
+        metavar="F",
+        help="share of requests answered 429 with Retry-After (0 to 1)",
+    )
+    faults.add_argument(
+        "--retry-after",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the Retry-After of those 429s (default 1)",
+    )
+    faults.add_argument(
+        "--reset-rate",
+        type=_rate,
+        metavar="F",
+        help="share of requests whose connection is reset before any answer (0 to 1)",
+    )
+    faults.add_argument(
+        "--malformed-rate",
+        type=_rate,
+        metavar="F",
+        help="share of requests answered 200 with a body that is not JSON (0 to 1)",
+    )
+    faults.add_argument(
+        "--latency", type=_seconds, metavar="SECONDS", help="delay added to every request"
+    )
+    faults.add_argument(
+        "--latency-jitter",
+        type=_seconds,
+        metavar="SECONDS",
+        help="up to this much more delay, uniformly random",
+    )
+    faults.add_argument(
+        "--seed", type=int, metavar="N", help="seed the fake's faults and ids (repeatable runs)"
+    )
+
+
+_FAULT_OPTIONS = (
+    "error_rate",
+    "rate_limit_rate",
+    "retry_after",
+    "reset_rate",
+    "malformed_rate",
+    "latency",
+    "latency_jitter",
+    "seed",
+)
+
+
+def _add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
+    target = parser.add_argument_group("target (default: an embedded fake server)")
+    choice = target.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--base-url",
+        type=_base_url,
+        metavar="URL",
+        help=f"{what} this API origin; credentials come from POLYAI_API_KEY, POLYAI_TOKEN, "
+        "POLYAI_ACCOUNT_ID and POLYAI_PROJECT_ID",
+    )
+    choice.add_argument(
+        "--real",
+        action="store_true",
+        help=f"{what} the real API: region (POLYAI_REGION) and credentials from the POLYAI_* "
+        "variables",
+    )
+
+
+# -- shared helpers ------------------------------------------------------------------------
+
+
+def _secrets() -> list[str]:
+    secrets = [os.environ.get(name, "") for name in _SECRET_VARIABLES]
+    secrets += [_FAKE_CREDENTIALS["api_key"], _FAKE_CREDENTIALS["token"]]
+    # Longest first, so a secret that contains another is hidden whole.
+    return sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """Hide any credential from the environment in ``text`` (a last line of defence)."""
+    for secret in _secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+# The command running, for the prefix of every line this program writes to stderr.
+_running: list[str] = []
+
+
+def set_command(command: str | None) -> None:
+    """Name the subcommand that runs, so errors and warnings say ``polyai-async COMMAND:``."""
+    _running[:] = [command] if command else []
+
+
+def prog() -> str:
+    """``polyai-async`` followed by the running subcommand, as argparse names it."""
+    return " ".join([PROG, *_running])
+
+
+def _fail(message: str) -> None:
+    print(f"{prog()}: error: {redact(' '.join(message.split()))}", file=sys.stderr, flush=True)
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong in ``exc`` in a few words, for the end of a message."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return "no answer in time"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# The library's arguments as this command's user sets them: credentials and region through
+# the environment, the origin through --base-url.
+_ARGUMENT_WORDS = {
+    "api_key": "POLYAI_API_KEY",
+    "token": "POLYAI_TOKEN",
+    "account_id": "POLYAI_ACCOUNT_ID",
+    "project_id": "POLYAI_PROJECT_ID",
+    "region": "POLYAI_REGION",
+    "base_url": "--base-url",
+}
+
+
+def cli_words(message: str) -> str:
+    """``message`` from the library in this command's words.
+
+    The library names its arguments (``account_id``); this command's user sets a variable
+    (``POLYAI_ACCOUNT_ID``) or an option (``--base-url``).
+    """
+    for argument, word in _ARGUMENT_WORDS.items():
+        message = re.sub(rf"(?<![\w-]){argument}(?![\w])", word, message)
+    return message
+
+
+def _display_url(url: str | URL) -> str:
+    """An origin fit to print: any user and password in it are dropped."""
+    return str(URL(str(url)).with_user(None))
+
+
+def _faults_from(args: argparse.Namespace) -> Faults:
+    """The Faults the fault options describe; UsageError if they do not fit together."""
+    options = {
+        name: getattr(args, name)
+        for name in _FAULT_OPTIONS
+        if name != "seed" and getattr(args, name) is not None
+    }
+    try:
+        return Faults(**options)
+    except ValueError as exc:
+        # Faults names its arguments (error_rate); the user typed options (--error-rate).
+        raise UsageError(option_names(str(exc), _FAULT_OPTIONS)) from None
+
+
+def _client_settings(args: argparse.Namespace, *, source: str | None = None) -> dict[str, Any]:
+    """Settings for a client of the real target that ``--base-url`` or ``--real`` names.
+
+    ``source`` names what chose the target in messages (default ``--real`` or ``--base-url``).
+    """
+    given = [name for name in _FAULT_OPTIONS if getattr(args, name, None) is not None]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags}: only the embedded fake server takes these options")
+    missing = [name for name in _CREDENTIAL_VARIABLES if not os.environ.get(name)]
+    if missing:
+        flag = source or ("--real" if args.real else "--base-url")
+        raise UsageError(
+            f"{flag} needs credentials: set {', '.join(missing)} (only the embedded fake "
+            "server runs without them)"
+        )
+    return {"base_url": args.base_url} if args.base_url else {}
+
+
+def _fake(
+    *,
+    agent: str,
+    seed: int | None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    faults: Faults | None = None,
+) -> FakePolyAI:
+    return FakePolyAI(
+        host=host,
+        port=port,
+        api_key=_FAKE_CREDENTIALS["api_key"],
+        token=_FAKE_CREDENTIALS["token"],
+        account_id=_FAKE_CREDENTIALS["account_id"],
+        project_id=_FAKE_CREDENTIALS["project_id"],
+        agent=_AGENTS[agent](),
+        faults=faults,
+        seed=seed,
+    )
+
+
+class _OneLineHandler(logging.Handler):
+    """Log records to stderr (whatever it is now), one line each, never a traceback.
+
+    The library's messages start ``polyai_async:`` for a log without a prefix of its own; here
+    the line already starts with the command's name, so that is dropped. A record's exception
+    is told as its reason, at the end of the line.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = " ".join(record.getMessage().split()).removeprefix("polyai_async: ")
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f": {reason(record.exc_info[1])}"
+        print(redact(f"{prog()}: {record.levelname.lower()}: {message}"), file=sys.stderr)
+
+
+def _configure_logging() -> None:
+    # On the root logger, so bench can silence the client's retry warnings while it counts
+    # them (it stops their propagation for the run).
+    root = logging.getLogger()
+    if not any(isinstance(h, _OneLineHandler) for h in root.handlers):
+        root.addHandler(_OneLineHandler(logging.WARNING))
