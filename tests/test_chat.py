@@ -34,6 +34,8 @@ class SlowAgent:
             with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(self.release.wait(), self.delay)
             return "finally"
+        if message == "bye":
+            return AgentReply("Goodbye!", end_conversation=True)
         return f"echo {message}"
 
 
@@ -207,7 +209,8 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
     slow_fake: tuple[FakePolyAI, SlowAgent],
 ) -> None:
     """In a terminal: arrow keys edit the line and recall the last one (readline), a waiting
-    indicator shows while the agent is slow, and Ctrl-C at the prompt leaves cleanly."""
+    indicator shows while the agent is slow, a conversation the agent ended offers /new, and
+    Ctrl-C at the prompt leaves cleanly."""
     pytest.importorskip("readline", reason="line editing needs Python's readline module")
     fake, agent = slow_fake
     agent.delay = 1.5
@@ -254,6 +257,15 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
         await expect("agent is answering")
         await expect("agent: finally")
         await expect("you> ")
+        os.write(master, b"bye\r")  # the agent ends it: in a terminal, the chat goes on
+        await expect("-- /new starts another conversation, /quit leaves")
+        await expect("you> ")
+        os.write(master, b"anyone?\r")
+        await expect("-- the agent has ended this conversation: /new starts another")
+        await expect("you> ")
+        os.write(master, b"/new\r")
+        await expect("-- new conversation")
+        await expect("you> ")
         proc.send_signal(signal.SIGINT)
         await expect(" closed.")
         assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 130
@@ -263,7 +275,10 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
             proc.kill()
             await proc.wait()
         os.close(master)
-    (cid,) = fake.conversations
-    assert fake.turns[cid] == ["hello", "hello", "slow"]
+    first, second = fake.conversations
+    assert fake.turns[first] == ["hello", "hello", "slow", "bye"]  # "anyone?" was not sent
+    assert fake.conversations[first].closed
+    assert fake.conversations[second].closed
     assert "^[[" not in screen
-    assert f"-- interrupted: closing conversation {cid}" in screen
+    assert f"-- /new: closing conversation {first}" in screen
+    assert f"-- interrupted: closing conversation {second}" in screen

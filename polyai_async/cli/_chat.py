@@ -256,8 +256,10 @@ class _Chat:
             _fail(f"the agent did not answer: {reason(exc)}")
             return self._leave("error", 1)
         self._show(reply)
-        if reply.end_conversation and not self.interactive:
-            return self._leave("the agent ended it", 0)
+        if reply.end_conversation:
+            if not self.interactive:  # a script has nobody to start another conversation
+                return self._leave("the agent ended it", 0)
+            print("-- /new starts another conversation, /quit leaves", flush=True)
         return None
 
     async def _create(self) -> Conversation:
