@@ -10,7 +10,7 @@ nox.options.default_venv_backend = "venv"
 
 @nox.session(python=["3.10", "3.11", "3.12", "3.13"])
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[test,cli]")
+    session.install("-e", ".[test,cli,bench]")
     session.run("python", "-m", "pytest", *session.posargs)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import platform
 import re
@@ -32,7 +33,7 @@ RATIOS = {
 # The instruction phase: the contenders it counts, and so the RATIOS it prices (httpx would take
 # an hour under valgrind, and its ratio is far from its threshold).
 INSTRUCTION_CONTENDERS = ("polyai_async", "aiohttp", "polyai_async_no_retry")
-_INSTRUCTIONS = re.compile(r"^==\d+== I\s+refs:\s+([\d,]+)\s*$", re.MULTILINE)
+_INSTRUCTIONS = re.compile(r"^==(\d+)== I\s+refs:\s+([\d,]+)\s*$", re.MULTILINE)
 # The fault run: 5% of requests fail after the server processed them (2.5% 500, 2.5% reset).
 FAULT_ARGS = ("--error-rate", "0.025", "--reset-rate", "0.025", "--after-processing")
 
@@ -80,6 +81,9 @@ class Plan:
             scale=((1, 2), (10, 10)),
             fault_conversations=20,
             fault_concurrency=10,
+            # The instruction phase runs beside the others (see run_suite): no pinning of
+            # both onto one core.
+            pin_cpus=False,
         )
 
 
@@ -140,12 +144,18 @@ def _measure(spec: dict[str, Any], cpu: int | None = None) -> dict[str, Any]:
     return _run_workload(spec, cpu)[0]
 
 
-def counted_instructions(valgrind_stderr: str) -> int:
-    """The instruction count cachegrind reports on exit (``==PID== I   refs:  1,234,567``)."""
-    found = _INSTRUCTIONS.search(valgrind_stderr)
-    if found is None:
-        raise RuntimeError(f"cachegrind reported no instruction count:\n{valgrind_stderr[-2000:]}")
-    return int(found.group(1).replace(",", ""))
+def counted_instructions(valgrind_stderr: str, pid: int | None = None) -> int:
+    """The instruction count cachegrind reports on exit (``==PID== I   refs:  1,234,567``).
+
+    With ``pid``, the count of that process (a forked child reports its own).
+    """
+    for found in _INSTRUCTIONS.finditer(valgrind_stderr):
+        if pid is None or int(found.group(1)) == pid:
+            return int(found.group(2).replace(",", ""))
+    whose = "" if pid is None else f" for process {pid}"
+    raise RuntimeError(
+        f"cachegrind reported no instruction count{whose}:\n{valgrind_stderr[-2000:]}"
+    )
 
 
 def spread(values: Sequence[float | None]) -> dict[str, float | None]:
@@ -286,7 +296,8 @@ def run_instructions(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     """Client instructions per request, counted by valgrind: a figure the machine's noise spares.
 
     Each contender runs the workload twice under ``valgrind --tool=cachegrind`` (small and large
-    ``instruction_conversations``); the difference in instructions over the difference in
+    ``instruction_conversations``), in two children forked by one process after its imports
+    (``benchmarks._workload.forked``); the difference in instructions over the difference in
     requests is what one more request costs, start-up and warm-up cancelled out. Skipped,
     saying so, when valgrind is not installed.
     """
@@ -301,19 +312,21 @@ def run_instructions(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
     contenders: dict[str, Any] = {}
     with ServerProcess(cpu=server_cpu) as server:
         for name in plan.instruction_contenders:
-            counts = []
-            for conversations in (small, large):
-                spec = _spec(
-                    plan,
-                    server.url,
-                    name,
-                    conversations=conversations,
-                    concurrency=plan.concurrency,
-                    warmup=plan.warmup,
-                    sample_rss=False,
-                )
-                result, err = _run_workload(spec, client_cpu, prefix)
-                counts.append((result["requests"], counted_instructions(err)))
+            spec = _spec(
+                plan,
+                server.url,
+                name,
+                conversations=small,
+                concurrency=plan.concurrency,
+                warmup=plan.warmup,
+                sample_rss=False,
+                fork_conversations=[small, large],
+            )
+            result, err = _run_workload(spec, client_cpu, prefix)
+            counts = [
+                (run["requests"], counted_instructions(err, pid=run["pid"]))
+                for run in result["runs"]
+            ]
             (requests_small, small_count), (requests_large, large_count) = counts
             per_request = (large_count - small_count) / (requests_large - requests_small)
             contenders[name] = {
@@ -407,10 +420,17 @@ def run_suite(plan: Plan, log: Callable[[str], None]) -> dict[str, Any]:
         "machine": machine(),
         "plan": attrs.asdict(plan),
     }
-    result["contenders"] = run_contenders(plan, log)
-    result["scale"] = run_scale(plan, log)
-    result["faults"] = run_faults(plan, log)
-    result["instructions"] = run_instructions(plan, log)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as beside:
+        # A smoke run's timings mean nothing, and an instruction count does not depend on the
+        # machine's load: it counts beside the other phases instead of after them (valgrind
+        # is most of a smoke run's time). A real run measures one thing at a time.
+        counting = beside.submit(run_instructions, plan, log) if plan.smoke else None
+        result["contenders"] = run_contenders(plan, log)
+        result["scale"] = run_scale(plan, log)
+        result["faults"] = run_faults(plan, log)
+        result["instructions"] = (
+            counting.result() if counting is not None else run_instructions(plan, log)
+        )
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - started
     return result

@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import importlib
 import math
+import os
 import resource
 import sys
 import threading
 import time
+import traceback
 from array import array
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -349,9 +352,61 @@ async def measure(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# What each contender imports, loaded before forking so the children share it (see forked).
+_LIBRARIES = {
+    "polyai_async": "polyai_async",
+    "polyai_async_no_retry": "polyai_async",
+    "aiohttp": "aiohttp",
+    "httpx": "httpx",
+}
+
+
+def forked(spec: dict[str, Any], conversations: list[int]) -> list[dict[str, Any]]:
+    """Measure once per number of ``conversations``, each in a child forked after the imports.
+
+    For the instruction phase under valgrind: the process starts and imports once (most of a
+    run's instructions under valgrind, and most of its time), then each child counts from the
+    same point, so the difference between two children's counts is the work of the extra
+    conversations alone. The children are forked back to back, before either runs, so they
+    inherit the same count; they run side by side (an instruction count does not depend on
+    the machine's load). Each result carries its child's ``pid``, the ``==PID==`` of its
+    valgrind summary.
+    """
+    importlib.import_module(_LIBRARIES[spec["contender"]])
+    children: list[tuple[int, int]] = []
+    for count in conversations:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: measure, write the figures, leave without cleanup of ours
+            os.close(read_end)
+            status = 1
+            try:
+                result = asyncio.run(measure({**spec, "conversations": count}))
+                os.write(write_end, orjson.dumps({"pid": os.getpid(), **result}))
+                status = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        children.append((pid, read_end))
+    results = []
+    for pid, read_end in children:
+        with os.fdopen(read_end, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or not data:
+            raise RuntimeError(f"the forked measurement {pid} failed (status {status})")
+        results.append(orjson.loads(data))
+    return results
+
+
 def main(argv: list[str]) -> int:
     spec = orjson.loads(argv[0])
-    result = asyncio.run(measure(spec))
+    if "fork_conversations" in spec:
+        result: Any = {"runs": forked(spec, spec["fork_conversations"])}
+    else:
+        result = asyncio.run(measure(spec))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -14,6 +15,7 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 import cattrs
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import _models
@@ -21,6 +23,7 @@ from ._config import (
     DEFAULT_REGION,
     PoolLimits,
     Timeouts,
+    check_bool,
     check_header_value,
     check_segment,
     resolve_base_url,
@@ -34,6 +37,9 @@ from ._errors import (
     ConfigurationError,
     PolyAIError,
     ResponseValidationError,
+    detach,
+    display_url,
+    one_line,
     status_error,
     transport_error,
 )
@@ -66,6 +72,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 # Chat answers are a few hundred bytes; anything near this is a proxy's page or an attack.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 _EXCERPT = 120
+# orjson refuses anything nested deeper than 254 levels.
+_MAX_DEPTH = 255
 
 
 def _check_id(conversation_id: object) -> str:
@@ -87,7 +95,32 @@ def _check_mapping(value: object, name: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be a dict or None, not {type(value).__name__}")
-    return dict(value)
+    mapping = dict(value)
+    _check_finite(mapping, name)
+    return mapping
+
+
+def _check_finite(mapping: dict[str, Any], name: str) -> None:
+    """Refuse NaN and infinities anywhere inside: orjson would send them as null.
+
+    Deeper than JSON can go (orjson stops at 255 levels; a dict holding itself never ends) is
+    left for the encoder, which refuses it.
+    """
+    stack: list[tuple[object, str, int]] = [(mapping, name, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConfigurationError(
+                    f"{where} is {value!r}, which JSON cannot carry (it would be sent as null): "
+                    "send a finite number, a string or None"
+                )
+        elif depth > _MAX_DEPTH:
+            continue
+        elif isinstance(value, Mapping):
+            stack.extend((item, f"{where}[{key!r}]", depth + 1) for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 def _check_channel(value: object) -> Channel | None:
@@ -115,6 +148,10 @@ def _encode(request: object) -> bytes:
         return _models.dumps(request)
     except TypeError as exc:
         raise ConfigurationError(f"the request cannot be sent as JSON: {exc}") from None
+    except RecursionError:  # a dict or list that holds itself, or one nested thousands deep
+        raise ConfigurationError(
+            "the request cannot be sent as JSON: its data holds itself or is nested too deeply"
+        ) from None
 
 
 class _Endpoint(Generic[T]):
@@ -144,7 +181,8 @@ class PolyAIClient:
         token: the connector token from Agent Studio (``X-TOKEN``); default ``POLYAI_TOKEN``.
         account_id: the account (workspace) id; default ``POLYAI_ACCOUNT_ID``.
         project_id: the project id; default ``POLYAI_PROJECT_ID``.
-        region: ``us-1``, ``uk-1`` or ``euw-1``; default ``POLYAI_REGION``, else ``us-1``.
+        region: ``us-1``, ``uk-1``, ``euw-1`` or ``studio`` (the self-serve Agent Studio,
+            ``https://api.studio.poly.ai``); default ``POLYAI_REGION``, else ``us-1``.
         base_url: any other origin (a fake server, a proxy); overrides the region's host;
             default ``POLYAI_BASE_URL``. Plain ``http://`` only to loopback, unless
             ``allow_insecure_http``.
@@ -188,6 +226,7 @@ class PolyAIClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
     ) -> None:
+        allow_insecure_http = check_bool(allow_insecure_http, "allow_insecure_http")
         api_key = check_header_value(setting(api_key, "api_key", "POLYAI_API_KEY"), "api_key")
         token = check_header_value(setting(token, "token", "POLYAI_TOKEN"), "token")
         self.account_id = check_segment(
@@ -221,14 +260,19 @@ class PolyAIClient:
         self._owns_pool = pool is None
         self.pool = pool if pool is not None else SessionPool(limits=limits or PoolLimits())
 
-        # Built once: every call reuses these.
-        self._headers = {
+        headers = {
             "X-API-KEY": api_key,
             "X-TOKEN": token,
             "Content-Type": "application/json",
             "Accept": "application/json",
+            # Chat answers are a few hundred bytes: compression saves nothing, and a compressed
+            # answer could inflate far past max_response_bytes (the pool does not decode one).
+            "Accept-Encoding": "identity",
             "User-Agent": _USER_AGENT,
         }
+        # Built once: every call reuses these. A multidict, because aiohttp copies a plain dict
+        # into one on every request (some 5,000 instructions of a request's ~590,000).
+        self._headers = CIMultiDictProxy(CIMultiDict(headers))
         chat = self.base_url / self.version / self.account_id / self.project_id / "chat"
         self._create = _Endpoint("POST", chat / "create", CreateChatResponse, "create_chat", False)
         self._respond = _Endpoint("POST", chat / "respond", RespondChatResponse, "respond", False)
@@ -337,6 +381,7 @@ class PolyAIClient:
                 to a human. The API says close "may be called once a human agent has taken
                 over": pass False to leave a handed-off chat open for that side to close.
         """
+        close_after_handoff = check_bool(close_after_handoff, "close_after_handoff")
         created = await self.create_chat(
             channel=channel,
             variant_id=variant_id,
@@ -378,7 +423,7 @@ class PolyAIClient:
 
     def __repr__(self) -> str:
         return (
-            f"<PolyAIClient {self.base_url} account_id={self.account_id!r} "
+            f"<PolyAIClient {display_url(self.base_url)} account_id={self.account_id!r} "
             f"project_id={self.project_id!r}{' closed' if self._closed else ''}>"
         )
 
@@ -392,18 +437,26 @@ class PolyAIClient:
     async def _call(self, endpoint: _Endpoint[T], body: bytes) -> T:
         if self._closed:
             raise ClientClosedError(f"{endpoint.what}: this PolyAIClient is closed; make a new one")
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        host = self._host
+        if host is not None and host.loop is not loop:
+            self._host = None  # made under another asyncio.run: this loop needs its own session
         try:
             # The first attempt runs here; the retry machinery is entered only on a failure.
             result = await self._attempt(endpoint, body, self.retry_policy.deadline)
         except PolyAIError as error:
-            return await self._retrier.retry(
-                functools.partial(self._attempt, endpoint, body),
-                error,
-                started=started,
-                what=endpoint.what,
-                idempotent=endpoint.idempotent,
-            )
+            try:
+                return await self._retrier.retry(
+                    functools.partial(self._attempt, endpoint, body),
+                    error,
+                    started=started,
+                    what=endpoint.what,
+                    idempotent=endpoint.idempotent,
+                )
+            except PolyAIError as final:
+                detach(final)  # no aiohttp exception, and so no credential, rides along
+                raise
         self._retrier.succeeded()
         return result
 
@@ -425,25 +478,31 @@ class PolyAIClient:
                 finally:
                     gate.release()
         except asyncio.TimeoutError:
-            if admitted:
-                raise APITimeoutError(
-                    f"{endpoint.what} failed: timed out waiting for the answer"
-                ) from None
-            raise APITimeoutError(
-                f"{endpoint.what} failed: no connection came free in time (all "
-                f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
-                request_sent=False,
-            ) from None
-        return self._parse(raw, status, endpoint)
+            pass  # raised below, outside this block, so that nothing is chained to it
+        else:
+            return self._parse(raw, status, endpoint)
+        if admitted:
+            raise APITimeoutError(f"{endpoint.what} failed: timed out waiting for the answer")
+        raise APITimeoutError(
+            f"{endpoint.what} failed: no connection came free in time (all "
+            f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
+            request_sent=False,
+        )
 
     async def _exchange(
         self, host: Host, endpoint: _Endpoint[Any], body: bytes
     ) -> tuple[bytes, int]:
-        """Send one request on an admitted connection; return the raw answer and its status."""
+        """Send one request on an admitted connection; return the raw answer and its status.
+
+        aiohttp's exceptions are translated, never chained: they hold the request's headers,
+        and so the credentials. Redirects are never followed (the API never redirects, and
+        following one would send the credentials, even the body, wherever it points).
+        """
         what = endpoint.what
         if host.closed or self._closed:
             raise _closed_during(what)
         session = host.session
+        failure: PolyAIError
         try:
             async with session.request(
                 endpoint.method,
@@ -451,35 +510,52 @@ class PolyAIClient:
                 data=body,
                 headers=self._headers,
                 timeout=self._aiohttp_timeout,
+                allow_redirects=False,
             ) as resp:
                 # The raw header, not resp.content_length, which re-parses it on every access.
                 length = resp.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    raw = await self._read(resp, what)
-                elif int(length) > self.max_response_bytes:
-                    raise self._too_large(resp, what, b"")
-                else:
+                if (
+                    length is not None
+                    and length.isdigit()
+                    and int(length) <= self.max_response_bytes
+                ):
                     raw = await resp.read()
+                else:
+                    raw = await self._read(resp, what, length)
                 status = resp.status
                 if status >= 300:
                     raise status_error(status, resp.reason, resp.headers, raw, what=what)
                 return raw, status
         except TRANSPORT_ERRORS as exc:
             if self._closed or host.closed:
-                raise _closed_during(what) from exc
-            raise transport_error(exc, what) from exc
+                failure = _closed_during(what)
+            else:
+                failure = transport_error(exc, what)
         except RuntimeError as exc:  # aiohttp: "Session is closed"
-            if session.closed:
-                raise _closed_during(what) from exc
-            raise
+            if session.closed or self._closed:
+                failure = _closed_during(what)
+            else:
+                failure = PolyAIError(f"{what} failed: {one_line(str(exc))}")
+        raise failure
 
-    async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
-        """Read an answer of unknown length, stopping at max_response_bytes."""
+    async def _read(self, resp: aiohttp.ClientResponse, what: str, length: str | None) -> bytes:
+        """Read an answer of unknown or excessive length, at most max_response_bytes of it.
+
+        A success that is larger fails (``ResponseValidationError``); an error page is cut at
+        the cap, so that its status still decides the error (a 503 is retried).
+        """
+        cap = self.max_response_bytes
+        error_page = resp.status >= 300
+        if not error_page and length is not None and length.isdigit():
+            raise self._too_large(resp, what, b"")  # announced larger than the cap
         size = 0
         chunks: list[bytes] = []
         async for chunk in resp.content.iter_chunked(65536):
             size += len(chunk)
-            if size > self.max_response_bytes:
+            if size > cap:
+                if error_page:
+                    chunks.append(chunk)
+                    return b"".join(chunks)[:cap]
                 raise self._too_large(resp, what, b"".join(chunks))
             chunks.append(chunk)
         return b"".join(chunks)
@@ -518,7 +594,8 @@ class PolyAIClient:
         except cattrs.BaseValidationError as exc:
             detail = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
             raise ResponseValidationError(
-                f"{what}: the answer (HTTP {status}) does not match the API: {detail}",
+                f"{what}: the answer (HTTP {status}) does not match the API: "
+                f"{one_line(detail, 300)}",
                 status=status,
                 body=raw,
             ) from None

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import cattrs
 import orjson
-from cattrs.gen import make_dict_unstructure_fn
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 
 __all__ = [
     "Channel",
@@ -157,10 +157,50 @@ def _strict(kind: type[Any]) -> Any:
     return structure
 
 
+def _object_only(cls: type[Any], converter: cattrs.Converter) -> Any:
+    """A structure hook for ``cls`` that accepts only a JSON object.
+
+    cattrs would test ``"destination" in value``, which a string passes (``"live_agent_queue"``
+    became ``Handoff(None, None)``) and a number fails with a TypeError about iterating.
+    """
+    structure = make_dict_structure_fn(cls, converter)
+
+    def hook(value: Any, _: Any) -> Any:
+        if type(value) is not dict:
+            raise TypeError(f"expected an object or null, got {_json_type(value)}")
+        return structure(value, cls)
+
+    return hook
+
+
+def _json_type(value: object) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "an array" if isinstance(value, list) else type(value).__name__)
+
+
+def _created(converter: cattrs.Converter) -> Any:
+    """A hook for create's answer: its conversation id must name a conversation, not be blank."""
+    structure = make_dict_structure_fn(CreateChatResponse, converter)
+
+    def hook(value: Any, _: Any) -> CreateChatResponse:
+        created: CreateChatResponse = structure(value, CreateChatResponse)
+        if not created.conversation_id.strip():
+            raise cattrs.ClassValidationError(
+                "While structuring CreateChatResponse",
+                [ValueError("conversation_id is blank: the API must name the new conversation")],
+                CreateChatResponse,
+            )
+        return created
+
+    return hook
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _strict(str))
     converter.register_structure_hook(bool, _strict(bool))
+    converter.register_structure_hook(Handoff, _object_only(Handoff, converter))
+    converter.register_structure_hook(CreateChatResponse, _created(converter))
     converter.register_unstructure_hook(Channel, lambda channel: channel.value)
     for request in (CreateChatRequest, RespondChatRequest, CloseChatRequest):
         converter.register_unstructure_hook(

@@ -389,3 +389,26 @@ def test_a_warning_from_the_library_is_one_line_with_its_reason(
     assert capsys.readouterr().err == (
         "polyai-async chat: warning: closing conversation CONV-1 failed: the server said no\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"POLYAI_ACCOUNT_ID": "a/b"}, "POLYAI_ACCOUNT_ID='a/b' is not a valid id"),
+        ({"POLYAI_REGION": "mars"}, "unknown POLYAI_REGION 'mars'"),
+    ],
+)
+def test_a_bad_setting_is_named_as_the_user_set_it(
+    env: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A setting the library refuses is named by its variable, not the library's argument."""
+    for name, value in {**FAKE_CREDS, **env}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["chat", "--real"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"polyai-async chat: error: {expected}"), err
+    assert "account_id" not in err
+    assert "region " not in err

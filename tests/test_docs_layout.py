@@ -2,8 +2,9 @@
 
 Every page of the site is loaded at 1280 px. No element may stick out of the page; no code
 block may need a horizontal scrollbar or run under its copy button; no table may be wider
-than the text column. The site is ``$POLYAI_DOCS_SITE`` when CI has built it (``.ci/run``),
-else built here with ``mkdocs build --strict``.
+than the text column. The API reference reads like httpx's: formatted signatures, no empty
+attribute headings, values where they matter. The site is ``$POLYAI_DOCS_SITE`` when CI has
+built it (``.ci/run``), else built here with ``mkdocs build --strict``.
 
 This test is slow (a site build and a browser), so ``pytest`` leaves it out unless asked:
 ``pytest -m docs_layout`` (CI runs it after its docs build). It skips, saying why, when the
@@ -13,8 +14,10 @@ browser (``$POLYAI_CHROMIUM``, default ``/usr/bin/chromium``) or playwright is m
 from __future__ import annotations
 
 import functools
+import html
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,9 +110,14 @@ def _site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def site_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str]]]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built site's directory."""
+    return _site(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def site_url(site: Path) -> Iterator[tuple[str, list[str]]]:
     """The built site served on 127.0.0.1, and the paths of its pages."""
-    site = _site(tmp_path_factory)
     pages = sorted(
         str(page.relative_to(site).parent).replace(".", "").strip("/") + "/"
         for page in site.rglob("index.html")
@@ -178,3 +186,49 @@ def test_the_check_finds_an_overflow(browser_page: Any) -> None:
     assert any("needs a scrollbar" in p for p in problems), problems
     assert any("copy button covers" in p for p in problems), problems
     assert any("px wide in" in p for p in problems), problems
+
+
+def _text(fragment: str) -> str:
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", "", fragment)).split())
+
+
+def _reference(site: Path, page: str) -> str:
+    return (site / "reference" / page / "index.html").read_text()
+
+
+def test_reference_has_no_empty_attribute_headings(site: Path) -> None:
+    """An attribute gets a heading of its own only with something to say: a docstring, or
+    (an enum member) its value; fields are listed in their class's Attributes section."""
+    for page in ("client", "settings", "models", "errors", "testing"):
+        blocks = re.findall(
+            r'<div class="doc doc-object doc-attribute">(.*?)</h\d>(.*?)<div class="doc doc-',
+            _reference(site, page) + '<div class="doc doc-',
+            re.S,
+        )
+        for heading, body in blocks:
+            assert _text(body), f"{page}: empty attribute heading {_text(heading)!r}"
+        assert "instance-attribute" not in _reference(site, page)
+
+
+def test_reference_shows_enum_values_and_constant_defaults(site: Path) -> None:
+    """Channel.WEBCHAT is shown with its value, and max_response_bytes's default as a number."""
+    models = _text(_reference(site, "models"))
+    assert "WEBCHAT = 'webchat'" in models
+    client = _text(_reference(site, "client"))
+    assert "max_response_bytes: int = 1048576" in client
+    assert "DEFAULT_MAX_RESPONSE_BYTES" not in client
+
+
+def test_reference_signatures_are_formatted_one_parameter_a_line(site: Path) -> None:
+    """A long signature is laid out by a formatter (ruff, in the docs extra), not one line."""
+    page = _reference(site, "client")
+    signature = re.search(r'<div class="doc-signature highlight"><pre.*?</pre>', page, re.S)
+    assert signature is not None
+    lines = [line for line in _text_lines(signature.group(0)) if line.strip()]
+    assert lines[0].startswith("PolyAIClient(")
+    assert any(line.strip().startswith("api_key:") for line in lines[1:])
+    assert len(lines) > 10
+
+
+def _text_lines(fragment: str) -> list[str]:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment)).splitlines()

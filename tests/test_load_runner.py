@@ -297,3 +297,15 @@ async def test_constant_arrivals_start_evenly_in_a_real_run() -> None:
     per_second = [row["conversations_started"] for row in result.summary["timeseries"][:3]]
     assert per_second == pytest.approx([20, 20, 20], abs=1)
     assert result.figure("conversations_started") == 60
+
+
+def test_a_closed_ramp_splits_over_processes_user_by_user() -> None:
+    """Shares of a closed ramp add up to the whole ramp's users at every moment."""
+    load = Load.closed(stages="10s:7,10s:7,5s:0")
+    shares = [load.split(3, i) for i in range(3)]
+    for tenth in range(0, 251):
+        t = tenth / 10
+        assert sum(share.users_at(t) for share in shares) == load.users_at(t), t
+    assert [s.users_at(10) for s in shares] == [3, 2, 2]
+    open_load = Load.open(rate=9, duration=1).split(3, 1)
+    assert (open_load.rate, open_load.part) == (3, (0, 1))

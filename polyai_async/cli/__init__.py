@@ -15,7 +15,17 @@ from collections.abc import Callable, Sequence
 
 from .._errors import PolyAIError
 from . import _bench, _chat, _serve
-from ._common import PROG, UsageError, _configure_logging, _fail, _Parser, prog, redact, set_command
+from ._common import (
+    PROG,
+    UsageError,
+    _configure_logging,
+    _fail,
+    _Parser,
+    cli_words,
+    prog,
+    redact,
+    set_command,
+)
 
 __all__ = ["build_parser", "main", "redact"]
 
@@ -106,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     except UsageError as exc:
-        _fail(str(exc))
+        _fail(cli_words(str(exc)))
         return 2
     except KeyboardInterrupt:
         print(f"{prog()}: interrupted", file=sys.stderr, flush=True)

@@ -7,7 +7,7 @@ first line says which agent it is.
 In a terminal, lines are read with ``input()`` and readline (editing, history), and a waiting
 indicator runs while the agent answers. Lines starting with ``/`` are commands, never sent.
 Every way out (``/quit``, end of input, Ctrl-C at the prompt or while waiting, the agent ending
-a piped chat, an error) closes the conversation, bounded by ``_CLOSE_TIMEOUT``, and says so in
+a piped chat, an error) closes the conversation, bounded by ``--close-timeout``, and says so in
 the same words, or gives the reason closing failed.
 """
 
@@ -34,6 +34,7 @@ from ._common import (
     _display_url,
     _fail,
     _fake,
+    _positive_seconds,
     reason,
 )
 
@@ -70,6 +71,14 @@ def add_parser(commands: Any) -> None:
         help="the embedded fake's agent (default demo)",
     )
     chat.add_argument("--seed", type=int, metavar="N", help="seed the embedded fake's ids")
+    chat.add_argument(
+        "--close-timeout",
+        type=_positive_seconds,
+        default=_CLOSE_TIMEOUT,
+        metavar="SECONDS",
+        help="how long leaving waits at most for the API to close the conversation "
+        f"(default {_CLOSE_TIMEOUT:g})",
+    )
     chat.set_defaults(run=run)
 
 
@@ -247,8 +256,10 @@ class _Chat:
             _fail(f"the agent did not answer: {reason(exc)}")
             return self._leave("error", 1)
         self._show(reply)
-        if reply.end_conversation and not self.interactive:
-            return self._leave("the agent ended it", 0)
+        if reply.end_conversation:
+            if not self.interactive:  # a script has nobody to start another conversation
+                return self._leave("the agent ended it", 0)
+            print("-- /new starts another conversation, /quit leaves", flush=True)
         return None
 
     async def _create(self) -> Conversation:
@@ -293,14 +304,15 @@ class _Chat:
         return status or 1
 
     def _close(self, why: str) -> bool:
-        """Close the conversation within _CLOSE_TIMEOUT, saying so; False if that failed."""
+        """Close the conversation within --close-timeout, saying so; False if that failed."""
         conversation = self.conversation
         if conversation is None:
             return True
         cid = conversation.conversation_id
-        print(f"-- {why}: closing conversation {cid} (at most {_CLOSE_TIMEOUT:g} s)", flush=True)
+        timeout = self.args.close_timeout
+        print(f"-- {why}: closing conversation {cid} (at most {timeout:g} s)", flush=True)
         try:
-            self._wait(asyncio.wait_for(conversation.aclose(), _CLOSE_TIMEOUT))
+            self._wait(asyncio.wait_for(conversation.aclose(), timeout))
         except _Interrupted:
             _fail(f"gave up closing conversation {cid}: interrupted again")
             return False

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -246,6 +247,29 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "no answer in time"
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# The library's arguments as this command's user sets them: credentials and region through
+# the environment, the origin through --base-url.
+_ARGUMENT_WORDS = {
+    "api_key": "POLYAI_API_KEY",
+    "token": "POLYAI_TOKEN",
+    "account_id": "POLYAI_ACCOUNT_ID",
+    "project_id": "POLYAI_PROJECT_ID",
+    "region": "POLYAI_REGION",
+    "base_url": "--base-url",
+}
+
+
+def cli_words(message: str) -> str:
+    """``message`` from the library in this command's words.
+
+    The library names its arguments (``account_id``); this command's user sets a variable
+    (``POLYAI_ACCOUNT_ID``) or an option (``--base-url``).
+    """
+    for argument, word in _ARGUMENT_WORDS.items():
+        message = re.sub(rf"(?<![\w-]){argument}(?![\w])", word, message)
+    return message
 
 
 def _display_url(url: str | URL) -> str:

@@ -63,7 +63,7 @@ async def drive(
     *,
     on_tick: Callable[[Metrics], None] | None = None,
 ) -> None:
-    """Apply ``load`` with ``scenario`` through ``client`` (open), recording into ``metrics``.
+    """Apply ``load`` with ``scenario`` through an open ``client``, recording into ``metrics``.
 
     Returns when the load is over and every conversation has ended (or was cancelled after
     ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second.
@@ -164,7 +164,7 @@ async def _closed(
 
     async def user(index: int) -> None:
         nonlocal remaining
-        while more() and index < round(load.target_at(time.perf_counter() - start)):
+        while more() and index < load.users_at(time.perf_counter() - start):
             if remaining is not None:
                 remaining -= 1
             await _conversation(client, scenario, load, metrics, rng, None)
@@ -188,7 +188,7 @@ async def _supervise(
     start = metrics.start
     planned_wake = time.perf_counter()
     while more():
-        target = round(load.target_at(time.perf_counter() - start))
+        target = load.users_at(time.perf_counter() - start)
         for index in range(target):
             if index not in running:
                 task = asyncio.create_task(user(index))

@@ -100,6 +100,19 @@ def _check_arrival(instance: Load, attribute: attrs.Attribute[str], value: str) 
         raise ConfigurationError(f"arrival must be 'poisson' or 'constant', got {value!r}")
 
 
+def _check_part(instance: Load, attribute: attrs.Attribute[Any], value: Any) -> None:
+    ok = (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 0 <= value[0] < value[1]
+    )
+    if not ok:
+        raise ConfigurationError(
+            f"part must be (index, parts) with 0 <= index < parts, not {value!r}"
+        )
+
+
 def _stages(value: Sequence[Stage] | str) -> tuple[Stage, ...]:
     if isinstance(value, str):
         return parse_stages(value)
@@ -130,6 +143,8 @@ class Load:
         think_time: overrides the scenario's think time.
         graceful_stop: seconds to wait for the conversations in flight at the end.
         seed: seeds persona choice, messages, think times and arrivals (repeatable runs).
+        part: ``(index, parts)``: which share of a closed-model ramp this is (set by
+            ``split`` for worker processes).
     """
 
     model: str = attrs.field(default="closed", validator=_check_model)
@@ -151,6 +166,7 @@ class Load:
     seed: int | None = attrs.field(
         default=0, validator=_number(-(2**63), whole=True, optional=True)
     )
+    part: tuple[int, int] = attrs.field(default=(0, 1), validator=_check_part)
 
     def __attrs_post_init__(self) -> None:
         size, name = (self.concurrency, "concurrency") if self.closed_model else (self.rate, "rate")
@@ -209,23 +225,41 @@ class Load:
     def split(self, parts: int, index: int) -> Load:
         """The share of this load that worker ``index`` of ``parts`` applies.
 
-        Rates, stage targets and maxima are divided; whole numbers (concurrency,
-        conversations, max_in_flight) are split so the shares add up exactly.
+        Rates and open-model stage targets are divided; whole numbers (concurrency,
+        conversations, max_in_flight) are split so the shares add up exactly; a closed-model
+        ramp is shared user by user (see ``users_at``).
         """
 
         def whole(n: int | None) -> int | None:
             return None if n is None else n // parts + (1 if index < n % parts else 0)
 
+        common: dict[str, Any] = {
+            "max_in_flight": max(1, whole(self.max_in_flight) or 1),
+            "conversations": whole(self.conversations),
+            "duration": self.planned_seconds(),
+            "seed": None if self.seed is None else self.seed * 1000 + index,
+        }
+        if self.closed_model and self.stages:
+            # The ramp stays whole; each worker runs every parts-th of its users.
+            return attrs.evolve(self, part=(index, parts), **common)
         return attrs.evolve(
             self,
             concurrency=whole(self.concurrency),
             rate=None if self.rate is None else self.rate / parts,
-            max_in_flight=max(1, whole(self.max_in_flight) or 1),
             stages=tuple(Stage(duration=s.duration, target=s.target / parts) for s in self.stages),
-            conversations=whole(self.conversations),
-            duration=self.planned_seconds(),
-            seed=None if self.seed is None else self.seed * 1000 + index,
+            **common,
         )
+
+    def users_at(self, t: float) -> int:
+        """Closed model: how many simulated users this load (or this share of it) runs at ``t``.
+
+        The whole load's users are ``round(target_at(t))``; the share ``part = (index,
+        parts)`` runs users ``index``, ``index + parts``... of them, so the shares always add
+        up to the whole, at every moment of a ramp.
+        """
+        total = round(self.target_at(t))
+        index, parts = self.part
+        return max(0, -(-(total - index) // parts))
 
     def describe(self) -> str:
         """One line: the model, its size, its length."""
