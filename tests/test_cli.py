@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from polyai_async import PolyAIClient
+from polyai_async import REGIONS, PolyAIClient
 from polyai_async.cli import build_parser, main
 from polyai_async.cli._common import _configure_logging, set_command
 
@@ -304,6 +304,16 @@ def test_help_exits_0(command: list[str], capsys: pytest.CaptureFixture[str]) ->
     """--help of the command and of each subcommand prints usage and exits 0."""
     assert main([*command, "--help"]) == 0
     assert "usage: polyai-async" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["bench", "chat"])
+def test_help_lists_every_region(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--real's help names every region the library knows, the self-serve studio included."""
+    assert main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for region in REGIONS:
+        assert region in out
+    assert "studio" in out
 
 
 def test_bench_without_rich_says_what_to_install(

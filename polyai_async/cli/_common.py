@@ -20,6 +20,8 @@ from typing import Any
 
 from yarl import URL
 
+from .._config import DEFAULT_REGION, REGIONS
+
 from ..testing import FakePolyAI, Faults
 from ..testing.__main__ import OneLineParser, option_names
 from ..testing._agents import _AGENTS
@@ -202,8 +204,8 @@ def _add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
     choice.add_argument(
         "--real",
         action="store_true",
-        help=f"{what} the real API: region (POLYAI_REGION) and credentials from the POLYAI_* "
-        "variables",
+        help=f"{what} the real API: region from POLYAI_REGION ({', '.join(REGIONS)}; default "
+        f"{DEFAULT_REGION}) and credentials from the POLYAI_* variables",
     )
 
 
