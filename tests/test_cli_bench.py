@@ -86,8 +86,9 @@ def test_expectations_are_counted_not_errors_and_a_threshold_fails_99(tmp_path: 
     assert report["expectations_failed"] == wrong["expectations_failed"]
     assert report["thresholds"] == [
         {"expression": "expectations_failed==0", "value": float(wrong["expectations_failed"]),
-         "passed": False},
-        {"expression": "respond.p99<30s", "value": report["respond_p99_ms"], "passed": True},
+         "passed": False, "reason": None},
+        {"expression": "respond.p99<30s", "value": report["respond_p99_ms"], "passed": True,
+         "reason": None},
     ]  # fmt: skip
     assert report["passed"] is False
     assert "expectations" in done.stdout
@@ -100,7 +101,54 @@ def test_thresholds_that_hold_exit_0(tmp_path: Path) -> None:
     done = bench(*FAST, "--threshold", "conversation_error_rate<0.01", "--json", str(out), "-q")
     assert done.returncode == 0, done.stderr
     (verdict,) = json.loads(out.read_text())["thresholds"]
-    assert verdict == {"expression": "conversation_error_rate<0.01", "value": 0.0, "passed": True}
+    assert verdict == {
+        "expression": "conversation_error_rate<0.01",
+        "value": 0.0,
+        "passed": True,
+        "reason": None,
+    }
+
+
+def test_thresholds_on_the_fakes_server_figures_are_judged_on_them(tmp_path: Path) -> None:
+    """server_* thresholds read the figures the embedded fake reported, not null."""
+    out = tmp_path / "out.json"
+    done = bench(
+        *FAST, "--threshold", "server_requests>0", "--threshold", "server_max_open_connections>=1",
+        "--threshold", "server_faults==0", "--json", str(out), "-q",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["server_requests"] > 0
+    verdicts = {t["expression"]: (t["value"], t["passed"]) for t in report["thresholds"]}
+    assert verdicts == {
+        "server_requests>0": (float(report["server_requests"]), True),
+        "server_max_open_connections>=1": (float(report["server_max_open_connections"]), True),
+        "server_faults==0": (0.0, True),
+    }
+    assert report["passed"] is True
+
+
+def test_a_failing_server_threshold_exits_99_with_its_value(tmp_path: Path) -> None:
+    """A server_* threshold that does not hold fails the run on the measured figure."""
+    out = tmp_path / "out.json"
+    done = bench(*FAST, "--threshold", "server_requests<5", "--json", str(out), "-q")
+    assert done.returncode == 99, done.stderr
+    report = json.loads(out.read_text())
+    measured = float(report["server_requests"])
+    assert report["thresholds"] == [
+        {"expression": "server_requests<5", "value": measured, "passed": False, "reason": None}
+    ]
+    assert f"server_requests<5 (measured {measured:g})" in done.stderr
+    assert report["passed"] is False
+
+
+def test_a_server_threshold_against_another_target_is_refused_up_front() -> None:
+    """--base-url cannot report server_* figures: exit 2 before anything runs."""
+    done = bench("--base-url", "http://127.0.0.1:9", "--threshold", "server_faults==0")
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.count("\n") == 1
+    assert "--threshold 'server_faults==0'" in done.stderr
+    assert "embedded fake" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -466,3 +466,17 @@ def test_a_real_bench_run_renders_in_chromium(chromium: Browser, tmp_path: Path)
         )
         assert results == ["PASS", "FAIL"]
         assert visit.page.inner_text("[data-verdict]") == "FAILED"
+
+
+def test_a_threshold_not_measured_shows_why() -> None:
+    """A threshold that failed on a null figure shows its reason in the Measured column."""
+    summary = sample()
+    summary["thresholds"] = [
+        {"expression": "server_requests>0", "value": None, "passed": False,
+         "reason": "not measured in this run"},
+    ]  # fmt: skip
+    page = render_html(summary)
+    row = re.search(r'<table class="thresholds">.*?</table>', page, re.S)
+    assert row, "no thresholds table"
+    assert '<span class="reason">not measured in this run</span>' in row[0]
+    assert "fail" in row[0]

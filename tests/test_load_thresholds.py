@@ -81,3 +81,37 @@ def test_the_error_rate_fails_before_thresholds() -> None:
     assert result.exit_code == 1
     ok = make_result(Metrics(), max_error_rate=0.0)
     assert (ok.exit_code, ok.passed) == (0, True)
+
+
+def test_a_figure_not_measured_fails_saying_so() -> None:
+    """A threshold on a null figure fails with the reason 'not measured in this run'."""
+    result = make_result(Metrics(), thresholds=parse_thresholds(["server_requests>0"]))
+    (verdict,) = result.summary["thresholds"]
+    assert verdict == {
+        "expression": "server_requests>0",
+        "value": None,
+        "passed": False,
+        "reason": "not measured in this run",
+    }
+    assert result.exit_code == 99
+
+
+def test_figures_added_after_the_run_are_judged_again() -> None:
+    """with_figures re-judges thresholds, passed and the exit code on the final summary."""
+    result = make_result(
+        Metrics(),
+        max_error_rate=0.5,
+        thresholds=parse_thresholds(["server_requests>0", "conversations_failed==0"]),
+    )
+    assert (result.passed, result.exit_code) == (False, 99)
+    final = result.with_figures({"server_requests": 12})
+    assert final.summary["server_requests"] == 12
+    assert [(t["value"], t["passed"], t["reason"]) for t in final.summary["thresholds"]] == [
+        (12.0, True, None),
+        (0.0, True, None),
+    ]
+    assert [t.passed for t in final.thresholds] == [True, True]
+    assert (final.passed, final.exit_code) == (True, 0)
+    assert result.summary["server_requests"] is None  # the first result is left as it was
+    failing = result.with_figures({"server_requests": 0, "conversation_error_rate": 0.75})
+    assert (failing.passed, failing.exit_code) == (False, 1)

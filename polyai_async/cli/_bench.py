@@ -533,6 +533,14 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     from ..load._report import render  # noqa: PLC0415
 
     scenario, load, thresholds = _plan(args)
+    embedded = not (args.base_url or args.real)
+    if not embedded:
+        unmeasurable = [t.expression for t in thresholds if t.key.startswith("server_")]
+        if unmeasurable:
+            raise UsageError(
+                f"--threshold {unmeasurable[0]!r}: the server_* figures come from the embedded "
+                "fake; a --base-url or --real target does not report them"
+            )
     policy = RetryPolicy(
         max_attempts=args.retry_attempts,
         retry_ambiguous=not args.no_retry_ambiguous,
@@ -540,7 +548,6 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
         retry_budget=args.retry_budget,
     )
     limits = PoolLimits(max_connections=args.max_connections)
-    embedded = not (args.base_url or args.real)
     server: _EmbeddedServer | None = None
     if embedded:
         _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
@@ -596,15 +603,21 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
                 settings=_report_settings(args, target, base_url),
                 context=context,
             )
-    summary = result.summary
     if server is not None:
+        # Known only once the fake has stopped: added here, then everything is judged again on
+        # the final summary (thresholds on server_* included).
         faults = server.stats.get("faults", {})
-        summary.update(
-            server_cpu_seconds=None if server.cpu_seconds is None else round(server.cpu_seconds, 4),
-            server_requests=sum(server.stats.get("requests", {}).values()),
-            server_faults=sum(n for name, n in faults.items() if name != "latency"),
-            server_max_open_connections=server.stats.get("max_open_connections"),
+        result = result.with_figures(
+            {
+                "server_cpu_seconds": None
+                if server.cpu_seconds is None
+                else round(server.cpu_seconds, 4),
+                "server_requests": sum(server.stats.get("requests", {}).values()),
+                "server_faults": sum(n for name, n in faults.items() if name != "latency"),
+                "server_max_open_connections": server.stats.get("max_open_connections"),
+            }
         )
+    summary = result.summary
     examples = {
         name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
     }
@@ -620,12 +633,17 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     elif code == 99:
         failed = [t for t in summary["thresholds"] if not t["passed"]]
         measured = [
-            f"{t['expression']} (measured "
-            + ("nothing)" if t["value"] is None else f"{t['value']:g})")
-            for t in failed
+            f"{t['expression']} ({_verdict_detail(t)})" for t in failed
         ]
         _fail("threshold failed: " + "; ".join(measured))
     return code
+
+
+def _verdict_detail(threshold: Mapping[str, Any]) -> str:
+    """``measured 812.5``, or why nothing was (``not measured in this run``)."""
+    if threshold["value"] is None:
+        return str(threshold.get("reason") or "not measured in this run")
+    return f"measured {threshold['value']:g}"
 
 
 def _write_reports(

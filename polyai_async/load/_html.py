@@ -492,6 +492,9 @@ def _thresholds(summary: Mapping[str, Any]) -> str:
             result = '<span class="badge none">no result</span>'
         state = "pass" if passed is True else "fail" if passed is False else "none"
         measured = _ms(value) if _LATENCY_EXPRESSION.search(expression) else _value(value)
+        reason = item.get("reason")
+        if value is None and isinstance(reason, str) and reason:
+            measured = f'<span class="reason">{_esc(_scrub(reason))}</span>'
         rows.append(
             f'<tr class="{state}"><td><code>{_esc(expression)}</code></td>'
             f'<td class="num">{measured}</td><td>{result}</td></tr>'

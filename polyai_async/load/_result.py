@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA",
     "LoadResult",
     "figure_names",
+    "judge",
     "summarize",
 ]
 
@@ -225,12 +226,24 @@ class LoadResult:
         summary: the JSON summary (schema ``polyai-async-bench/2``), thresholds included.
         thresholds: each threshold's verdict.
         workers: each worker process's own Metrics (empty for a single process).
+        rules: the thresholds judged, kept so ``with_figures`` can judge them again.
     """
 
     metrics: Metrics
     summary: dict[str, Any]
     thresholds: tuple[ThresholdResult, ...] = ()
     workers: tuple[Metrics, ...] = ()
+    rules: tuple[Threshold, ...] = ()
+
+    def with_figures(self, figures: Mapping[str, Any]) -> LoadResult:
+        """This result with ``figures`` added to the summary, and everything judged again.
+
+        The figures known only after the run (the embedded fake's ``server_*``) go in here,
+        so the thresholds, ``passed`` and the exit code are judged on the final summary.
+        """
+        summary = {**self.summary, **figures}
+        verdicts = judge(summary, self.rules)
+        return attrs.evolve(self, summary=summary, thresholds=verdicts)
 
     @property
     def passed(self) -> bool:
@@ -278,8 +291,27 @@ def make_result(
 ) -> LoadResult:
     """Summarize ``metrics``, judge the thresholds, and wrap it all in a LoadResult."""
     summary = summarize(metrics, **options)
-    verdicts = tuple(t.evaluate(summary) for t in thresholds)
-    summary["thresholds"] = [v.as_dict() for v in verdicts]
     summary["workers"] = [dict(w) for w in worker_summaries]
-    summary["passed"] = bool(summary["passed"]) and all(v.passed for v in verdicts)
-    return LoadResult(metrics=metrics, summary=summary, thresholds=verdicts, workers=tuple(workers))
+    rules = tuple(thresholds)
+    verdicts = judge(summary, rules)
+    return LoadResult(
+        metrics=metrics,
+        summary=summary,
+        thresholds=verdicts,
+        workers=tuple(workers),
+        rules=rules,
+    )
+
+
+def judge(summary: dict[str, Any], thresholds: Iterable[Threshold]) -> tuple[ThresholdResult, ...]:
+    """Judge ``thresholds`` and the error rate on ``summary``, writing the verdicts into it.
+
+    The one place the run's pass/fail is decided: ``thresholds`` and ``passed`` of the
+    summary are set from its figures as they are now.
+    """
+    verdicts = tuple(t.evaluate(summary) for t in thresholds)
+    limit = summary.get("max_error_rate")
+    error_rate_ok = limit is None or summary["conversation_error_rate"] <= limit
+    summary["thresholds"] = [v.as_dict() for v in verdicts]
+    summary["passed"] = error_rate_ok and all(v.passed for v in verdicts)
+    return verdicts

@@ -21,7 +21,10 @@ import attrs
 
 from .._errors import ConfigurationError
 
-__all__ = ["LATENCY_SOURCES", "STATISTICS", "Threshold", "ThresholdResult"]
+__all__ = ["LATENCY_SOURCES", "NOT_MEASURED", "STATISTICS", "Threshold", "ThresholdResult"]
+
+#: Why a threshold on a figure that is null in the summary failed.
+NOT_MEASURED = "not measured in this run"
 
 LATENCY_SOURCES = ("create", "respond", "close", "conversation")
 STATISTICS = ("p50", "p90", "p95", "p99", "p999", "max", "mean")
@@ -46,15 +49,22 @@ class ThresholdResult:
         expression: as written.
         value: what was measured (ms for latencies), None when nothing was (a failure).
         passed: whether it held.
+        reason: why it failed without a value (``not measured in this run``), else None.
     """
 
     expression: str
     value: float | None
     passed: bool
+    reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """``{"expression", "value", "passed"}`` as the JSON summary holds it."""
-        return {"expression": self.expression, "value": self.value, "passed": self.passed}
+        """``{"expression", "value", "passed", "reason"}`` as the JSON summary holds it."""
+        return {
+            "expression": self.expression,
+            "value": self.value,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -119,9 +129,11 @@ class Threshold:
         return cls(expression=text.strip(), key=key, op=op, limit=limit)
 
     def evaluate(self, summary: Mapping[str, Any]) -> ThresholdResult:
-        """Judge the threshold on a summary; a figure with no value fails."""
+        """Judge the threshold on a summary; a figure with no value fails, saying so."""
         value = summary.get(self.key)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return ThresholdResult(expression=self.expression, value=None, passed=False)
+            return ThresholdResult(
+                expression=self.expression, value=None, passed=False, reason=NOT_MEASURED
+            )
         passed = _OPERATORS[self.op](float(value), self.limit)
         return ThresholdResult(expression=self.expression, value=float(value), passed=passed)
