@@ -480,3 +480,19 @@ def test_a_threshold_not_measured_shows_why() -> None:
     assert row, "no thresholds table"
     assert '<span class="reason">not measured in this run</span>' in row[0]
     assert "fail" in row[0]
+
+
+def test_the_error_rate_tile_shows_the_summarys_figure() -> None:
+    """The tile prints conversation_error_rate as is, and its tooltip says what it divides."""
+    summary = sample()
+    # Not failed / started nor failed / (completed + failed): only the summary's own figure.
+    summary.update(
+        conversations_started=1000, conversations_completed=900, conversations_failed=50,
+        conversation_error_rate=0.0123,
+    )  # fmt: skip
+    page = render_html(summary)
+    tile = re.search(r'<div class="tile"([^>]*)><div class="tile-value">([^<]*)</div>'
+                     r'<div class="tile-label">Error rate</div>', page)  # fmt: skip
+    assert tile, "no error rate tile"
+    assert tile[2] == "1.23 %"
+    assert 'title="conversation_error_rate: failed / (completed + failed)' in tile[1]

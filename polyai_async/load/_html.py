@@ -442,22 +442,34 @@ def _header(summary: Mapping[str, Any], title: str, name: str | None) -> str:
     )
 
 
+_ERROR_RATE_TIP = (
+    "conversation_error_rate: failed / (completed + failed), the share of the conversations "
+    "that ended which failed (interrupted and dropped ones excluded)"
+)
+
+
+def _title(tip: str) -> str:
+    """A tooltip attribute, or nothing."""
+    return f' title="{_esc(tip)}"' if tip else ""
+
+
 def _tiles(summary: Mapping[str, Any]) -> str:
+    # The summary's own figure, never recomputed here: failed / (completed + failed).
     rate = summary.get("conversation_error_rate")
     tiles = (
-        ("Conversations started", _count(summary.get("conversations_started"))),
-        ("Completed", _count(summary.get("conversations_completed"))),
-        ("Failed", _count(summary.get("conversations_failed"))),
-        ("Dropped", _count(summary.get("conversations_dropped"))),
-        ("Error rate", _percent(rate)),
-        ("Requests/s", _value(summary.get("requests_per_second"))),
-        ("respond p99", _ms(summary.get("respond_p99_ms"))),
-        ("Generator lag p99", _ms(summary.get("generator_lag_p99_ms"))),
+        ("Conversations started", _count(summary.get("conversations_started")), ""),
+        ("Completed", _count(summary.get("conversations_completed")), ""),
+        ("Failed", _count(summary.get("conversations_failed")), ""),
+        ("Dropped", _count(summary.get("conversations_dropped")), ""),
+        ("Error rate", _percent(rate), _ERROR_RATE_TIP),
+        ("Requests/s", _value(summary.get("requests_per_second")), ""),
+        ("respond p99", _ms(summary.get("respond_p99_ms")), ""),
+        ("Generator lag p99", _ms(summary.get("generator_lag_p99_ms")), ""),
     )
     cells = "".join(
-        f'<div class="tile"><div class="tile-value">{value}</div>'
+        f'<div class="tile"{_title(tip)}><div class="tile-value">{value}</div>'
         f'<div class="tile-label">{_esc(label)}</div></div>'
-        for label, value in tiles
+        for label, value, tip in tiles
     )
     return f'<section class="tiles">{cells}</section>'
 
