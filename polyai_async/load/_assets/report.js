@@ -47,8 +47,13 @@
 
   function percentileSplits(u, axis, min, max) {
     var splits = [];
-    for (var x = Math.max(0, Math.floor(min)); x <= Math.ceil(max); x++) splits.push(x);
+    // Only ticks inside the axis: one past its end was drawn outside the plot, clipped.
+    for (var x = Math.max(0, Math.ceil(min)); x <= max + 1e-9; x++) splits.push(x);
     return splits;
+  }
+
+  function percentileRange(u, min, max) {
+    return [0, Math.max(1, Math.ceil((max == null || !isFinite(max) ? 1 : max) - 1e-9))];
   }
 
   function percentileTick(x) {
@@ -91,7 +96,8 @@
       height: HEIGHT,
       series: series,
       scales: {
-        x: percentile ? { time: false } : { time: false },
+        // The spectrum's axis ends on a labelled decade (99 %, 99.9 % ...) past the data.
+        x: percentile ? { time: false, range: percentileRange } : { time: false },
         y: { range: fromZero },
       },
       axes: [
@@ -115,6 +121,8 @@
           values: function (u, splits) { return splits.map(yFormat); },
         },
       ],
+      // Room on the right for a tick label at the very end of the x axis ("99.9 %").
+      padding: [12, 40, null, null],
       legend: { live: true },
       cursor: { points: { size: 6 } },
     };
