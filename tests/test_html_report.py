@@ -31,7 +31,7 @@ CHART_IDS = ("latency", "throughput", "errors", "in_flight", "spectrum", "conver
 
 
 def sample() -> dict[str, Any]:
-    """The fixture summary: a 60 s open-model run with every section filled."""
+    """The fixture summary: a real run of benchmarks/report_sample.py, every section filled."""
     summary: dict[str, Any] = json.loads(FIXTURE.read_text(encoding="utf-8"))
     return summary
 
@@ -54,7 +54,7 @@ def malicious() -> dict[str, Any]:
     summary["thresholds"][0]["expression"] = EVIL
     summary["personas"][EVIL] = summary["personas"].pop("browser")
     summary["personas"][EVIL]["example_failure"] = EVIL
-    summary["errors_by_class"]["APITimeoutError"]["example"] = EVIL
+    summary["errors_by_class"][next(iter(summary["errors_by_class"]))]["example"] = EVIL
     summary["handoffs_by_destination"][EVIL] = 2
     summary["load_model"] = EVIL
     summary["schema"] = EVIL
@@ -315,9 +315,17 @@ def test_thresholds_table_shows_pass_and_fail(chromium: Browser, tmp_path: Path)
         assert expression == threshold["expression"]
         assert result == ("PASS" if threshold["passed"] else "FAIL")
         assert row["background"] == colours[result]
-    assert rows[0]["cells"][1] == "612 ms"  # respond.p99 is a latency
-    assert rows[5]["cells"][1] == "14.2 ms"  # and so is a figure in ms
-    assert rows[3]["cells"][1] == "7"  # expectations_failed is a count
+    measured = {
+        t["expression"]: row["cells"][1] for t, row in zip(summary["thresholds"], rows, strict=True)
+    }
+    values = {t["expression"]: t["value"] for t in summary["thresholds"]}
+    # respond.p99 is a latency, and so is a figure in ms: shown in ms, rounded.
+    for expression in ("respond.p99<1500ms", "generator_lag_p99_ms<50"):
+        number, unit = measured[expression].split(" ")
+        assert unit == "ms"
+        assert float(number) == pytest.approx(values[expression], rel=0.01, abs=0.01)
+    # expectations_failed is a count
+    assert measured["expectations_failed==0"] == f"{int(values['expectations_failed==0']):,}"
     assert {r["cells"][2] for r in rows} == {"PASS", "FAIL"}
 
 
@@ -416,14 +424,22 @@ def test_the_harness_catches_network_requests_and_console_errors(
 
 def test_turn_and_handoff_reason_tables() -> None:
     """Respond latency by turn (numbered from 1), turns per conversation, handoffs by reason."""
-    page = render_html(sample())
+    summary = sample()
+    page = render_html(summary)
     by_turn = page.split('<table class="by-turn">', 1)[1].split("</table>", 1)[0]
     cells = re.findall(r"<td[^>]*>(.*?)</td>", by_turn)
-    assert cells[:4] == ["1", "870", "112 ms", "391 ms"]
-    assert cells[-4:] == ["3", "812", "132 ms", "703 ms"]
-    assert "user_requested_human" in page
+    rows = summary["respond_by_turn"]
+    assert len(cells) == 4 * len(rows) >= 8
+    for row, shown in zip(rows, (cells[i : i + 4] for i in range(0, len(cells), 4)), strict=True):
+        assert shown[:2] == [str(row["turn"] + 1), f"{row['count']:,}"]  # numbered from 1
+        assert [float(c.split(" ")[0]) for c in shown[2:]] == [
+            pytest.approx(row["p50_ms"], rel=0.01),
+            pytest.approx(row["p99_ms"], rel=0.01),
+        ]
+    (reason,) = summary["handoffs_by_reason"]
+    assert reason in page
     turns = page.split("<h3>Turns per conversation</h3>", 1)[1].split("</table>", 1)[0]
-    assert re.findall(r"<tr><td>(\d+)</td>", turns) == ["0", "1", "2", "3"]
+    assert re.findall(r"<tr><td>(\d+)</td>", turns) == sorted(summary["turns_by_count"], key=int)
 
 
 def run_bench(tmp_path: Path, *args: str) -> tuple[int, Path, Path]:
@@ -496,3 +512,19 @@ def test_the_error_rate_tile_shows_the_summarys_figure() -> None:
     assert tile, "no error rate tile"
     assert tile[2] == "1.23 %"
     assert 'title="conversation_error_rate: failed / (completed + failed)' in tile[1]
+
+
+def test_legends_are_a_plain_key_away_from_the_cursor(chromium: Browser, tmp_path: Path) -> None:
+    """Off hover a legend shows only series names: no 'time' entry, no '--' values, no colons."""
+    with open_report(chromium, tmp_path, sample()) as visit:
+        legends = visit.page.eval_on_selector_all(
+            ".u-legend", "legends => legends.map(l => l.innerText.replace(/\\s+/g, ' ').trim())"
+        )
+        assert visit.problems() == []
+    assert len(legends) == len(CHART_IDS)
+    for text in legends:
+        assert text
+        assert "--" not in text
+        assert ":" not in text
+        assert not text.startswith(("time", "percentile"))
+    assert legends[0].startswith("create p50")
