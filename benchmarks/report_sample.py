@@ -49,7 +49,7 @@ EXPECTED_EXIT = 99
 
 def _shrink(png: Path) -> None:
     """Requantise the screenshot to 256 colours: flat UI colours survive, the file is ~3x less."""
-    from PIL import Image  # noqa: PLC0415 - Pillow comes with matplotlib (the bench extra)
+    from PIL import Image  # Pillow comes with matplotlib (the bench extra)
 
     with Image.open(png) as image:
         small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)

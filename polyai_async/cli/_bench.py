@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -535,12 +535,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     scenario, load, thresholds = _plan(args)
     embedded = not (args.base_url or args.real)
     if not embedded:
-        unmeasurable = [t.expression for t in thresholds if t.key.startswith("server_")]
-        if unmeasurable:
-            raise UsageError(
-                f"--threshold {unmeasurable[0]!r}: the server_* figures come from the embedded "
-                "fake; a --base-url or --real target does not report them"
-            )
+        _refuse_server_thresholds(thresholds)
     policy = RetryPolicy(
         max_attempts=args.retry_attempts,
         retry_ambiguous=not args.no_retry_ambiguous,
@@ -606,17 +601,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     if server is not None:
         # Known only once the fake has stopped: added here, then everything is judged again on
         # the final summary (thresholds on server_* included).
-        faults = server.stats.get("faults", {})
-        result = result.with_figures(
-            {
-                "server_cpu_seconds": None
-                if server.cpu_seconds is None
-                else round(server.cpu_seconds, 4),
-                "server_requests": sum(server.stats.get("requests", {}).values()),
-                "server_faults": sum(n for name, n in faults.items() if name != "latency"),
-                "server_max_open_connections": server.stats.get("max_open_connections"),
-            }
-        )
+        result = result.with_figures(_server_figures(server))
     summary = result.summary
     examples = {
         name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
@@ -632,11 +617,31 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
         )
     elif code == 99:
         failed = [t for t in summary["thresholds"] if not t["passed"]]
-        measured = [
-            f"{t['expression']} ({_verdict_detail(t)})" for t in failed
-        ]
+        measured = [f"{t['expression']} ({_verdict_detail(t)})" for t in failed]
         _fail("threshold failed: " + "; ".join(measured))
     return code
+
+
+def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
+    """Another target than the embedded fake never reports server_*: refuse them up front."""
+    unmeasurable = [t.expression for t in thresholds if t.key.startswith("server_")]
+    if unmeasurable:
+        raise UsageError(
+            f"--threshold {unmeasurable[0]!r}: the server_* figures come from the embedded "
+            "fake; a --base-url or --real target does not report them"
+        )
+
+
+def _server_figures(server: _EmbeddedServer) -> dict[str, Any]:
+    """The embedded fake's server_* figures, known once it has stopped."""
+    faults = server.stats.get("faults", {})
+    cpu = server.cpu_seconds
+    return {
+        "server_cpu_seconds": None if cpu is None else round(cpu, 4),
+        "server_requests": sum(server.stats.get("requests", {}).values()),
+        "server_faults": sum(n for name, n in faults.items() if name != "latency"),
+        "server_max_open_connections": server.stats.get("max_open_connections"),
+    }
 
 
 def _verdict_detail(threshold: Mapping[str, Any]) -> str:

@@ -21,7 +21,6 @@ from typing import Any
 from yarl import URL
 
 from .._config import DEFAULT_REGION, REGIONS
-
 from ..testing import FakePolyAI, Faults
 from ..testing.__main__ import OneLineParser, option_names
 from ..testing._agents import _AGENTS

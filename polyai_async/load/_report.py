@@ -203,9 +203,7 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         thresholds.add_column("measured", justify="right")
         thresholds.add_column("verdict")
         for t in s["thresholds"]:
-            value = (
-                (t.get("reason") or "no value") if t["value"] is None else f"{t['value']:,.4g}"
-            )
+            value = (t.get("reason") or "no value") if t["value"] is None else f"{t['value']:,.4g}"
             thresholds.add_row(
                 t["expression"], value, "passed" if t["passed"] else "[red]FAILED[/]"
             )
