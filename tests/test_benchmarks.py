@@ -61,6 +61,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("bench_tools")
 @pytest.mark.timeout(900)
 def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
@@ -172,6 +173,7 @@ def test_profile_sorts_frames_by_where_their_file_lives() -> None:
     assert group_of("<frozen importlib._bootstrap>") == OTHER
 
 
+@pytest.mark.e2e
 @pytest.mark.usefixtures("bench_tools")
 @pytest.mark.timeout(900)
 def test_profile_run_writes_shares_that_add_up(tmp_path: Path) -> None:

@@ -174,6 +174,7 @@ def test_bad_load_options_exit_2_in_one_line(args: list[str], message: str) -> N
     assert message in done.stderr
 
 
+@pytest.mark.e2e
 def test_open_run_over_two_processes_writes_every_report(tmp_path: Path) -> None:
     """An open run on 2 processes without a terminal: plain progress lines within 80 columns,
     the JSON summary, one CSV row a second, and an offline HTML report."""

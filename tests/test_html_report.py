@@ -457,6 +457,7 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[int, Path, Path]:
     return done.returncode, json_path, html_path
 
 
+@pytest.mark.e2e
 def test_a_real_bench_run_renders_in_chromium(chromium: Browser, tmp_path: Path) -> None:
     """20 conversations on the embedded fake: the CLI's report is the JSON's, and draws fully."""
     status, json_path, html_path = run_bench(

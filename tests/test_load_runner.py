@@ -130,6 +130,7 @@ def test_bad_stages_name_the_stage() -> None:
         parse_stages("30s:10,fast")
 
 
+@pytest.mark.e2e
 async def test_open_model_starts_the_planned_conversations() -> None:
     """At 40/s for 6 s the open model starts 240 conversations, within 15%."""
     async with FakePolyAI() as fake, fake.client() as client:
@@ -193,6 +194,7 @@ async def test_a_duration_ends_the_run_and_late_conversations_are_interrupted() 
     assert closed == len(fake.conversations) == 3
 
 
+@pytest.mark.e2e
 async def test_open_model_shows_a_stall_that_the_closed_model_hides() -> None:
     """A server stalling 2 s once: open create p99 >= 1 s; closed create p99 stays < 1 s."""
     one_turn = Scenario(
@@ -289,6 +291,7 @@ def test_load_package_exports_its_names_sorted_and_documented() -> None:
             assert value.__doc__, name
 
 
+@pytest.mark.e2e
 async def test_constant_arrivals_start_evenly_in_a_real_run() -> None:
     """At a constant 20/s for 3 s, each second starts 20 conversations (one either way)."""
     load = Load.open(rate=20, duration=3, arrival="constant")

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+# Whole Locust clusters in subprocesses: the end-to-end tier (pytest -m e2e; CI runs it).
+pytestmark = pytest.mark.e2e
+
 FAKE_CREDS = {
     "POLYAI_API_KEY": "test-api-key",
     "POLYAI_TOKEN": "test-token",

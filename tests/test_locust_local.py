@@ -26,6 +26,9 @@ from tests.test_locust import (
     fake_server,
 )
 
+# Whole Locust clusters in subprocesses: the end-to-end tier (pytest -m e2e; CI runs it).
+pytestmark = pytest.mark.e2e
+
 SCENARIO = """
 name: picky
 think_time: 20ms
