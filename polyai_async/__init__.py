@@ -22,6 +22,7 @@ from ._errors import (
     RateLimitError,
     ResponseValidationError,
 )
+from ._hooks import CallEvent, EventHook
 from ._models import (
     Channel,
     CloseChatRequest,
@@ -34,6 +35,7 @@ from ._models import (
 )
 from ._pool import SessionPool
 from ._retry import RetryPolicy
+from ._version import __version__ as __version__
 
 __all__ = [
     "REGIONS",
@@ -42,6 +44,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CallEvent",
     "Channel",
     "ClientClosedError",
     "CloseChatRequest",
@@ -51,6 +54,7 @@ __all__ = [
     "ConversationEndedError",
     "CreateChatRequest",
     "CreateChatResponse",
+    "EventHook",
     "Handoff",
     "InternalServerError",
     "NotFoundError",
