@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import os
 import sys
 import weakref
@@ -21,6 +22,7 @@ from ._config import (
     DEFAULT_REGION,
     PoolLimits,
     Timeouts,
+    check_bool,
     check_header_value,
     check_segment,
     resolve_base_url,
@@ -35,6 +37,8 @@ from ._errors import (
     ConfigurationError,
     PolyAIError,
     ResponseValidationError,
+    display_url,
+    one_line,
     status_error,
     transport_error,
 )
@@ -65,7 +69,15 @@ _USER_AGENT = f"polyai-async/{__version__}"
 # Headers the client sets itself: default_headers may not replace them. The credentials and
 # Content-Type are the API's; the others decide how the request is framed.
 _OWN_HEADERS = frozenset(
-    {"x-api-key", "x-token", "content-type", "content-length", "transfer-encoding", "host"}
+    {
+        "x-api-key",
+        "x-token",
+        "content-type",
+        "accept-encoding",
+        "content-length",
+        "transfer-encoding",
+        "host",
+    }
 )
 
 # Chat answers are a few hundred bytes; anything near this is a proxy's page or an attack.
@@ -92,7 +104,26 @@ def _check_mapping(value: object, name: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be a dict or None, not {type(value).__name__}")
-    return dict(value)
+    mapping = dict(value)
+    _check_finite(mapping, name)
+    return mapping
+
+
+def _check_finite(mapping: dict[str, Any], name: str) -> None:
+    """Refuse NaN and infinities anywhere inside: orjson would send them as null."""
+    stack: list[tuple[object, str]] = [(mapping, name)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConfigurationError(
+                    f"{where} is {value!r}, which JSON cannot carry (it would be sent as null): "
+                    "send a finite number, a string or None"
+                )
+        elif isinstance(value, Mapping):
+            stack.extend((item, f"{where}[{key!r}]") for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
 
 
 def _check_channel(value: object) -> Channel | None:
@@ -122,12 +153,6 @@ def _check_max_response_bytes(value: object) -> int:
 def _check_retry(value: object) -> RetryPolicy:
     if not isinstance(value, RetryPolicy):
         raise ConfigurationError("retry must be a RetryPolicy")
-    return value
-
-
-def _check_flag(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be True or False, not {type(value).__name__}")
     return value
 
 
@@ -211,7 +236,8 @@ class PolyAIClient:
         token: the connector token from Agent Studio (``X-TOKEN``); default ``POLYAI_TOKEN``.
         account_id: the account (workspace) id; default ``POLYAI_ACCOUNT_ID``.
         project_id: the project id; default ``POLYAI_PROJECT_ID``.
-        region: ``us-1``, ``uk-1`` or ``euw-1``; default ``POLYAI_REGION``, else ``us-1``.
+        region: ``us-1``, ``uk-1``, ``euw-1`` or ``studio`` (the self-serve Agent Studio,
+            ``https://api.studio.poly.ai``); default ``POLYAI_REGION``, else ``us-1``.
         base_url: any other origin (a fake server, a proxy); overrides the region's host;
             default ``POLYAI_BASE_URL``. Plain ``http://`` only to loopback, unless
             ``allow_insecure_http``.
@@ -282,6 +308,7 @@ class PolyAIClient:
         propagate_traceparent: bool = False,
     ) -> None:
         _logging.configure_from_env()
+        allow_insecure_http = check_bool(allow_insecure_http, "allow_insecure_http")
         api_key = check_header_value(setting(api_key, "api_key", "POLYAI_API_KEY"), "api_key")
         token = check_header_value(setting(token, "token", "POLYAI_TOKEN"), "token")
         self.account_id = check_segment(
@@ -300,7 +327,7 @@ class PolyAIClient:
         self.retry_policy = _check_retry(retry) if retry is not None else RetryPolicy()
         self.timeouts = Timeouts.coerce(timeout)
         self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
-        _check_flag(trust_env, "trust_env")
+        check_bool(trust_env, "trust_env")
         if pool is not None:
             for name, value in (("limits", limits), ("proxy", proxy), ("trust_env", trust_env)):
                 if value is not None and value is not False:
@@ -323,6 +350,9 @@ class PolyAIClient:
             "X-TOKEN": token,
             "Content-Type": "application/json",
             "Accept": "application/json",
+            # Chat answers are a few hundred bytes: compression saves nothing, and a compressed
+            # answer could inflate far past max_response_bytes (the pool does not decode one).
+            "Accept-Encoding": "identity",
             "User-Agent": _USER_AGENT,
             **_extra_headers(default_headers, app_info),
         }
@@ -342,7 +372,7 @@ class PolyAIClient:
         self._derived: weakref.WeakSet[PolyAIClient] | None = None
 
         hooks = Hooks.from_argument(event_hooks)
-        if _check_flag(telemetry, "telemetry"):
+        if check_bool(telemetry, "telemetry"):
             # OpenTelemetry is imported only when asked for.
             from ._telemetry import Telemetry  # noqa: PLC0415
 
@@ -350,7 +380,7 @@ class PolyAIClient:
                 tracer_provider,
                 meter_provider,
                 server_address=self.base_url.host or "",
-                propagate_traceparent=_check_flag(propagate_traceparent, "propagate_traceparent"),
+                propagate_traceparent=check_bool(propagate_traceparent, "propagate_traceparent"),
             ).subscribe(hooks)
         elif tracer_provider is not None or meter_provider is not None or propagate_traceparent:
             raise ConfigurationError(
@@ -505,6 +535,7 @@ class PolyAIClient:
             asr_lang_code=asr_lang_code,
             tts_lang_code=tts_lang_code,
         )
+        close_after_handoff = check_bool(close_after_handoff, "close_after_handoff")
         chat = Conversation(self, created)
         try:
             yield chat
@@ -545,7 +576,7 @@ class PolyAIClient:
 
     def __repr__(self) -> str:
         return (
-            f"<PolyAIClient {self.base_url} account_id={self.account_id!r} "
+            f"<PolyAIClient {display_url(self.base_url)} account_id={self.account_id!r} "
             f"project_id={self.project_id!r}{' closed' if self._closed else ''}>"
         )
 
@@ -561,9 +592,13 @@ class PolyAIClient:
     ) -> T:
         if self._closed:
             raise ClientClosedError(f"{endpoint.what}: this PolyAIClient is closed; make a new one")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        host = self._host
+        if host is not None and host.loop is not loop:
+            self._host = None  # made under another asyncio.run: this loop needs its own session
         if self._hooks is not None:
             return await self._observed_call(endpoint, body, conversation_id, self._hooks)
-        started = asyncio.get_running_loop().time()
         try:
             # The first attempt runs here; the retry machinery is entered only on a failure.
             result = await self._attempt(endpoint, body, None, self.retry_policy.deadline)
@@ -635,26 +670,32 @@ class PolyAIClient:
                 finally:
                     gate.release()
         except asyncio.TimeoutError:
-            if admitted:
-                raise APITimeoutError(
-                    f"{endpoint.what} failed: timed out waiting for the answer"
-                ) from None
-            raise APITimeoutError(
-                f"{endpoint.what} failed: no connection came free in time (all "
-                f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
-                request_sent=False,
-            ) from None
-        return self._parse(raw, status, endpoint, correlation_id)
+            pass  # raised below, outside this block, so that nothing is chained to it
+        else:
+            return self._parse(raw, status, endpoint, correlation_id)
+        if admitted:
+            raise APITimeoutError(f"{endpoint.what} failed: timed out waiting for the answer")
+        raise APITimeoutError(
+            f"{endpoint.what} failed: no connection came free in time (all "
+            f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
+            request_sent=False,
+        )
 
     async def _exchange(
         self, host: Host, endpoint: _Endpoint[Any], body: bytes, call: CallState | None
     ) -> tuple[bytes, int, str | None]:
-        """Send one request on an admitted connection; return the answer, status, correlation."""
+        """Send one request on an admitted connection; return the answer, status, correlation.
+
+        aiohttp's exceptions are translated, never chained: they hold the request's headers,
+        and so the credentials. Redirects are never followed (the API never redirects, and
+        following one would send the credentials, even the body, wherever it points).
+        """
         what = endpoint.what
         if host.closed or self._closed:
             raise _closed_during(what)
         session = host.session
         headers = self._headers if call is None else call.request_sent(self._headers)
+        failure: PolyAIError
         try:
             async with session.request(
                 endpoint.method,
@@ -662,38 +703,55 @@ class PolyAIClient:
                 data=body,
                 headers=headers,
                 timeout=self._aiohttp_timeout,
+                allow_redirects=False,
             ) as resp:
                 correlation_id = resp.headers.get(CORRELATION_HEADER)
                 if call is not None:
                     call.answered(resp.status, correlation_id)
                 # The raw header, not resp.content_length, which re-parses it on every access.
                 length = resp.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    raw = await self._read(resp, what)
-                elif int(length) > self.max_response_bytes:
-                    raise self._too_large(resp, what, b"")
-                else:
+                if (
+                    length is not None
+                    and length.isdigit()
+                    and int(length) <= self.max_response_bytes
+                ):
                     raw = await resp.read()
+                else:
+                    raw = await self._read(resp, what, length)
                 status = resp.status
                 if status >= 300:
                     raise status_error(status, resp.reason, resp.headers, raw, what=what)
                 return raw, status, correlation_id
         except TRANSPORT_ERRORS as exc:
             if self._closed or host.closed:
-                raise _closed_during(what) from exc
-            raise transport_error(exc, what) from exc
+                failure = _closed_during(what)
+            else:
+                failure = transport_error(exc, what)
         except RuntimeError as exc:  # aiohttp: "Session is closed"
-            if session.closed:
-                raise _closed_during(what) from exc
-            raise
+            if session.closed or self._closed:
+                failure = _closed_during(what)
+            else:
+                failure = PolyAIError(f"{what} failed: {one_line(str(exc))}")
+        raise failure
 
-    async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
-        """Read an answer of unknown length, stopping at max_response_bytes."""
+    async def _read(self, resp: aiohttp.ClientResponse, what: str, length: str | None) -> bytes:
+        """Read an answer of unknown or excessive length, at most max_response_bytes of it.
+
+        A success that is larger fails (``ResponseValidationError``); an error page is cut at
+        the cap, so that its status still decides the error (a 503 is retried).
+        """
+        cap = self.max_response_bytes
+        error_page = resp.status >= 300
+        if not error_page and length is not None and length.isdigit():
+            raise self._too_large(resp, what, b"")  # announced larger than the cap
         size = 0
         chunks: list[bytes] = []
         async for chunk in resp.content.iter_chunked(65536):
             size += len(chunk)
-            if size > self.max_response_bytes:
+            if size > cap:
+                if error_page:
+                    chunks.append(chunk)
+                    return b"".join(chunks)[:cap]
                 raise self._too_large(resp, what, b"".join(chunks))
             chunks.append(chunk)
         return b"".join(chunks)
@@ -734,7 +792,8 @@ class PolyAIClient:
         except cattrs.BaseValidationError as exc:
             detail = "; ".join(cattrs.transform_error(exc, format_exception=_describe))
             raise ResponseValidationError(
-                f"{what}: the answer (HTTP {status}) does not match the API: {detail}",
+                f"{what}: the answer (HTTP {status}) does not match the API: "
+                f"{one_line(detail, 300)}",
                 status=status,
                 body=raw,
             ) from None

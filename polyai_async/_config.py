@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from typing import Any
 import attrs
 from yarl import URL
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, display_url
 
 __all__ = ["REGIONS", "PoolLimits", "Timeouts"]
 
@@ -19,8 +20,12 @@ REGIONS: Mapping[str, str] = {
     "us-1": "https://api.us-1.platform.polyai.app",
     "uk-1": "https://api.uk-1.platform.polyai.app",
     "euw-1": "https://api.euw-1.platform.polyai.app",
+    "studio": "https://api.studio.poly.ai",
 }
-"""The documented regions and their API hosts; a workspace lives in exactly one."""
+"""The documented regions and their API hosts; a workspace lives in exactly one.
+
+``studio`` is the self-serve Agent Studio (``https://studio.poly.ai``).
+"""
 DEFAULT_REGION = "us-1"
 
 # A path segment that can only ever name one segment: no "/", "?", "#", "%", space or control
@@ -28,9 +33,36 @@ DEFAULT_REGION = "us-1"
 _SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
 
 
-def _positive_seconds(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigurationError(f"{attribute.name} must be a positive number of seconds")
+def _owner(instance: object) -> str:
+    return type(instance).__name__
+
+
+def _is_number(value: object) -> bool:
+    """A real, finite int or float; never a bool (``True`` is not 1 second), NaN or infinity."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not _is_number(value) or not value > 0:
+        raise ConfigurationError(
+            f"{_owner(instance)}.{attribute.name} must be a finite number of seconds > 0, "
+            f"got {value!r}"
+        )
+
+
+def _seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not _is_number(value) or value < 0:
+        raise ConfigurationError(
+            f"{_owner(instance)}.{attribute.name} must be a finite number of seconds >= 0, "
+            f"got {value!r}"
+        )
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Refuse anything but True or False: ``"no"`` is truthy (private helper)."""
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {type(value).__name__}")
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -56,16 +88,19 @@ class Timeouts:
             return cls()
         if isinstance(value, Timeouts):
             return value
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not _is_number(value) or not value > 0:
             raise ConfigurationError(
-                f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}"
+                "timeout must be a finite number of seconds > 0 or a Timeouts, "
+                f"got {value!r} ({type(value).__name__})"
             )
         return cls(connect=value, read=value)
 
 
-def _positive_int(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{attribute.name} must be a whole number >= 1, got {value!r}")
+        raise ConfigurationError(
+            f"{_owner(instance)}.{attribute.name} must be a whole number >= 1, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -101,12 +136,31 @@ def setting(value: str | None, argument: str, variable: str, default: str | None
     return value
 
 
+# RFC 9110 5.5: a field value is visible ASCII (and obs-text, which no credential needs),
+# with spaces or tabs only inside it. Anything else would be refused by aiohttp on every
+# call (control characters), split the header (CR, LF), or be changed in transit (edges).
+_FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
+
+
 def check_header_value(value: str, argument: str) -> str:
-    """Refuse a credential that is empty or could split a header line (private helper)."""
+    """Refuse a credential that is not a valid HTTP field value (private helper).
+
+    The message names the argument, never the value: it is a secret.
+    """
     if not value.strip():
         raise ConfigurationError(f"{argument} is empty")
-    if any(ch in value for ch in "\r\n\0"):
-        raise ConfigurationError(f"{argument} contains a line break or NUL; check how it was read")
+    if _FIELD_VALUE.fullmatch(value) is None:
+        if any(ch in value for ch in "\r\n\0"):
+            problem = "contains a line break or NUL"
+        elif value != value.strip():
+            problem = "starts or ends with whitespace"
+        elif not value.isascii():
+            problem = "contains a character that is not ASCII"
+        else:
+            problem = "contains a control character"
+        raise ConfigurationError(
+            f"{argument} {problem}, which an HTTP header cannot carry; check how it was read"
+        )
     return value
 
 
@@ -140,19 +194,22 @@ def resolve_base_url(base_url: str | None, region: str, *, allow_insecure_http: 
                 f"unknown region {region!r}: use one of {', '.join(REGIONS)}, "
                 "or pass base_url for any other host"
             ) from None
+    shown = display_url(base_url)  # never the password of a user:password@host URL
     try:
         url = URL(base_url)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"base_url {base_url!r} is not a URL: {exc}") from None
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"base_url {shown} is not a URL: pass a string such as https://host:port"
+        ) from None
     if url.scheme not in {"http", "https"} or not url.host:
         raise ConfigurationError(
-            f"base_url {base_url!r} must be an absolute http(s) URL such as https://host:port"
+            f"base_url {shown!r} must be an absolute http(s) URL such as https://host:port"
         )
     if url.query_string or url.fragment:
-        raise ConfigurationError(f"base_url {base_url!r} must not have a query or fragment")
+        raise ConfigurationError(f"base_url {shown!r} must not have a query or fragment")
     if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
         raise ConfigurationError(
-            f"base_url {base_url!r} uses plain http to a non-loopback host, which would send the "
+            f"base_url {shown!r} uses plain http to a non-loopback host, which would send the "
             "API key unencrypted: use https, or pass allow_insecure_http=True if you must"
         )
     return url

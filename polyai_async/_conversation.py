@@ -57,6 +57,9 @@ class Conversation:
         self.ended = False
         self.handoff: Handoff | None = None
         self._closed = False
+        # The API is turn-based: a second send waits for the first, so the server sees the
+        # turns, and history records them, in the order send was called.
+        self._turn = asyncio.Lock()
 
     async def send(
         self,
@@ -69,12 +72,33 @@ class Conversation:
     ) -> RespondChatResponse:
         """Send the user's message; returns the agent's reply and records both turns.
 
-        The keyword arguments are those of ``PolyAIClient.respond``.
+        The keyword arguments are those of ``PolyAIClient.respond``. Sends on one conversation
+        are serialised: one started while another is in flight waits for it to finish (and
+        fails, sending nothing, if that one ended the conversation), so the API and
+        ``history`` see the turns in the order ``send`` was called.
 
         Raises:
             ConversationEndedError: the agent has already ended this conversation; nothing is
                 sent.
         """
+        async with self._turn:
+            return await self._send(
+                message,
+                metadata=metadata,
+                integration_attributes=integration_attributes,
+                asr_lang_code=asr_lang_code,
+                tts_lang_code=tts_lang_code,
+            )
+
+    async def _send(
+        self,
+        message: str | None,
+        *,
+        metadata: Mapping[str, Any] | None,
+        integration_attributes: Mapping[str, Any] | None,
+        asr_lang_code: str | None,
+        tts_lang_code: str | None,
+    ) -> RespondChatResponse:
         if self.ended:
             raise ConversationEndedError(
                 f"conversation {self.conversation_id} has ended"

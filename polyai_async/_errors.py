@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
+from yarl import URL
 
 __all__ = [
     "APIConnectionError",
@@ -51,8 +53,34 @@ __all__ = [
 
 CORRELATION_HEADER = "X-PolyAI-Correlation-Id"
 
-# How much of a raw body an error message quotes: enough to recognise an HTML error page.
+# How much of a raw body, or of any text a server or aiohttp sent, an error message quotes:
+# enough to recognise an HTML error page, never a 512 KiB error_message in every log line.
 _BODY_EXCERPT = 200
+_QUOTE_LIMIT = 200
+# Runs of whitespace and control characters, which would break a one-line message.
+_BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text: str, limit: int = _QUOTE_LIMIT) -> str:
+    """``text`` on one line, at most ``limit`` characters (private helper).
+
+    Line breaks and control characters become single spaces; a longer text is cut and ends
+    with an ellipsis. The whole text stays wherever it came from (``error.body``...).
+    """
+    text = _BREAKS.sub(" ", text).strip()
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def display_url(url: object) -> str:
+    """A URL fit to print: any user and password in it shown as ``***`` (private helper)."""
+    if not isinstance(url, URL):
+        try:
+            url = URL(url)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return f"<{type(url).__name__} that is not a URL>"
+    if url.raw_user is None and url.raw_password is None:
+        return str(url)
+    return str(url.with_user(None)).replace("://", "://***@", 1)
 
 
 class PolyAIError(Exception):
@@ -157,21 +185,46 @@ class APIStatusError(PolyAIError):
         return parse_retry_after(self.headers)
 
 
+# RFC 9110 5.6.7: IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT") and the two obsolete forms
+# a recipient must accept (RFC 850's "Sunday, 06-Nov-94 08:49:37 GMT" and asctime's
+# "Sun Nov  6 08:49:37 1994"); ASCII only.
+_HTTP_DATE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} [A-Z][a-z]{2} [0-9]{4} "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+    r"|(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)day, [0-9]{2}-[A-Z][a-z]{2}-[0-9]{2} "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
+    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 0-9][0-9] "
+    r"[0-9]{2}:[0-9]{2}:[0-9]{2} [0-9]{4}",
+    re.ASCII,
+)
+
+
+def _digits(value: str) -> int | None:
+    """``1*DIGIT`` as RFC 9110 means it: ASCII digits only, nothing else ("1_0", "nan", "٣")."""
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``."""
+    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``.
+
+    Only what RFC 9110 allows counts: a whole number of seconds (``1*DIGIT``) or an HTTP date
+    for ``Retry-After``, a whole number for ``retry-after-ms``. Anything else is ignored, so
+    the computed backoff applies.
+    """
     ms = headers.get("retry-after-ms")
     if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+        millis = _digits(ms.strip())
+        if millis is not None:
+            return millis / 1000
     value = headers.get("Retry-After")
     if value is None:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    value = value.strip()
+    seconds = _digits(value)
+    if seconds is not None:
+        return float(seconds)
+    if not _HTTP_DATE.fullmatch(value):
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -237,13 +290,32 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _fields(parsed: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(error_code, error_message, correlation id) from any of the three body shapes."""
+    nested = parsed.get("error")
+    if isinstance(nested, dict):
+        # {"error": {"code", "id", "message", "correlation_id"}}: "id" is a number there.
+        return (
+            _text(nested.get("code")),
+            _text(nested.get("message")),
+            _text(nested.get("correlation_id")),
+        )
+    return (
+        _text(parsed.get("error_code")),
+        _text(parsed.get("error_message")) or _text(nested),
+        _text(parsed.get("error_id")),
+    )
+
+
 def status_error(
     status: int, reason: str | None, headers: Mapping[str, str], raw: bytes, *, what: str
 ) -> APIStatusError:
     """Build the typed error for an error answer (private helper).
 
-    Both documented body shapes parse; a body that is not a JSON object (an HTML page from a
-    proxy) still yields the class its status calls for.
+    The three documented body shapes parse; a body that is not a JSON object (an HTML page
+    from a proxy) still yields the class its status calls for. The message quotes at most
+    ``_QUOTE_LIMIT`` characters of anything the server sent, on one line; the attributes keep
+    it whole. A 3xx is never followed: its message names where it pointed.
     """
     body: Mapping[str, Any] | bytes = raw
     error_code = error_message = error_id = None
@@ -253,9 +325,7 @@ def status_error(
         parsed = None
     if isinstance(parsed, dict):
         body = parsed
-        error_code = _text(parsed.get("error_code"))
-        error_message = _text(parsed.get("error_message")) or _text(parsed.get("error"))
-        error_id = _text(parsed.get("error_id"))
+        error_code, error_message, error_id = _fields(parsed)
     correlation_id = headers.get(CORRELATION_HEADER) or error_id
     if status >= 500:
         cls: type[APIStatusError] = InternalServerError
@@ -263,14 +333,22 @@ def status_error(
         cls = _STATUS_CLASSES.get(status, APIStatusError)
     detail = error_message
     if detail is None and raw:
-        detail = raw[:_BODY_EXCERPT].decode("utf-8", "replace").strip() or None
-    parts = [f"{what} failed: HTTP {status}" + (f" {reason}" if reason else "")]
+        detail = raw[:_BODY_EXCERPT].decode("utf-8", "replace")
+    parts = [f"{what} failed: HTTP {status}" + (f" {one_line(reason, 60)}" if reason else "")]
+    if status < 400:
+        location = headers.get("Location")
+        parts.append(
+            f"- a redirect to {one_line(display_url(location))} was not followed (the API "
+            "never redirects: check base_url)"
+            if location
+            else "- not an answer the API gives"
+        )
     if error_code:
-        parts.append(f"[{error_code}]")
-    if detail:
+        parts.append(f"[{one_line(error_code, 60)}]")
+    if detail and (detail := one_line(detail)):
         parts.append(f"- {detail}")
     if correlation_id:
-        parts.append(f"(correlation id {correlation_id})")
+        parts.append(f"(correlation id {one_line(correlation_id, 80)})")
     return cls(
         " ".join(parts),
         status=status,
@@ -291,6 +369,9 @@ def transport_error(exc: BaseException, what: str) -> APIConnectionError:  # noq
 
     The one place such exceptions are interpreted: above it, only PolyAIError is seen.
     ``asyncio.CancelledError`` is never passed here, so cancellation works as asyncio intends.
+    The error returned must be raised without chaining ``exc``: aiohttp's exceptions hold the
+    request, and so the credentials, in ``request_info``. Only a one-line, capped excerpt of
+    their text is quoted.
     """
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(
@@ -300,12 +381,14 @@ def transport_error(exc: BaseException, what: str) -> APIConnectionError:  # noq
         return APITimeoutError(f"{what} failed: timed out waiting for the answer")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return APIConnectionError(
-            f"{what} failed: the server's TLS certificate was rejected ({exc.certificate_error})",
+            f"{what} failed: the server's TLS certificate was rejected "
+            f"({one_line(str(exc.certificate_error))})",
             request_sent=False,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return APIConnectionError(
-            f"{what} failed: could not connect to {exc.host}:{exc.port} ({exc.strerror})",
+            f"{what} failed: could not connect to {exc.host}:{exc.port} "
+            f"({one_line(str(exc.strerror))})",
             request_sent=False,
         )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
@@ -314,6 +397,13 @@ def transport_error(exc: BaseException, what: str) -> APIConnectionError:  # noq
         )
     if isinstance(exc, aiohttp.ClientPayloadError):
         return APIConnectionError(
-            f"{what} failed: the connection broke while reading the answer ({exc})"
+            f"{what} failed: the connection broke while reading the answer ({one_line(str(exc))})"
         )
-    return APIConnectionError(f"{what} failed: {type(exc).__name__}: {exc or 'connection error'}")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # A status line, header or framing aiohttp could not parse: not an answer in HTTP.
+        return APIConnectionError(
+            f"{what} failed: the server's answer is not valid HTTP ({one_line(exc.message)})"
+        )
+    return APIConnectionError(
+        f"{what} failed: {type(exc).__name__}: {one_line(str(exc)) or 'connection error'}"
+    )

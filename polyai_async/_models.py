@@ -174,26 +174,69 @@ def _as_is(value: Any, _: Any) -> Any:
     return value
 
 
+# The correlation id comes from a header, never the body: the client puts it in the dict it
+# structures; it is not part of the JSON an answer unstructures to.
+_FROM_HEADER: Any = {"correlation_id": override(struct_hook=_as_is)}
+_NOT_IN_JSON: Any = {"correlation_id": override(omit=True)}
+
+
+def _object_only(cls: type[Any], converter: cattrs.Converter) -> Any:
+    """A structure hook for ``cls`` that accepts only a JSON object.
+
+    cattrs would test ``"destination" in value``, which a string passes (``"live_agent_queue"``
+    became ``Handoff(None, None)``) and a number fails with a TypeError about iterating.
+    """
+    structure = make_dict_structure_fn(cls, converter)
+
+    def hook(value: Any, _: Any) -> Any:
+        if type(value) is not dict:
+            raise TypeError(f"expected an object or null, got {_json_type(value)}")
+        return structure(value, cls)
+
+    return hook
+
+
+def _json_type(value: object) -> str:
+    names = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return names.get(type(value), "an array" if isinstance(value, list) else type(value).__name__)
+
+
+def _created(converter: cattrs.Converter) -> Any:
+    """Create's answer, whose conversation id must name a conversation: not blank."""
+    structure = make_dict_structure_fn(CreateChatResponse, converter, **_FROM_HEADER)
+
+    def hook(value: Any, _: Any) -> CreateChatResponse:
+        created: CreateChatResponse = structure(value, CreateChatResponse)
+        if not created.conversation_id.strip():
+            raise cattrs.ClassValidationError(
+                "While structuring CreateChatResponse",
+                [ValueError("conversation_id is blank: the API must name the new conversation")],
+                CreateChatResponse,
+            )
+        return created
+
+    return hook
+
+
 def _make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=False)
     converter.register_structure_hook(str, _strict(str))
     converter.register_structure_hook(bool, _strict(bool))
+    converter.register_structure_hook(Handoff, _object_only(Handoff, converter))
+    converter.register_structure_hook(CreateChatResponse, _created(converter))
     converter.register_unstructure_hook(Channel, lambda channel: channel.value)
     for request in (CreateChatRequest, RespondChatRequest, CloseChatRequest):
         converter.register_unstructure_hook(
             request, make_dict_unstructure_fn(request, converter, _cattrs_omit_if_default=True)
         )
-    # Last, so the generated functions use every hook registered above. The correlation id
-    # comes from a header, never the body (the client puts it in the structured dict), and
-    # is not part of the JSON an answer unstructures to.
-    for answer in ANSWERS:
+    # Last, so the generated functions use every hook registered above.
+    for reply in (RespondChatResponse, CloseChatResponse):
         converter.register_structure_hook(
-            answer,
-            make_dict_structure_fn(answer, converter, correlation_id=override(struct_hook=_as_is)),
+            reply, make_dict_structure_fn(reply, converter, **_FROM_HEADER)
         )
+    for answer in ANSWERS:
         converter.register_unstructure_hook(
-            answer,
-            make_dict_unstructure_fn(answer, converter, correlation_id=override(omit=True)),
+            answer, make_dict_unstructure_fn(answer, converter, **_NOT_IN_JSON)
         )
     return converter
 

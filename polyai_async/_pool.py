@@ -56,11 +56,18 @@ class Host:
     concurrent conversations over 100 connections) and woken waiters loop for nothing.
     """
 
-    __slots__ = ("closed", "gate", "session")
+    __slots__ = ("closed", "gate", "loop", "session")
 
-    def __init__(self, session: aiohttp.ClientSession, max_connections: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        max_connections: int,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.session = session
         self.gate = asyncio.Semaphore(max_connections)
+        # aiohttp binds a session to the loop it was made in: another loop needs another one.
+        self.loop = loop
         self.closed = False
 
     async def close(self) -> None:
@@ -69,6 +76,27 @@ class Host:
         # Each woken waiter sees `closed`, releases and wakes the next: a chain, not a flood.
         self.gate.release()
         await self.session.close()
+
+    def abandon(self) -> None:
+        """Give up a session whose event loop has ended (or is another thread's).
+
+        Nothing can be awaited on a closed loop: aiohttp's close runs without suspending there
+        (it only marks the connector closed), so it is driven by hand. The sockets of that
+        loop's idle connections were left open when the loop closed; they are freed (with
+        asyncio's "unclosed transport" ResourceWarning) when collected.
+        """
+        self.closed = True  # no gate.release(): its waiters belong to the other loop
+        if not self.loop.is_closed():
+            return  # a running loop elsewhere: closing from here would touch it from our thread
+        closing = self.session.close()
+        try:
+            closing.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            logger.debug("polyai_async: abandoning a session failed", exc_info=True)
+        else:
+            closing.close()
 
 
 @attrs.define(eq=False, repr=False)
@@ -99,17 +127,33 @@ class SessionPool:
     proxy: str | None = attrs.field(default=None, kw_only=True)
     trust_env: bool = attrs.field(default=False, kw_only=True)
     _proxy_url: URL | None = attrs.field(init=False, default=None)
-    _hosts: dict[str, Host] = attrs.field(init=False, factory=dict)
+    _hosts: dict[tuple[str, asyncio.AbstractEventLoop], Host] = attrs.field(
+        init=False, factory=dict
+    )
     _closed: bool = attrs.field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.limits, PoolLimits):
-            raise ConfigurationError("limits must be a PoolLimits")
+            raise ConfigurationError("SessionPool.limits must be a PoolLimits")
         self._proxy_url = check_proxy(self.proxy)
         if not isinstance(self.trust_env, bool):
-            raise ConfigurationError("trust_env must be True or False")
+            raise ConfigurationError("SessionPool.trust_env must be True or False")
         if self.trust_env and self.proxy is not None:
             raise ConfigurationError("pass proxy or trust_env=True, not both")
+        if isinstance(self.trace_configs, str | bytes) or not isinstance(
+            self.trace_configs, Sequence
+        ):
+            raise ConfigurationError("SessionPool.trace_configs must be a list of TraceConfig")
+        for trace in self.trace_configs:
+            if not isinstance(trace, aiohttp.TraceConfig):
+                raise ConfigurationError(
+                    "SessionPool.trace_configs must hold aiohttp.TraceConfig objects, "
+                    f"not {type(trace).__name__}"
+                )
+        if not isinstance(self.connector_options, Mapping):
+            raise ConfigurationError(
+                "SessionPool.connector_options must be a dict of TCPConnector arguments"
+            )
         reserved = {"limit", "limit_per_host", "keepalive_timeout", "ttl_dns_cache"}
         clash = reserved & set(self.connector_options)
         if clash:
@@ -130,14 +174,23 @@ class SessionPool:
         return self.host(origin).session
 
     def host(self, origin: URL) -> Host:
-        """Return the host entry (session and gate) for ``origin`` (private to the client)."""
+        """Return the host entry (session and gate) for ``origin`` (private to the client).
+
+        One per host and event loop: a client used under a second ``asyncio.run`` gets fresh
+        sessions there, and the ones of loops that have ended are given up.
+        """
         if self._closed:
             raise ClientClosedError("the session pool is closed; make a new client or pool")
-        key = str(origin)
+        loop = asyncio.get_running_loop()
+        key = (str(origin), loop)
         host = self._hosts.get(key)
         if host is None or host.session.closed:
+            for other_key, other in list(self._hosts.items()):
+                if other.loop.is_closed():
+                    del self._hosts[other_key]
+                    other.abandon()
             host = self._hosts[key] = Host(
-                self._make_session(self._proxy_for(origin)), self.limits.max_connections
+                self._make_session(self._proxy_for(origin)), self.limits.max_connections, loop
             )
         return host
 
@@ -169,20 +222,31 @@ class SessionPool:
             ttl_dns_cache=self.limits.dns_ttl,
             **self.connector_options,
         )
-        return aiohttp.ClientSession(
+        session = aiohttp.ClientSession(
             connector=connector,
             trace_configs=list(self.trace_configs) or None,
             # The client bounds each attempt itself (Timeouts and the deadline).
             timeout=aiohttp.ClientTimeout(total=None),
-            # Credentials are per client, so nothing is read from the environment or ~/.netrc
-            # by aiohttp; trust_env=True reads the proxy variables, and only them, above.
+            # Credentials are per client, so nothing is read from the environment: no proxy
+            # from HTTP(S)_PROXY, no ~/.netrc (see docs/configuration.md, "Proxies"); with
+            # trust_env=True, _proxy_for reads the proxy variables, and only them.
             trust_env=False,
             proxy=proxy,
             # The API sets no cookies we need, and clients sharing this pool (other credentials)
             # must not share any; a real jar would also filter cookies on every request.
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
+            # The client asks for no compression (Accept-Encoding: identity); an answer
+            # compressed anyway stays compressed, so max_response_bytes bounds what is held
+            # in memory: a 200 KiB gzip body can inflate to 200 MiB.
+            auto_decompress=False,
         )
+        # aiohttp re-sends an idempotent request (close, a PUT) once, uncounted, when the
+        # connection breaks; the retry layer decides and counts every attempt instead. The
+        # attribute is private but stable (aiohttp's own test client sets it);
+        # test_hardening.py::test_no_silent_resend fails if it stops working.
+        session._retry_connection = False
+        return session
 
     def open_connections(self) -> int:
         """Count the connections held by every host's pool, busy or idle (for tests and stats)."""
@@ -199,7 +263,11 @@ class SessionPool:
         """Close every session and release every connection. Idempotent."""
         self._closed = True
         hosts, self._hosts = list(self._hosts.values()), {}
+        loop = asyncio.get_running_loop()
         for host in reversed(hosts):
+            if host.loop is not loop:
+                host.abandon()  # another loop's session cannot be closed from this one
+                continue
             try:
                 await host.close()
             except Exception:  # a failed close must not stop the others closing

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import attrs
 import tenacity
 
-from ._config import _positive_int
+from ._config import _positive_int, _positive_seconds, _seconds_or_zero
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -48,21 +48,55 @@ _TIMEOUT_RETRY_COST = 10
 _SUCCESS_REFUND = 1
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigurationError(f"{attribute.name} must be a number >= 0, got {value!r}")
+def _statuses(value: Iterable[int]) -> frozenset[int]:
+    """retry_statuses as a frozenset of 4xx and 5xx codes, or a ConfigurationError."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigurationError(
+            "RetryPolicy.retry_statuses must be a set of status codes such as {429, 503}, "
+            f"not {type(value).__name__}"
+        )
+    statuses = frozenset(value)
+    for status in statuses:
+        if isinstance(status, bool) or not isinstance(status, int):
+            raise ConfigurationError(
+                "RetryPolicy.retry_statuses must hold whole numbers such as 503, "
+                f"got {status!r} ({type(status).__name__})"
+            )
+    bad = sorted(s for s in statuses if not 400 <= s <= 599)
+    if bad:
+        raise ConfigurationError(f"RetryPolicy.retry_statuses must be 4xx or 5xx codes, got {bad}")
+    return statuses
+
+
+def _bool(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"{type(instance).__name__}.{attribute.name} must be True or False, got {value!r}"
+        )
+
+
+def _budget(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"{type(instance).__name__}.{attribute.name} must be a whole number of tokens >= 0 "
+            f"or None, got {value!r}"
+        )
 
 
 @attrs.frozen(kw_only=True)
 class RetryPolicy:
     """How a call is retried, and how long it may take in all.
 
+    Every field is checked: a wrong type, NaN or infinity is a ConfigurationError naming it.
+
     Args:
         max_attempts: HTTP attempts per call, the first included; 1 turns retries off.
         initial_backoff: the first backoff's upper bound, in seconds; it doubles per retry.
         max_backoff: the cap on any computed backoff, in seconds.
         deadline: seconds the whole call may take, every attempt and sleep included.
-        retry_statuses: statuses that are retried.
+        retry_statuses: statuses that are retried (4xx or 5xx codes).
         retry_ambiguous: retry create and respond even when the server may already have
             processed the request (which can duplicate a turn). Set False where a duplicated
             turn is worse than a failed one.
@@ -72,24 +106,15 @@ class RetryPolicy:
     """
 
     max_attempts: int = attrs.field(default=3, validator=_positive_int)
-    initial_backoff: float = attrs.field(default=0.5, validator=_positive)
-    max_backoff: float = attrs.field(default=8.0, validator=_positive)
-    deadline: float = attrs.field(default=60.0, validator=_positive)
+    initial_backoff: float = attrs.field(default=0.5, validator=_seconds_or_zero)
+    max_backoff: float = attrs.field(default=8.0, validator=_seconds_or_zero)
+    deadline: float = attrs.field(default=60.0, validator=_positive_seconds)
     retry_statuses: frozenset[int] = attrs.field(
-        default=frozenset({429, 500, 502, 503, 504}), converter=frozenset
+        default=frozenset({429, 500, 502, 503, 504}), converter=_statuses
     )
-    retry_ambiguous: bool = True
-    max_retry_after: float = attrs.field(default=60.0, validator=_positive)
-    retry_budget: int | None = 500
-
-    def __attrs_post_init__(self) -> None:
-        if self.deadline <= 0:
-            raise ConfigurationError("deadline must be more than 0 seconds")
-        if self.retry_budget is not None and self.retry_budget < 0:
-            raise ConfigurationError("retry_budget must be >= 0 or None")
-        bad = [s for s in self.retry_statuses if not 400 <= s <= 599]
-        if bad:
-            raise ConfigurationError(f"retry_statuses must be 4xx or 5xx codes, got {sorted(bad)}")
+    retry_ambiguous: bool = attrs.field(default=True, validator=_bool)
+    max_retry_after: float = attrs.field(default=60.0, validator=_seconds_or_zero)
+    retry_budget: int | None = attrs.field(default=500, validator=_budget)
 
 
 @attrs.define

@@ -63,13 +63,24 @@ def test_argument_wins_over_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert PolyAIClient(**CREDS).account_id == "ACCOUNT-1"
 
 
-@pytest.mark.parametrize("region", sorted(REGIONS))
+HOSTS = {
+    "us-1": "https://api.us-1.platform.polyai.app",
+    "uk-1": "https://api.uk-1.platform.polyai.app",
+    "euw-1": "https://api.euw-1.platform.polyai.app",
+    "studio": "https://api.studio.poly.ai",
+}
+
+
+def test_regions_are_the_documented_ones() -> None:
+    """REGIONS lists exactly the hosts the API documents, the self-serve Studio included."""
+    assert dict(REGIONS) == HOSTS
+
+
+@pytest.mark.parametrize("region", sorted(HOSTS))
 def test_regions_map_to_their_hosts(region: str) -> None:
-    """Each documented region maps to https://api.{region}.platform.polyai.app."""
+    """Each documented region maps to its API host."""
     client = PolyAIClient(**CREDS, region=region)
-    assert str(client._create.url) == (
-        f"https://api.{region}.platform.polyai.app/v1/ACCOUNT-1/PROJ-1/chat/create"
-    )
+    assert str(client._create.url) == f"{HOSTS[region]}/v1/ACCOUNT-1/PROJ-1/chat/create"
 
 
 def test_default_region_is_us_1() -> None:

@@ -48,7 +48,11 @@ MODELS: dict[type[Any], st.SearchStrategy[Any]] = {
         tts_lang_code=maybe_text,
     ),
     CloseChatRequest: st.builds(CloseChatRequest, conversation_id=text),
-    CreateChatResponse: st.builds(CreateChatResponse, conversation_id=text, response=text),
+    CreateChatResponse: st.builds(
+        CreateChatResponse,
+        conversation_id=text.filter(lambda value: value.strip() != ""),
+        response=text,
+    ),
     RespondChatResponse: st.builds(
         RespondChatResponse,
         conversation_id=text,

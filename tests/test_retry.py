@@ -81,7 +81,7 @@ async def test_retry_after_replaces_backoff(
     mocked: aioresponses, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 429's Retry-After is the delay before the next attempt, not the computed backoff."""
-    mocked.post(f"{BASE}/respond", status=429, payload={}, headers={"Retry-After": "0.2"})
+    mocked.post(f"{BASE}/respond", status=429, payload={}, headers={"retry-after-ms": "200"})
     mocked.post(f"{BASE}/respond", payload=OK)
     policy = RetryPolicy(initial_backoff=5, max_backoff=5)
     caplog.set_level(logging.WARNING, "polyai_async")
