@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -83,6 +83,8 @@ _OWN_HEADERS = frozenset(
 # Chat answers are a few hundred bytes; anything near this is a proxy's page or an attack.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
 _EXCERPT = 120
+# orjson refuses anything nested deeper than 254 levels.
+_MAX_DEPTH = 255
 
 
 def _check_id(conversation_id: object) -> str:
@@ -110,20 +112,26 @@ def _check_mapping(value: object, name: str) -> dict[str, Any] | None:
 
 
 def _check_finite(mapping: dict[str, Any], name: str) -> None:
-    """Refuse NaN and infinities anywhere inside: orjson would send them as null."""
-    stack: list[tuple[object, str]] = [(mapping, name)]
+    """Refuse NaN and infinities anywhere inside: orjson would send them as null.
+
+    Deeper than JSON can go (orjson stops at 255 levels; a dict holding itself never ends) is
+    left for the encoder, which refuses it.
+    """
+    stack: list[tuple[object, str, int]] = [(mapping, name, 0)]
     while stack:
-        value, where = stack.pop()
+        value, where, depth = stack.pop()
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise ConfigurationError(
                     f"{where} is {value!r}, which JSON cannot carry (it would be sent as null): "
                     "send a finite number, a string or None"
                 )
+        elif depth > _MAX_DEPTH:
+            continue
         elif isinstance(value, Mapping):
-            stack.extend((item, f"{where}[{key!r}]") for key, item in value.items())
+            stack.extend((item, f"{where}[{key!r}]", depth + 1) for key, item in value.items())
         elif isinstance(value, list | tuple):
-            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(value))
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
 def _check_channel(value: object) -> Channel | None:
@@ -207,6 +215,10 @@ def _encode(request: object) -> bytes:
         return _models.dumps(request)
     except TypeError as exc:
         raise ConfigurationError(f"the request cannot be sent as JSON: {exc}") from None
+    except RecursionError:  # a dict or list that holds itself, or one nested thousands deep
+        raise ConfigurationError(
+            "the request cannot be sent as JSON: its data holds itself or is nested too deeply"
+        ) from None
 
 
 class _Endpoint(Generic[T]):
@@ -301,7 +313,7 @@ class PolyAIClient:
         trust_env: bool = False,
         default_headers: Mapping[str, str] | None = None,
         app_info: str | None = None,
-        event_hooks: Mapping[str, EventHook | list[EventHook]] | None = None,
+        event_hooks: Mapping[str, EventHook | Sequence[EventHook]] | None = None,
         telemetry: bool = False,
         tracer_provider: Any = None,
         meter_provider: Any = None,
@@ -528,6 +540,7 @@ class PolyAIClient:
                 to a human. The API says close "may be called once a human agent has taken
                 over": pass False to leave a handed-off chat open for that side to close.
         """
+        close_after_handoff = check_bool(close_after_handoff, "close_after_handoff")
         created = await self.create_chat(
             channel=channel,
             variant_id=variant_id,
@@ -535,7 +548,6 @@ class PolyAIClient:
             asr_lang_code=asr_lang_code,
             tts_lang_code=tts_lang_code,
         )
-        close_after_handoff = check_bool(close_after_handoff, "close_after_handoff")
         chat = Conversation(self, created)
         try:
             yield chat

@@ -202,7 +202,7 @@ def _json_type(value: object) -> str:
 
 
 def _created(converter: cattrs.Converter) -> Any:
-    """Create's answer, whose conversation id must name a conversation: not blank."""
+    """A hook for create's answer: its conversation id must name a conversation, not be blank."""
     structure = make_dict_structure_fn(CreateChatResponse, converter, **_FROM_HEADER)
 
     def hook(value: Any, _: Any) -> CreateChatResponse:

@@ -93,7 +93,7 @@ class Host:
             closing.send(None)
         except StopIteration:
             return
-        except Exception:
+        except Exception:  # best effort: the session is unusable either way
             logger.debug("polyai_async: abandoning a session failed", exc_info=True)
         else:
             closing.close()

@@ -33,6 +33,7 @@ from ._errors import (
     APITimeoutError,
     ConfigurationError,
     PolyAIError,
+    one_line,
 )
 
 __all__ = ["RetryPolicy"]
@@ -296,7 +297,7 @@ class Retrier:
             self.policy.max_attempts,
             error,
             state.upcoming_sleep,
-            f" (correlation id {correlation})" if correlation else "",
+            f" (correlation id {one_line(correlation, 80)})" if correlation else "",
         )
         if call.observer is not None:
             call.observer.retry_scheduled(error, state.upcoming_sleep)

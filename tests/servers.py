@@ -15,7 +15,12 @@ request takes the next action from a script (then "ok" forever):
 - ``"ok-close"``: a 200 announcing keep-alive, then the connection closed soon after (the
   client finds a dead connection in its pool);
 - ``"unsized"``, ``"big-unsized"``: as ``"ok"`` and ``"big"`` but with no Content-Length, the
-  body ending where the server closes the connection.
+  body ending where the server closes the connection;
+- ``"big-503"``, ``"big-503-unsized"``: a 503 whose HTML page is ``big_size`` bytes;
+- ``"429=<value>"``, ``"429ms=<value>"``: a 429 with ``Retry-After: <value>`` or
+  ``retry-after-ms: <value>``, sent as given;
+- any key of ``canned``: those bytes, verbatim, then the connection closed (answers that are
+  not HTTP, or broken HTTP).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import contextlib
 import email.utils
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import orjson
 
@@ -35,9 +40,17 @@ OK_BODY = orjson.dumps({"conversation_id": "CONV-1", "response": "hi", "end_conv
 class RawServer:
     """A scripted HTTP/1.1 server; counts connections and requests."""
 
-    def __init__(self, script: Iterable[str] = (), *, body: bytes = OK_BODY) -> None:
+    def __init__(
+        self,
+        script: Iterable[str] = (),
+        *,
+        body: bytes = OK_BODY,
+        canned: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.script = list(script)
         self.body = body
+        self.canned = dict(canned or {})
+        self.methods: list[str] = []
         self.big_size = 8 * 1024 * 1024
         self.wait = 1.0
         self.connections = 0
@@ -94,7 +107,12 @@ class RawServer:
                 length = int(value)
         await reader.readexactly(length)
         self.requests += 1
+        self.methods.append(head.split(b" ", 1)[0].decode())
         action = self.script.pop(0) if self.script else "ok"
+        if action in self.canned:
+            writer.write(self.canned[action])
+            await writer.drain()
+            return False
         if action == "close":
             return False
         if action == "reset":
@@ -102,29 +120,14 @@ class RawServer:
             return False
         if action == "hang":
             await asyncio.sleep(3600)
-        body = self.body
-        status = "200 OK"
-        extra = ""
-        if action in ("big", "big-unsized"):
-            body = b" " * self.big_size
-        elif action.isdigit():
-            status = f"{action} Error"
-            body = orjson.dumps({"error_message": f"scripted {action}"})
-        elif action.startswith("429-"):
-            status = "429 Too Many Requests"
-            body = b"{}"
-            if action == "429-ms":
-                extra = f"retry-after-ms: {int(self.wait * 1000)}\r\n"
-            else:
-                when = email.utils.formatdate(time.time() + self.wait, usegmt=True)
-                extra = f"Retry-After: {when}\r\n"
+        status, body, extra = self._answer(action)
         # Without Content-Length the body ends where the connection does.
         framing = (
             "Connection: close" if action.endswith("unsized") else f"Content-Length: {len(body)}"
         )
         header = (
             f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra}{framing}\r\n\r\n"
-        ).encode()
+        ).encode()  # UTF-8: a header value may carry any character, as a hostile server's can
         if action == "half":
             writer.write(header + body[: len(body) // 2])
             await writer.drain()
@@ -135,6 +138,26 @@ class RawServer:
             await asyncio.sleep(0.02)
             return False
         return not action.endswith("unsized")
+
+    def _answer(self, action: str) -> tuple[str, bytes, str]:  # noqa: PLR0911 - a table
+        """The status line, body and extra header lines ``action`` calls for."""
+        if action in ("big", "big-unsized"):
+            return "200 OK", b" " * self.big_size, ""
+        if action.startswith("big-503"):
+            page = b"<html><body>" + b"x" * self.big_size + b"</body></html>"
+            return "503 Service Unavailable", page, ""
+        if action.startswith(("429=", "429ms=")):
+            name, _, value = action.partition("=")
+            header = "retry-after-ms" if name == "429ms" else "Retry-After"
+            return "429 Too Many Requests", b"{}", f"{header}: {value}\r\n"
+        if action.isdigit():
+            return f"{action} Error", orjson.dumps({"error_message": f"scripted {action}"}), ""
+        if action == "429-ms":
+            return "429 Too Many Requests", b"{}", f"retry-after-ms: {int(self.wait * 1000)}\r\n"
+        if action == "429-date":
+            when = email.utils.formatdate(time.time() + self.wait, usegmt=True)
+            return "429 Too Many Requests", b"{}", f"Retry-After: {when}\r\n"
+        return "200 OK", self.body, ""
 
 
 class Unaccepting:

@@ -49,7 +49,7 @@ class Telemetry:
     def points(self, name: str) -> list[Any]:
         data = self.reader.get_metrics_data()
         assert data is not None
-        found = []
+        found: list[Any] = []
         for resource in data.resource_metrics:
             for scope in resource.scope_metrics:
                 for metric in scope.metrics:
@@ -102,7 +102,9 @@ async def test_a_retry_is_an_event_and_a_count(polyai_fake: FakePolyAI, otel: Te
     assert event.name == "polyai.retry"
     assert event.attributes is not None
     assert event.attributes["polyai.retry.reason"] == "http_503"
-    assert event.attributes["polyai.retry.delay"] >= 0
+    delay = event.attributes["polyai.retry.delay"]
+    assert isinstance(delay, float)
+    assert delay >= 0
     assert event.attributes["polyai.attempt"] == 1
     [retries] = otel.points("polyai.client.retries")
     assert retries.value == 1
