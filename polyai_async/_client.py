@@ -7,7 +7,6 @@ import contextlib
 import functools
 import math
 import os
-import sys
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
@@ -54,16 +53,12 @@ from ._models import (
 )
 from ._pool import Host, SessionPool
 from ._retry import Retrier, RetryPolicy
+from ._timing import Expiry
 from ._version import __version__
 
 __all__ = ["PolyAIClient"]
 
 T = TypeVar("T")
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _timeout
-else:  # pragma: no cover - aiohttp installs async-timeout on 3.10
-    from async_timeout import timeout as _timeout
 
 _USER_AGENT = f"polyai-async/{__version__}"
 # Headers the client sets itself: default_headers may not replace them. The credentials and
@@ -672,19 +667,26 @@ class PolyAIClient:
             host = self._host = self.pool.host(self._origin)
         gate = host.gate
         admitted = False
+        # One timer bounds the attempt: the wait for a connection and the request itself.
+        loop = host.loop
+        expiry = Expiry(asyncio.current_task())  # type: ignore[arg-type]
+        timer = loop.call_at(loop.time() + min(seconds_left, self.timeouts.read), expiry)
         try:
-            # One timer bounds the attempt: the wait for a connection and the request itself.
-            async with _timeout(min(seconds_left, self.timeouts.read)):
-                await gate.acquire()  # in arrival order; at once while connections are free
-                admitted = True
-                try:
-                    raw, status, correlation_id = await self._exchange(host, endpoint, body, call)
-                finally:
-                    gate.release()
-        except asyncio.TimeoutError:
-            pass  # raised below, outside this block, so that nothing is chained to it
+            if not gate.try_acquire():  # in arrival order; at once while connections are free
+                await gate.acquire()
+            admitted = True
+            try:
+                raw, status, correlation_id = await self._exchange(host, endpoint, body, call)
+            finally:
+                gate.release()
+        except asyncio.CancelledError:
+            if not expiry.expired():
+                raise  # the caller's cancellation, not the timer's
+            # The timeout is raised below, outside this block, so that nothing is chained to it.
         else:
             return self._parse(raw, status, endpoint, correlation_id)
+        finally:
+            timer.cancel()
         if admitted:
             raise APITimeoutError(f"{endpoint.what} failed: timed out waiting for the answer")
         raise APITimeoutError(

@@ -15,6 +15,7 @@ from yarl import URL
 
 from ._config import PoolLimits
 from ._errors import ClientClosedError, ConfigurationError
+from ._gate import Gate
 
 __all__ = ["SessionPool"]
 
@@ -65,7 +66,7 @@ class Host:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.session = session
-        self.gate = asyncio.Semaphore(max_connections)
+        self.gate = Gate(max_connections)
         # aiohttp binds a session to the loop it was made in: another loop needs another one.
         self.loop = loop
         self.closed = False
