@@ -16,7 +16,7 @@ import cattrs
 import orjson
 from yarl import URL
 
-from . import _logging, _models
+from . import _logging, _models, _transport
 from ._config import (
     DEFAULT_REGION,
     PoolLimits,
@@ -711,6 +711,15 @@ class PolyAIClient:
         headers = self._headers if call is None else call.request_sent(self._headers)
         failure: PolyAIError
         try:
+            # The short way through aiohttp, unless a mock replaced its path (see _transport).
+            if host.direct and aiohttp.ClientSession._request is _transport.ORIGINAL_REQUEST:
+                resp = await _transport.send(
+                    session, endpoint.method, endpoint.url, headers, body, self._aiohttp_timeout
+                )
+                try:
+                    return await self._receive(resp, what, call)
+                finally:
+                    resp.release()
             async with session.request(
                 endpoint.method,
                 endpoint.url,
@@ -719,23 +728,7 @@ class PolyAIClient:
                 timeout=self._aiohttp_timeout,
                 allow_redirects=False,
             ) as resp:
-                correlation_id = resp.headers.get(CORRELATION_HEADER)
-                if call is not None:
-                    call.answered(resp.status, correlation_id)
-                # The raw header, not resp.content_length, which re-parses it on every access.
-                length = resp.headers.get("Content-Length")
-                if (
-                    length is not None
-                    and length.isdigit()
-                    and int(length) <= self.max_response_bytes
-                ):
-                    raw = await resp.read()
-                else:
-                    raw = await self._read(resp, what, length)
-                status = resp.status
-                if status >= 300:
-                    raise status_error(status, resp.reason, resp.headers, raw, what=what)
-                return raw, status, correlation_id
+                return await self._receive(resp, what, call)
         except TRANSPORT_ERRORS as exc:
             if self._closed or host.closed:
                 failure = _closed_during(what)
@@ -747,6 +740,24 @@ class PolyAIClient:
             else:
                 failure = PolyAIError(f"{what} failed: {one_line(str(exc))}")
         raise failure
+
+    async def _receive(
+        self, resp: aiohttp.ClientResponse, what: str, call: CallState | None
+    ) -> tuple[bytes, int, str | None]:
+        """Read the answer whose status and headers came: its body, status and correlation."""
+        correlation_id = resp.headers.get(CORRELATION_HEADER)
+        if call is not None:
+            call.answered(resp.status, correlation_id)
+        # The raw header, not resp.content_length, which re-parses it on every access.
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= self.max_response_bytes:
+            raw = await resp.read()
+        else:
+            raw = await self._read(resp, what, length)
+        status = resp.status
+        if status >= 300:
+            raise status_error(status, resp.reason, resp.headers, raw, what=what)
+        return raw, status, correlation_id
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str, length: str | None) -> bytes:
         """Read an answer of unknown or excessive length, at most max_response_bytes of it.

@@ -13,6 +13,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from . import _transport
 from ._config import PoolLimits
 from ._errors import ClientClosedError, ConfigurationError
 from ._gate import Gate
@@ -57,7 +58,7 @@ class Host:
     concurrent conversations over 100 connections) and woken waiters loop for nothing.
     """
 
-    __slots__ = ("closed", "gate", "loop", "session")
+    __slots__ = ("closed", "direct", "gate", "loop", "session")
 
     def __init__(
         self,
@@ -70,6 +71,8 @@ class Host:
         # aiohttp binds a session to the loop it was made in: another loop needs another one.
         self.loop = loop
         self.closed = False
+        # Requests may take the short way through aiohttp (_transport.send); set by the pool.
+        self.direct = False
 
     async def close(self) -> None:
         """Close the session, and wake the requests waiting at the gate so they can fail."""
@@ -190,9 +193,11 @@ class SessionPool:
                 if other.loop.is_closed():
                     del self._hosts[other_key]
                     other.abandon()
+            proxy = self._proxy_for(origin)
             host = self._hosts[key] = Host(
-                self._make_session(self._proxy_for(origin)), self.limits.max_connections, loop
+                self._make_session(proxy), self.limits.max_connections, loop
             )
+            host.direct = _transport.usable(host.session, proxy)
         return host
 
     def _proxy_for(self, origin: URL) -> URL | None:

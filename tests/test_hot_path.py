@@ -1,15 +1,18 @@
-"""The attempt timer and the connection gate: timeouts, cancellations, and slots passed on."""
+"""The hot path's parts: the attempt timer, the connection gate, the short way through aiohttp."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
+import aiohttp
 import pytest
 
-from polyai_async import APITimeoutError, PoolLimits, RetryPolicy
+from polyai_async import APITimeoutError, PolyAIClient, PoolLimits, RetryPolicy, SessionPool
 from polyai_async._gate import Gate
 from polyai_async.testing import FakePolyAI, Faults
+
+from .recording_server import RecordingServer
 
 ONCE = RetryPolicy(max_attempts=1)
 
@@ -97,3 +100,21 @@ async def test_the_gate_serves_in_arrival_order() -> None:
     assert not gate.try_acquire()  # the releaser cannot take the slot back past the queue
     await asyncio.gather(*waiters)
     assert order == [0, 1, 2, 3, 4]
+
+
+async def test_the_short_way_sends_the_same_request() -> None:
+    """A request by the short way through aiohttp carries exactly the general path's headers."""
+    async with RecordingServer() as server:
+        async with PolyAIClient(**server.client_options()) as short:
+            await short.create_chat()
+            assert short._host is not None
+            assert short._host.direct
+        # Trace configs need aiohttp's general path (ClientSession.request).
+        async with SessionPool(trace_configs=[aiohttp.TraceConfig()]) as pool:
+            async with PolyAIClient(**server.client_options(), pool=pool) as general:
+                await general.create_chat()
+                assert general._host is not None
+                assert not general._host.direct
+    direct, through_session = server.header_lines
+    assert sorted(direct) == sorted(through_session)
+    assert server.paths[0] == server.paths[1]
