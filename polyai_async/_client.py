@@ -36,6 +36,7 @@ from ._errors import (
     ConfigurationError,
     PolyAIError,
     ResponseValidationError,
+    detach,
     display_url,
     one_line,
     status_error,
@@ -610,13 +611,17 @@ class PolyAIClient:
             # The first attempt runs here; the retry machinery is entered only on a failure.
             result = await self._attempt(endpoint, body, None, self.retry_policy.deadline)
         except PolyAIError as error:
-            return await self._retrier.retry(
-                functools.partial(self._attempt, endpoint, body, None),
-                error,
-                started=started,
-                what=endpoint.what,
-                idempotent=endpoint.idempotent,
-            )
+            try:
+                return await self._retrier.retry(
+                    functools.partial(self._attempt, endpoint, body, None),
+                    error,
+                    started=started,
+                    what=endpoint.what,
+                    idempotent=endpoint.idempotent,
+                )
+            except PolyAIError as final:
+                detach(final)  # no aiohttp exception, and so no credential, rides along
+                raise
         self._retrier.succeeded()
         return result
 
@@ -630,14 +635,18 @@ class PolyAIClient:
             try:
                 result = await attempt(self.retry_policy.deadline)
             except PolyAIError as error:
-                return await self._retrier.retry(
-                    attempt,
-                    error,
-                    started=call.started,
-                    what=endpoint.what,
-                    idempotent=endpoint.idempotent,
-                    observer=call,
-                )
+                try:
+                    return await self._retrier.retry(
+                        attempt,
+                        error,
+                        started=call.started,
+                        what=endpoint.what,
+                        idempotent=endpoint.idempotent,
+                        observer=call,
+                    )
+                except PolyAIError as final:
+                    detach(final)  # no aiohttp exception, and so no credential, rides along
+                    raise
         except BaseException as error:  # cancellation too: every call has a last event
             call.call_failed(error)
             raise

@@ -166,6 +166,8 @@ def check_header_value(value: str, argument: str) -> str:
 
 def check_segment(value: str, argument: str) -> str:
     """Refuse a path segment that could change the request's target (private helper)."""
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{argument} must be a string, not {type(value).__name__}")
     if not _SEGMENT.fullmatch(value) or value in {".", ".."}:
         raise ConfigurationError(
             f"{argument}={value!r} is not a valid id: use letters, digits, '-', '_', '.' or '~'"

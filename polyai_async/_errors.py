@@ -360,6 +360,35 @@ def status_error(
     )
 
 
+def detach(error: BaseException) -> None:
+    """Cut every link from ``error``'s chain to an exception that is not ours (private helper).
+
+    aiohttp's exceptions hold the request, and so the credentials, in ``request_info``. They
+    are never chained on purpose, but Python sets ``__context__`` from whatever exception is
+    being handled where ours is raised, and on Python 3.10 that can be one the event loop is
+    handling a few frames up (the exception it woke the task with). So the client cuts them
+    off on the way out: what stays reachable through ``__cause__`` and ``__context__`` is
+    only ever a PolyAIError.
+    """
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__cause__ is not None:
+            if isinstance(current.__cause__, PolyAIError):
+                todo.append(current.__cause__)
+            else:
+                current.__cause__ = None
+        if current.__context__ is not None:
+            if isinstance(current.__context__, PolyAIError):
+                todo.append(current.__context__)
+            else:
+                current.__context__ = None
+
+
 #: What a request can raise below us; the client catches exactly these and translates them.
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 

@@ -15,6 +15,9 @@ import gzip
 import logging
 import math
 import re
+import socket
+import ssl
+import subprocess
 import threading
 import time
 import warnings
@@ -25,6 +28,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from polyai_async import (
     REGIONS,
@@ -371,6 +375,9 @@ NAN, INF = math.nan, math.inf
         (PolyAIClient, {**CREDS, "timeout": NAN}, "timeout"),
         (PolyAIClient, {**CREDS, "timeout": INF}, "timeout"),
         (PolyAIClient, {**CREDS, "allow_insecure_http": "no"}, "allow_insecure_http"),
+        (PolyAIClient, {**CREDS, "version": 1}, "version"),
+        (PolyAIClient, {**CREDS, "base_url": 8080}, "base_url"),
+        (PolyAIClient, {**CREDS, "max_response_bytes": NAN}, "max_response_bytes"),
     ],
 )
 def test_every_configuration_field_refuses_nonsense(
@@ -531,6 +538,10 @@ async def test_data_that_holds_itself_is_refused_not_walked_forever() -> None:
         ("429=+5", None),
         ("429=inf", None),
         ("429=1e3", None),
+        ("429=Sun, 06 Nov 1994 08:49:37 GMT", 0.0),  # IMF-fixdate, in the past
+        ("429=Sunday, 06-Nov-94 08:49:37 GMT", 0.0),  # RFC 850, obsolete but allowed
+        ("429=Sun Nov  6 08:49:37 1994", 0.0),  # asctime, obsolete but allowed
+        ("429=06 Nov 1994 08:49:37 GMT", None),  # no day name: not an HTTP date
         ("429ms=1500", 1.5),
         ("429ms=nan", None),
         ("429ms=1_000", None),
@@ -730,6 +741,81 @@ async def test_create_answered_201_is_a_success() -> None:
 
 
 # -- 18. the self-serve Studio host ------------------------------------------------------------
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves every host name to a port on 127.0.0.1 (so a region's host is a local server)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": self.port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+STUDIO_HOST = "api.studio.poly.ai"
+
+
+@pytest.fixture
+def studio_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for api.studio.poly.ai, made with openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603 - fixed arguments, openssl from PATH
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", f"/CN={STUDIO_HOST}", "-addext", f"subjectAltName=DNS:{STUDIO_HOST}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_studio_region_reaches_its_host_over_tls(studio_cert: tuple[Path, Path]) -> None:
+    """18: region="studio" connects to api.studio.poly.ai, verifying its certificate."""
+    host = STUDIO_HOST
+    cert, key = studio_cert
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    seen: list[tuple[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((request.host, request.path))
+        return web.json_response(CREATED)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+    resolver = LoopbackResolver(runner.addresses[0][1])
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        pool = SessionPool(connector_options={"resolver": resolver, "ssl": trusted})
+        async with pool, PolyAIClient(**CREDS, region="studio", pool=pool) as client:
+            created = await client.create_chat()
+    finally:
+        await runner.cleanup()
+    assert created.conversation_id == "CONV-1"
+    assert resolver.asked == [host]
+    assert seen == [(host, "/v1/ACCOUNT-1/PROJ-1/chat/create")]
 
 
 def test_studio_region_is_the_self_serve_host() -> None:
