@@ -91,7 +91,7 @@ async def send(
         url,
         headers=headers,
         data=body,
-        loop=session._loop,
+        loop=asyncio.get_running_loop(),  # the session's: the pool keeps one per loop
         response_class=aiohttp.ClientResponse,
         session=session,
         ssl=True,
