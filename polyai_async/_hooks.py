@@ -233,7 +233,7 @@ class CallState:
         self.status = None
         self.correlation_id = None
 
-    def request_sent(self, headers: dict[str, str]) -> dict[str, str]:
+    def request_sent(self, headers: Mapping[str, str]) -> Mapping[str, str]:
         """Tell the hooks; return the headers to send (the hooks' extra ones under ours)."""
         hooks = self.hooks.request_sent
         if not hooks:
