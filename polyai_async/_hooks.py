@@ -16,6 +16,7 @@ A call that succeeds ends with an ``answer_received`` whose ``error`` is None.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -62,7 +63,7 @@ def failure_reason(error: BaseException | None) -> str | None:  # noqa: PLR0911 
         return "invalid_answer"
     if isinstance(error, ClientClosedError):
         return "client_closed"
-    if isinstance(error, BaseException) and type(error).__name__ == "CancelledError":
+    if isinstance(error, asyncio.CancelledError):
         return "cancelled"
     return type(error).__name__
 

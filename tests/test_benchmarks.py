@@ -36,7 +36,9 @@ def _run(module: str, *args: str) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        # About 20 s of CPU, most of it Python starting under valgrind; on a machine shared with
+        # other work the wall time is several times that (130 s seen), so the bound is loose.
+        timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -46,6 +48,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+@pytest.mark.timeout(360)
 def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     """``python -m benchmarks --smoke`` runs every phase and writes JSON, tables and a chart."""
     _run("benchmarks", "--smoke", "--out", str(tmp_path))
@@ -130,6 +133,7 @@ def test_profile_sorts_frames_by_where_their_file_lives() -> None:
     assert group_of("<frozen importlib._bootstrap>") == OTHER
 
 
+@pytest.mark.timeout(360)
 def test_profile_run_writes_shares_that_add_up(tmp_path: Path) -> None:
     """``python -m benchmarks._profile`` profiles both contenders and accounts for all the time."""
     _run("benchmarks._profile", "--conversations", "40", "--out", str(tmp_path))
