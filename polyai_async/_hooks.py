@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import attrs
 
@@ -111,8 +111,15 @@ class CallEvent:
         return failure_reason(self.error)
 
 
-EventHook = Callable[[CallEvent], Any]
-"""A function given each event it subscribed to; called inline, so it must be quick."""
+class EventHook(Protocol):
+    """What ``event_hooks`` takes: a function given each event it subscribed to.
+
+    It is called inline, on the event loop, as the event happens: it must be quick (count,
+    append, set an attribute) and must not block. What it returns is ignored; what it raises
+    is logged, and the call goes on.
+    """
+
+    def __call__(self, event: CallEvent, /) -> object: ...
 
 
 class Hooks:
