@@ -219,3 +219,28 @@ async def test_a_single_function_is_accepted_for_an_event(polyai_fake: FakePolyA
     async with polyai_fake.client(event_hooks={"answer_received": seen}) as client:
         await client.create_chat()
     assert seen.names() == ["answer_received"]
+
+
+async def test_without_hooks_no_event_is_built(
+    polyai_fake: FakePolyAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no hooks, no telemetry and no debug log, a call builds no call state nor event."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the hot path built event machinery")
+
+    monkeypatch.setattr("polyai_async._client.CallState", refuse)
+    monkeypatch.setattr("polyai_async._hooks.CallEvent", refuse)
+    async with polyai_fake.client(retry=FAST_RETRY) as client:
+        assert client._hooks is None
+        polyai_fake.faults = Faults(script=("503",))  # the retry path too
+        created = await client.create_chat()
+        await client.respond(created.conversation_id, "hi")
+
+
+async def test_with_options_shares_the_hooks(polyai_fake: FakePolyAI) -> None:
+    """A client made by with_options reports to the original's hooks."""
+    seen = Recorder()
+    async with polyai_fake.client(event_hooks={"answer_received": [seen]}) as client:
+        await client.with_options(timeout=5).create_chat()
+    assert seen.names() == ["answer_received"]

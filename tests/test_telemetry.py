@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -224,3 +225,20 @@ async def test_the_global_providers_are_used_by_default(polyai_fake: FakePolyAI)
     """With telemetry=True and no providers, the API's global (here no-op) providers serve."""
     async with polyai_fake.client(telemetry=True) as client:
         assert (await client.create_chat()).conversation_id
+
+
+@pytest.mark.polyai(faults=Faults(latency=5.0))
+async def test_a_cancelled_call_ends_its_span(polyai_fake: FakePolyAI, otel: Telemetry) -> None:
+    """A cancelled call's span ends with error.type CancelledError; no span is left open."""
+    async with polyai_fake.client(**otel.options()) as client:
+        task = asyncio.create_task(client.create_chat())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert client._hooks is not None
+        telemetry = client._hooks.call_failed[0].__self__  # type: ignore[attr-defined]
+        assert telemetry._spans == {}
+    [span] = otel.finished()
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "CancelledError"
