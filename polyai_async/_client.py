@@ -398,8 +398,42 @@ class PolyAIClient:
                 "tracer_provider, meter_provider and propagate_traceparent need telemetry=True"
             )
         _logging.subscribe(hooks, {e.what: e for e in (self._create, self._respond, self._close)})
+        # One set of hooks for this client and every client with_options makes from it.
+        self._hook_registry = hooks
+        self._family: weakref.WeakSet[PolyAIClient] = weakref.WeakSet([self])
         # None when nothing listens: the hot path then builds no event at all.
         self._hooks: Hooks | None = hooks if hooks else None
+
+    def add_event_hook(self, event: str, hook: EventHook) -> None:
+        """Call ``hook`` on ``event`` from now on, as if it had been in ``event_hooks``.
+
+        The hooks are shared by this client and every client ``with_options`` made from it
+        (or it from): the load engine, say, adds its counters to a client it was given.
+
+        Args:
+            event: ``request_sent``, ``answer_received``, ``retry_scheduled`` or
+                ``call_failed``.
+            hook: a function taking a CallEvent.
+
+        Raises:
+            ConfigurationError: the event is unknown or the hook not callable.
+        """
+        self._hook_registry.add(Hooks.check(event, hook), hook)
+        self._hooks_changed()
+
+    def remove_event_hook(self, event: str, hook: EventHook) -> None:
+        """Stop calling ``hook`` on ``event``; the other hooks stay.
+
+        Raises:
+            ConfigurationError: ``hook`` is not subscribed to ``event``.
+        """
+        self._hook_registry.remove(Hooks.check(event, hook), hook)
+        self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        hooks = self._hook_registry if self._hook_registry else None
+        for member in self._family:
+            member._hooks = hooks
 
     def with_options(
         self,
@@ -430,6 +464,7 @@ class PolyAIClient:
         derived.__dict__.update(self.__dict__)
         derived._owns_pool = False
         derived._derived = None
+        self._family.add(derived)
         if retry is not None:
             derived.retry_policy = _check_retry(retry)
             derived._retrier = Retrier(retry, share_budget_of=self._retrier)

@@ -137,6 +137,28 @@ class Hooks:
         """Subscribe ``hook`` to the event ``name``."""
         setattr(self, name, (*getattr(self, name), hook))
 
+    def remove(self, name: str, hook: EventHook) -> None:
+        """Unsubscribe ``hook`` from the event ``name`` (its first subscription)."""
+        hooks = list(getattr(self, name))
+        try:
+            hooks.remove(hook)
+        except ValueError:
+            raise ConfigurationError(f"{hook!r} is not subscribed to {name}") from None
+        setattr(self, name, tuple(hooks))
+
+    @staticmethod
+    def check(name: object, hook: object) -> str:
+        """Check an event name and a hook; return the name."""
+        if name not in EVENTS:
+            raise ConfigurationError(
+                f"event_hooks has an unknown event {name!r}: use {', '.join(EVENTS)}"
+            )
+        if not callable(hook):
+            raise ConfigurationError(
+                f"event_hooks[{name!r}] holds {type(hook).__name__}, which is not callable"
+            )
+        return str(name)
+
     def __bool__(self) -> bool:
         return bool(
             self.request_sent or self.answer_received or self.retry_scheduled or self.call_failed
@@ -165,12 +187,7 @@ class Hooks:
                     f"not {type(functions).__name__}"
                 )
             for function in functions:
-                if not callable(function):
-                    raise ConfigurationError(
-                        f"event_hooks[{name!r}] holds {type(function).__name__}, "
-                        "which is not callable"
-                    )
-                hooks.add(name, function)
+                hooks.add(cls.check(name, function), function)
         return hooks
 
 

@@ -244,3 +244,33 @@ async def test_with_options_shares_the_hooks(polyai_fake: FakePolyAI) -> None:
     async with polyai_fake.client(event_hooks={"answer_received": [seen]}) as client:
         await client.with_options(timeout=5).create_chat()
     assert seen.names() == ["answer_received"]
+
+
+async def test_hooks_can_be_added_and_removed_later(polyai_fake: FakePolyAI) -> None:
+    """add_event_hook on a client made without hooks (and its with_options clients), then off."""
+    seen = Recorder()
+    async with polyai_fake.client() as client:
+        derived = client.with_options(timeout=5)  # made before the hook was added
+        assert client._hooks is None
+        client.add_event_hook("answer_received", seen)
+        await client.create_chat()
+        await derived.create_chat()
+        await client.with_options(timeout=5).create_chat()
+        assert seen.names() == ["answer_received"] * 3
+        derived.remove_event_hook("answer_received", seen)
+        await client.create_chat()
+        await derived.create_chat()
+        assert len(seen.events) == 3
+        assert client._hooks is None  # nothing listens: the hot path is back
+        assert derived._hooks is None
+
+
+def test_adding_or_removing_a_wrong_hook_is_refused() -> None:
+    """An unknown event, a hook that is not callable, or one never added: ConfigurationError."""
+    client = PolyAIClient(api_key="k", token="t", account_id="A", project_id="P")
+    with pytest.raises(ConfigurationError, match="unknown event 'on_retry'"):
+        client.add_event_hook("on_retry", print)
+    with pytest.raises(ConfigurationError, match="not callable"):
+        client.add_event_hook("call_failed", 42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="is not subscribed to call_failed"):
+        client.remove_event_hook("call_failed", print)
