@@ -63,10 +63,28 @@ def chat_url(base_url: str) -> str:
 class PolyAIApi:
     """polyai_async: models structured, RetryPolicy as given (default: retries on)."""
 
-    def __init__(self, base_url: str, max_connections: int, retry: dict[str, Any] | None) -> None:
-        from polyai_async import PolyAIClient, PoolLimits, RetryPolicy
+    def __init__(
+        self,
+        base_url: str,
+        max_connections: int,
+        retry: dict[str, Any] | None,
+        observed: str | None = None,
+    ) -> None:
+        from polyai_async import CallEvent, PolyAIClient, PoolLimits, RetryPolicy
 
         policy = RetryPolicy(**retry) if retry is not None else RetryPolicy()
+        options: dict[str, Any] = {}
+        if observed == "hooks":
+            # A hook on every event that counts it, as the load engine's counters would.
+            self.events: Counter[str] = Counter()
+
+            def count(event: CallEvent) -> None:
+                self.events[event.name] += 1
+
+            names = ("request_sent", "answer_received", "retry_scheduled", "call_failed")
+            options["event_hooks"] = {name: [count] for name in names}
+        elif observed == "telemetry":
+            options["telemetry"] = True  # the API's global providers: no SDK, no-op spans
         self.client = PolyAIClient(
             base_url=base_url,
             api_key=API_KEY,
@@ -75,6 +93,7 @@ class PolyAIApi:
             project_id=PROJECT,
             retry=policy,
             limits=PoolLimits(max_connections=max_connections),
+            **options,
         )
 
     async def create(self) -> str:
@@ -177,6 +196,10 @@ def make_api(spec: dict[str, Any]) -> Api:
         return PolyAIApi(url, limit, spec.get("retry"))
     if contender == "polyai_async_no_retry":
         return PolyAIApi(url, limit, {**(spec.get("retry") or {}), "max_attempts": 1})
+    if contender == "polyai_async_hooks":  # not in the suite's rounds: priced by instructions
+        return PolyAIApi(url, limit, spec.get("retry"), observed="hooks")
+    if contender == "polyai_async_telemetry":
+        return PolyAIApi(url, limit, spec.get("retry"), observed="telemetry")
     if contender == "aiohttp":
         return AiohttpApi(url, limit)
     if contender == "httpx":

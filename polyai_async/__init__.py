@@ -26,6 +26,7 @@ from ._errors import (
     RateLimitError,
     ResponseValidationError,
 )
+from ._hooks import CallEvent, EventHook
 from ._models import (
     Channel,
     CloseChatRequest,
@@ -38,6 +39,7 @@ from ._models import (
 )
 from ._pool import SessionPool
 from ._retry import RetryPolicy
+from ._version import __version__ as __version__
 
 __all__ = [
     "REGIONS",
@@ -46,6 +48,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CallEvent",
     "Channel",
     "ClientClosedError",
     "CloseChatRequest",
@@ -55,6 +58,7 @@ __all__ = [
     "ConversationEndedError",
     "CreateChatRequest",
     "CreateChatResponse",
+    "EventHook",
     "Handoff",
     "InternalServerError",
     "NotFoundError",

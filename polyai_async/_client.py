@@ -7,9 +7,8 @@ import contextlib
 import functools
 import math
 import os
-import sys
-from collections.abc import AsyncIterator, Callable, Mapping
-from importlib.metadata import PackageNotFoundError, version
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -18,7 +17,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import _models
+from . import _logging, _models, _transport
 from ._config import (
     DEFAULT_REGION,
     PoolLimits,
@@ -31,6 +30,7 @@ from ._config import (
 )
 from ._conversation import Conversation
 from ._errors import (
+    CORRELATION_HEADER,
     TRANSPORT_ERRORS,
     APITimeoutError,
     ClientClosedError,
@@ -43,6 +43,7 @@ from ._errors import (
     status_error,
     transport_error,
 )
+from ._hooks import CallState, EventHook, Hooks
 from ._models import (
     Channel,
     CloseChatRequest,
@@ -54,20 +55,27 @@ from ._models import (
 )
 from ._pool import Host, SessionPool
 from ._retry import Retrier, RetryPolicy
+from ._timing import Expiry
+from ._version import __version__
 
 __all__ = ["PolyAIClient"]
 
 T = TypeVar("T")
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _timeout
-else:  # pragma: no cover - aiohttp installs async-timeout on 3.10
-    from async_timeout import timeout as _timeout
-
-try:
-    _USER_AGENT = f"polyai-async/{version('polyai-async')}"
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _USER_AGENT = "polyai-async"
+_USER_AGENT = f"polyai-async/{__version__}"
+# Headers the client sets itself: default_headers may not replace them. The credentials and
+# Content-Type are the API's; the others decide how the request is framed.
+_OWN_HEADERS = frozenset(
+    {
+        "x-api-key",
+        "x-token",
+        "content-type",
+        "accept-encoding",
+        "content-length",
+        "transfer-encoding",
+        "host",
+    }
+)
 
 # Chat answers are a few hundred bytes; anything near this is a proxy's page or an attack.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
@@ -139,6 +147,62 @@ def _describe(error: BaseException, _: object) -> str:
     return str(error) or type(error).__name__
 
 
+def _check_max_response_bytes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError("max_response_bytes must be a whole number of bytes")
+    if value < 1:
+        raise ConfigurationError("max_response_bytes must be at least 1")
+    return value
+
+
+def _check_retry(value: object) -> RetryPolicy:
+    if not isinstance(value, RetryPolicy):
+        raise ConfigurationError("retry must be a RetryPolicy")
+    return value
+
+
+def _extra_headers(default_headers: object, app_info: object) -> dict[str, str]:
+    """The headers ``default_headers`` and ``app_info`` add to every request, checked."""
+    headers: dict[str, str] = {}
+    if app_info is not None:
+        if not isinstance(app_info, str):
+            raise ConfigurationError(
+                f"app_info must be a string such as 'my-bot/1.2', not {type(app_info).__name__}"
+            )
+        headers["User-Agent"] = f"{_USER_AGENT} {check_header_value(app_info, 'app_info')}"
+    if default_headers is None:
+        return headers
+    if not isinstance(default_headers, Mapping):
+        raise ConfigurationError(
+            f"default_headers must be a dict of header names to values, "
+            f"not {type(default_headers).__name__}"
+        )
+    for name, value in default_headers.items():
+        if (
+            not isinstance(name, str)
+            or not name.strip()
+            or not name.isascii()
+            or any(ch in name for ch in " \t:\r\n\0")
+        ):
+            raise ConfigurationError(f"default_headers has an invalid header name {name!r}")
+        if name.lower() in _OWN_HEADERS:
+            raise ConfigurationError(
+                f"default_headers may not set {name}: the client sets it (the credentials come "
+                "from api_key and token)"
+            )
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"default_headers[{name!r}] must be a string, not {type(value).__name__}"
+            )
+        if name.lower() == "user-agent" and "User-Agent" in headers:
+            raise ConfigurationError("pass app_info or a User-Agent in default_headers, not both")
+        # The value is not quoted: a default header may be a secret of the user's own.
+        headers["User-Agent" if name.lower() == "user-agent" else name] = check_header_value(
+            value, f"default_headers[{name!r}]"
+        )
+    return headers
+
+
 def _closed_during(what: str) -> ClientClosedError:
     return ClientClosedError(f"{what}: the client was closed during the call")
 
@@ -193,6 +257,23 @@ class PolyAIClient:
         pool: a SessionPool to share with other clients; this client will not close it.
         max_response_bytes: the largest answer read before the call fails.
         allow_insecure_http: allow a plain ``http://`` base_url to a non-loopback host.
+        proxy: an HTTP proxy for the pool this client makes, such as
+            ``http://user:password@proxy:3128`` (not with ``pool``); its password never
+            appears in a repr, log or error.
+        trust_env: take the proxy from ``HTTPS_PROXY``/``HTTP_PROXY`` and ``NO_PROXY`` (not
+            with ``pool`` nor ``proxy``). Off unless asked for: credentials should not follow
+            an environment variable to a proxy nobody chose.
+        default_headers: extra headers for every request. They may not set ``X-API-KEY``,
+            ``X-TOKEN``, ``Content-Type`` or the framing headers.
+        app_info: your application, such as ``my-bot/1.2``, added to the ``User-Agent``.
+        event_hooks: functions to call on events, by event name: ``{"retry_scheduled":
+            [count_retry]}``; each gets a CallEvent (see the Observability page).
+        telemetry: OpenTelemetry spans and metrics for every call (needs the ``telemetry``
+            extra, ``opentelemetry-api``).
+        tracer_provider: the TracerProvider for the spans; the global one when None.
+        meter_provider: the MeterProvider for the metrics; the global one when None.
+        propagate_traceparent: send the W3C ``traceparent`` header of each call's span, so
+            the API's traces could join yours (off: a header PolyAI did not ask for).
 
     Raises:
         ConfigurationError: a setting is missing or invalid; the message names it.
@@ -225,7 +306,17 @@ class PolyAIClient:
         pool: SessionPool | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         allow_insecure_http: bool = False,
+        proxy: str | None = None,
+        trust_env: bool = False,
+        default_headers: Mapping[str, str] | None = None,
+        app_info: str | None = None,
+        event_hooks: Mapping[str, EventHook | Sequence[EventHook]] | None = None,
+        telemetry: bool = False,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+        propagate_traceparent: bool = False,
     ) -> None:
+        _logging.configure_from_env()
         allow_insecure_http = check_bool(allow_insecure_http, "allow_insecure_http")
         api_key = check_header_value(setting(api_key, "api_key", "POLYAI_API_KEY"), "api_key")
         token = check_header_value(setting(token, "token", "POLYAI_TOKEN"), "token")
@@ -242,23 +333,25 @@ class PolyAIClient:
         self.base_url = resolve_base_url(
             base_url, self.region, allow_insecure_http=allow_insecure_http
         )
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise ConfigurationError("retry must be a RetryPolicy")
-        self.retry_policy = retry if retry is not None else RetryPolicy()
+        self.retry_policy = _check_retry(retry) if retry is not None else RetryPolicy()
         self.timeouts = Timeouts.coerce(timeout)
-        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int):
-            raise ConfigurationError("max_response_bytes must be a whole number of bytes")
-        if max_response_bytes < 1:
-            raise ConfigurationError("max_response_bytes must be at least 1")
-        self.max_response_bytes = max_response_bytes
-        if pool is not None and limits is not None:
-            raise ConfigurationError(
-                "pass limits or pool, not both: a shared pool keeps its own limits"
-            )
+        self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
+        check_bool(trust_env, "trust_env")
+        if pool is not None:
+            for name, value in (("limits", limits), ("proxy", proxy), ("trust_env", trust_env)):
+                if value is not None and value is not False:
+                    raise ConfigurationError(
+                        f"pass {name} or pool, not both: a shared pool keeps its own {name} "
+                        "(set it on the SessionPool)"
+                    )
         if pool is not None and not isinstance(pool, SessionPool):
             raise ConfigurationError("pool must be a SessionPool")
         self._owns_pool = pool is None
-        self.pool = pool if pool is not None else SessionPool(limits=limits or PoolLimits())
+        self.pool = (
+            pool
+            if pool is not None
+            else SessionPool(limits=limits or PoolLimits(), proxy=proxy, trust_env=trust_env)
+        )
 
         headers = {
             "X-API-KEY": api_key,
@@ -269,6 +362,7 @@ class PolyAIClient:
             # answer could inflate far past max_response_bytes (the pool does not decode one).
             "Accept-Encoding": "identity",
             "User-Agent": _USER_AGENT,
+            **_extra_headers(default_headers, app_info),
         }
         # Built once: every call reuses these. A multidict, because aiohttp copies a plain dict
         # into one on every request (some 5,000 instructions of a request's ~590,000).
@@ -286,6 +380,105 @@ class PolyAIClient:
         )
         self._host: Host | None = None
         self._closed = False
+        self._derived: weakref.WeakSet[PolyAIClient] | None = None
+
+        hooks = Hooks.from_argument(event_hooks)
+        if check_bool(telemetry, "telemetry"):
+            # OpenTelemetry is imported only when asked for.
+            from ._telemetry import Telemetry  # noqa: PLC0415
+
+            Telemetry(
+                tracer_provider,
+                meter_provider,
+                server_address=self.base_url.host or "",
+                propagate_traceparent=check_bool(propagate_traceparent, "propagate_traceparent"),
+            ).subscribe(hooks)
+        elif tracer_provider is not None or meter_provider is not None or propagate_traceparent:
+            raise ConfigurationError(
+                "tracer_provider, meter_provider and propagate_traceparent need telemetry=True"
+            )
+        _logging.subscribe(hooks, {e.what: e for e in (self._create, self._respond, self._close)})
+        # One set of hooks for this client and every client with_options makes from it.
+        self._hook_registry = hooks
+        self._family: weakref.WeakSet[PolyAIClient] = weakref.WeakSet([self])
+        # None when nothing listens: the hot path then builds no event at all.
+        self._hooks: Hooks | None = hooks if hooks else None
+
+    def add_event_hook(self, event: str, hook: EventHook) -> None:
+        """Call ``hook`` on ``event`` from now on, as if it had been in ``event_hooks``.
+
+        The hooks are shared by this client and every client ``with_options`` made from it
+        (or it from): the load engine, say, adds its counters to a client it was given.
+
+        Args:
+            event: ``request_sent``, ``answer_received``, ``retry_scheduled`` or
+                ``call_failed``.
+            hook: a function taking a CallEvent.
+
+        Raises:
+            ConfigurationError: the event is unknown or the hook not callable.
+        """
+        self._hook_registry.add(Hooks.check(event, hook), hook)
+        self._hooks_changed()
+
+    def remove_event_hook(self, event: str, hook: EventHook) -> None:
+        """Stop calling ``hook`` on ``event``; the other hooks stay.
+
+        Raises:
+            ConfigurationError: ``hook`` is not subscribed to ``event``.
+        """
+        self._hook_registry.remove(Hooks.check(event, hook), hook)
+        self._hooks_changed()
+
+    def _hooks_changed(self) -> None:
+        hooks = self._hook_registry if self._hook_registry else None
+        for member in self._family:
+            member._hooks = hooks
+
+    def with_options(
+        self,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: Timeouts | float | None = None,
+        max_response_bytes: int | None = None,
+    ) -> PolyAIClient:
+        """A client like this one but for the settings given; cheap enough to make per call.
+
+        It shares this client's pool, credentials, hooks, telemetry and retry budget (a
+        ``retry`` policy given here brings its rules, not a budget of its own). Closing it
+        does not close this client; closing this client closes it too.
+        ``await client.with_options(timeout=2).respond(cid, "hi")``.
+
+        Args:
+            retry: the RetryPolicy for calls made through the new client.
+            timeout: per-attempt Timeouts, or seconds for both connect and read.
+            max_response_bytes: the largest answer read before a call fails.
+
+        Raises:
+            ConfigurationError: an option is invalid; the message names it.
+            ClientClosedError: this client is closed.
+        """
+        if self._closed:
+            raise ClientClosedError("this PolyAIClient is closed; make a new one")
+        derived = object.__new__(PolyAIClient)
+        derived.__dict__.update(self.__dict__)
+        derived._owns_pool = False
+        derived._derived = None
+        self._family.add(derived)
+        if retry is not None:
+            derived.retry_policy = _check_retry(retry)
+            derived._retrier = Retrier(retry, share_budget_of=self._retrier)
+        if timeout is not None:
+            derived.timeouts = Timeouts.coerce(timeout)
+            derived._aiohttp_timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=derived.timeouts.connect
+            )
+        if max_response_bytes is not None:
+            derived.max_response_bytes = _check_max_response_bytes(max_response_bytes)
+        if self._derived is None:
+            self._derived = weakref.WeakSet()
+        self._derived.add(derived)
+        return derived
 
     # -- the three calls -------------------------------------------------------------------
 
@@ -347,12 +540,12 @@ class PolyAIClient:
             asr_lang_code=_check_optional_str(asr_lang_code, "asr_lang_code"),
             tts_lang_code=_check_optional_str(tts_lang_code, "tts_lang_code"),
         )
-        return await self._call(self._respond, _encode(request))
+        return await self._call(self._respond, _encode(request), request.conversation_id)
 
     async def close_chat(self, conversation_id: str) -> CloseChatResponse:
         """Close a conversation. Safe to retry: close is idempotent."""
         request = CloseChatRequest(conversation_id=_check_id(conversation_id))
-        return await self._call(self._close, _encode(request))
+        return await self._call(self._close, _encode(request), request.conversation_id)
 
     @contextlib.asynccontextmanager
     async def conversation(
@@ -407,9 +600,15 @@ class PolyAIClient:
         return self._closed
 
     async def aclose(self) -> None:
-        """Close the client, and its pool if it made it. Calls after this fail. Idempotent."""
+        """Close the client, and its pool if it made it. Calls after this fail. Idempotent.
+
+        Closes the clients ``with_options`` made from it too; closing one of those closes
+        only that one.
+        """
         self._closed = True
         self._host = None
+        for derived in list(self._derived or ()):
+            await derived.aclose()
         if self._owns_pool:
             await self.pool.aclose()
 
@@ -434,7 +633,9 @@ class PolyAIClient:
 
     # -- the hot path ----------------------------------------------------------------------
 
-    async def _call(self, endpoint: _Endpoint[T], body: bytes) -> T:
+    async def _call(
+        self, endpoint: _Endpoint[T], body: bytes, conversation_id: str | None = None
+    ) -> T:
         if self._closed:
             raise ClientClosedError(f"{endpoint.what}: this PolyAIClient is closed; make a new one")
         loop = asyncio.get_running_loop()
@@ -442,13 +643,15 @@ class PolyAIClient:
         host = self._host
         if host is not None and host.loop is not loop:
             self._host = None  # made under another asyncio.run: this loop needs its own session
+        if self._hooks is not None:
+            return await self._observed_call(endpoint, body, conversation_id, self._hooks)
         try:
             # The first attempt runs here; the retry machinery is entered only on a failure.
-            result = await self._attempt(endpoint, body, self.retry_policy.deadline)
+            result = await self._attempt(endpoint, body, None, self.retry_policy.deadline)
         except PolyAIError as error:
             try:
                 return await self._retrier.retry(
-                    functools.partial(self._attempt, endpoint, body),
+                    functools.partial(self._attempt, endpoint, body, None),
                     error,
                     started=started,
                     what=endpoint.what,
@@ -460,7 +663,50 @@ class PolyAIClient:
         self._retrier.succeeded()
         return result
 
-    async def _attempt(self, endpoint: _Endpoint[T], body: bytes, seconds_left: float) -> T:
+    async def _observed_call(
+        self, endpoint: _Endpoint[T], body: bytes, conversation_id: str | None, hooks: Hooks
+    ) -> T:
+        """``_call`` telling the event hooks what happens (only when there are hooks)."""
+        call = CallState(hooks, endpoint.what, conversation_id, asyncio.get_running_loop().time)
+        attempt = functools.partial(self._observed_attempt, endpoint, body, call)
+        try:
+            try:
+                result = await attempt(self.retry_policy.deadline)
+            except PolyAIError as error:
+                try:
+                    return await self._retrier.retry(
+                        attempt,
+                        error,
+                        started=call.started,
+                        what=endpoint.what,
+                        idempotent=endpoint.idempotent,
+                        observer=call,
+                    )
+                except PolyAIError as final:
+                    detach(final)  # no aiohttp exception, and so no credential, rides along
+                    raise
+        except BaseException as error:  # cancellation too: every call has a last event
+            call.call_failed(error)
+            raise
+        self._retrier.succeeded()
+        return result
+
+    async def _observed_attempt(
+        self, endpoint: _Endpoint[T], body: bytes, call: CallState, seconds_left: float
+    ) -> T:
+        call.begin_attempt()
+        try:
+            result = await self._attempt(endpoint, body, call, seconds_left)
+        except PolyAIError as error:
+            if call.status is not None:
+                call.answer_received(error)
+            raise
+        call.answer_received(None, result)
+        return result
+
+    async def _attempt(
+        self, endpoint: _Endpoint[T], body: bytes, call: CallState | None, seconds_left: float
+    ) -> T:
         host = self._host
         if host is None or host.closed:
             if self._closed:
@@ -468,19 +714,26 @@ class PolyAIClient:
             host = self._host = self.pool.host(self._origin)
         gate = host.gate
         admitted = False
+        # One timer bounds the attempt: the wait for a connection and the request itself.
+        loop = host.loop
+        expiry = Expiry(asyncio.current_task())  # type: ignore[arg-type]
+        timer = loop.call_at(loop.time() + min(seconds_left, self.timeouts.read), expiry)
         try:
-            # One timer bounds the attempt: the wait for a connection and the request itself.
-            async with _timeout(min(seconds_left, self.timeouts.read)):
-                await gate.acquire()  # in arrival order; at once while connections are free
-                admitted = True
-                try:
-                    raw, status = await self._exchange(host, endpoint, body)
-                finally:
-                    gate.release()
-        except asyncio.TimeoutError:
-            pass  # raised below, outside this block, so that nothing is chained to it
+            if not gate.try_acquire():  # in arrival order; at once while connections are free
+                await gate.acquire()
+            admitted = True
+            try:
+                raw, status, correlation_id = await self._exchange(host, endpoint, body, call)
+            finally:
+                gate.release()
+        except asyncio.CancelledError:
+            if not expiry.expired():
+                raise  # the caller's cancellation, not the timer's
+            # The timeout is raised below, outside this block, so that nothing is chained to it.
         else:
-            return self._parse(raw, status, endpoint)
+            return self._parse(raw, status, endpoint, correlation_id)
+        finally:
+            timer.cancel()
         if admitted:
             raise APITimeoutError(f"{endpoint.what} failed: timed out waiting for the answer")
         raise APITimeoutError(
@@ -490,9 +743,9 @@ class PolyAIClient:
         )
 
     async def _exchange(
-        self, host: Host, endpoint: _Endpoint[Any], body: bytes
-    ) -> tuple[bytes, int]:
-        """Send one request on an admitted connection; return the raw answer and its status.
+        self, host: Host, endpoint: _Endpoint[Any], body: bytes, call: CallState | None
+    ) -> tuple[bytes, int, str | None]:
+        """Send one request on an admitted connection; return the answer, status, correlation.
 
         aiohttp's exceptions are translated, never chained: they hold the request's headers,
         and so the credentials. Redirects are never followed (the API never redirects, and
@@ -502,30 +755,27 @@ class PolyAIClient:
         if host.closed or self._closed:
             raise _closed_during(what)
         session = host.session
+        headers = self._headers if call is None else call.request_sent(self._headers)
         failure: PolyAIError
         try:
+            # The short way through aiohttp, unless a mock replaced its path (see _transport).
+            if host.direct and aiohttp.ClientSession._request is _transport.ORIGINAL_REQUEST:
+                resp = await _transport.send(
+                    session, endpoint.method, endpoint.url, headers, body, self._aiohttp_timeout
+                )
+                try:
+                    return await self._receive(resp, what, call)
+                finally:
+                    resp.release()
             async with session.request(
                 endpoint.method,
                 endpoint.url,
                 data=body,
-                headers=self._headers,
+                headers=headers,
                 timeout=self._aiohttp_timeout,
                 allow_redirects=False,
             ) as resp:
-                # The raw header, not resp.content_length, which re-parses it on every access.
-                length = resp.headers.get("Content-Length")
-                if (
-                    length is not None
-                    and length.isdigit()
-                    and int(length) <= self.max_response_bytes
-                ):
-                    raw = await resp.read()
-                else:
-                    raw = await self._read(resp, what, length)
-                status = resp.status
-                if status >= 300:
-                    raise status_error(status, resp.reason, resp.headers, raw, what=what)
-                return raw, status
+                return await self._receive(resp, what, call)
         except TRANSPORT_ERRORS as exc:
             if self._closed or host.closed:
                 failure = _closed_during(what)
@@ -537,6 +787,24 @@ class PolyAIClient:
             else:
                 failure = PolyAIError(f"{what} failed: {one_line(str(exc))}")
         raise failure
+
+    async def _receive(
+        self, resp: aiohttp.ClientResponse, what: str, call: CallState | None
+    ) -> tuple[bytes, int, str | None]:
+        """Read the answer whose status and headers came: its body, status and correlation."""
+        correlation_id = resp.headers.get(CORRELATION_HEADER)
+        if call is not None:
+            call.answered(resp.status, correlation_id)
+        # The raw header, not resp.content_length, which re-parses it on every access.
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= self.max_response_bytes:
+            raw = await resp.read()
+        else:
+            raw = await self._read(resp, what, length)
+        status = resp.status
+        if status >= 300:
+            raise status_error(status, resp.reason, resp.headers, raw, what=what)
+        return raw, status, correlation_id
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str, length: str | None) -> bytes:
         """Read an answer of unknown or excessive length, at most max_response_bytes of it.
@@ -571,7 +839,7 @@ class PolyAIClient:
         )
 
     @staticmethod
-    def _parse(raw: bytes, status: int, endpoint: _Endpoint[T]) -> T:
+    def _parse(raw: bytes, status: int, endpoint: _Endpoint[T], correlation_id: str | None) -> T:
         what = endpoint.what
         try:
             data = orjson.loads(raw)
@@ -589,6 +857,8 @@ class PolyAIClient:
                 status=status,
                 body=raw,
             )
+        # From the header, never the body: the model's converter reads it from here.
+        data["correlation_id"] = correlation_id
         try:
             return endpoint.structure(data, endpoint.answer)
         except cattrs.BaseValidationError as exc:

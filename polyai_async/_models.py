@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import cattrs
 import orjson
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 __all__ = [
     "Channel",
@@ -96,10 +96,13 @@ class CreateChatResponse:
     Attributes:
         conversation_id: the new conversation's id, for respond and close.
         response: the agent's greeting.
+        correlation_id: the answer's ``X-PolyAI-Correlation-Id`` (None when the server sent
+            none): quote it to PolyAI support. Not part of equality nor of the JSON.
     """
 
     conversation_id: str
     response: str
+    correlation_id: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -127,12 +130,15 @@ class RespondChatResponse:
         response: the agent's reply.
         end_conversation: the agent ended the conversation; send no more messages.
         handoff: set when the agent handed the user over (``end_conversation`` is then true).
+        correlation_id: the answer's ``X-PolyAI-Correlation-Id`` (None when the server sent
+            none): quote it to PolyAI support. Not part of equality nor of the JSON.
     """
 
     conversation_id: str
     response: str
     end_conversation: bool
     handoff: Handoff | None = None
+    correlation_id: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -141,9 +147,12 @@ class CloseChatResponse:
 
     Attributes:
         success: whether the API closed the conversation.
+        correlation_id: the answer's ``X-PolyAI-Correlation-Id`` (None when the server sent
+            none): quote it to PolyAI support. Not part of equality nor of the JSON.
     """
 
     success: bool
+    correlation_id: str | None = attrs.field(default=None, eq=False)
 
 
 def _strict(kind: type[Any]) -> Any:
@@ -155,6 +164,20 @@ def _strict(kind: type[Any]) -> Any:
         return value
 
     return structure
+
+
+#: The answer models: each carries the answer's correlation id (private helper).
+ANSWERS = (CreateChatResponse, RespondChatResponse, CloseChatResponse)
+
+
+def _as_is(value: Any, _: Any) -> Any:
+    return value
+
+
+# The correlation id comes from a header, never the body: the client puts it in the dict it
+# structures; it is not part of the JSON an answer unstructures to.
+_FROM_HEADER: Any = {"correlation_id": override(struct_hook=_as_is)}
+_NOT_IN_JSON: Any = {"correlation_id": override(omit=True)}
 
 
 def _object_only(cls: type[Any], converter: cattrs.Converter) -> Any:
@@ -180,7 +203,7 @@ def _json_type(value: object) -> str:
 
 def _created(converter: cattrs.Converter) -> Any:
     """A hook for create's answer: its conversation id must name a conversation, not be blank."""
-    structure = make_dict_structure_fn(CreateChatResponse, converter)
+    structure = make_dict_structure_fn(CreateChatResponse, converter, **_FROM_HEADER)
 
     def hook(value: Any, _: Any) -> CreateChatResponse:
         created: CreateChatResponse = structure(value, CreateChatResponse)
@@ -205,6 +228,15 @@ def _make_converter() -> cattrs.Converter:
     for request in (CreateChatRequest, RespondChatRequest, CloseChatRequest):
         converter.register_unstructure_hook(
             request, make_dict_unstructure_fn(request, converter, _cattrs_omit_if_default=True)
+        )
+    # Last, so the generated functions use every hook registered above.
+    for reply in (RespondChatResponse, CloseChatResponse):
+        converter.register_structure_hook(
+            reply, make_dict_structure_fn(reply, converter, **_FROM_HEADER)
+        )
+    for answer in ANSWERS:
+        converter.register_unstructure_hook(
+            answer, make_dict_unstructure_fn(answer, converter, **_NOT_IN_JSON)
         )
     return converter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,12 +13,40 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from . import _transport
 from ._config import PoolLimits
 from ._errors import ClientClosedError, ConfigurationError
+from ._gate import Gate
 
 __all__ = ["SessionPool"]
 
 logger = logging.getLogger("polyai_async")
+
+
+def check_proxy(value: object, source: str = "proxy") -> URL | None:
+    """Check a proxy URL; the message never quotes it, as it may hold a password."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{source} must be a URL string, not {type(value).__name__}")
+    try:
+        url = URL(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{source} is not a URL: use http://host:port") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise ConfigurationError(
+            f"{source} must be an http:// or https:// URL such as http://proxy:3128"
+        )
+    if url.path not in {"", "/"} or url.query_string or url.fragment:
+        raise ConfigurationError(f"{source} must be just scheme, host and port (and user)")
+    return url
+
+
+def display_proxy(url: URL) -> str:
+    """A proxy URL fit to print: its user and password shown as ``***``."""
+    if url.raw_user is None and url.raw_password is None:
+        return str(url.origin())
+    return str(url.origin()).replace("://", "://***@", 1)
 
 
 class Host:
@@ -29,7 +58,7 @@ class Host:
     concurrent conversations over 100 connections) and woken waiters loop for nothing.
     """
 
-    __slots__ = ("closed", "gate", "loop", "session")
+    __slots__ = ("closed", "direct", "gate", "loop", "session")
 
     def __init__(
         self,
@@ -38,10 +67,12 @@ class Host:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.session = session
-        self.gate = asyncio.Semaphore(max_connections)
+        self.gate = Gate(max_connections)
         # aiohttp binds a session to the loop it was made in: another loop needs another one.
         self.loop = loop
         self.closed = False
+        # Requests may take the short way through aiohttp (_transport.send); set by the pool.
+        self.direct = False
 
     async def close(self) -> None:
         """Close the session, and wake the requests waiting at the gate so they can fail."""
@@ -86,11 +117,20 @@ class SessionPool:
         trace_configs: aiohttp ``TraceConfig`` objects, to observe every request and connection.
         connector_options: extra keyword arguments for each ``aiohttp.TCPConnector`` (for
             example ``ssl=`` with a custom ``SSLContext``, ``local_addr=``, ``family=``).
+        proxy: an HTTP proxy every request goes through, such as
+            ``http://user:password@proxy:3128``; its password never appears in a repr, log
+            or error.
+        trust_env: take the proxy from ``HTTPS_PROXY`` (``HTTP_PROXY`` for a plain
+            ``http://`` host) and ``NO_PROXY``, read once per host; nothing else is read
+            from the environment (no ``~/.netrc``). Not with ``proxy``.
     """
 
     limits: PoolLimits = attrs.field(factory=PoolLimits, kw_only=True)
     trace_configs: Sequence[aiohttp.TraceConfig] = attrs.field(default=(), kw_only=True)
     connector_options: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True)
+    proxy: str | None = attrs.field(default=None, kw_only=True)
+    trust_env: bool = attrs.field(default=False, kw_only=True)
+    _proxy_url: URL | None = attrs.field(init=False, default=None)
     _hosts: dict[tuple[str, asyncio.AbstractEventLoop], Host] = attrs.field(
         init=False, factory=dict
     )
@@ -99,6 +139,11 @@ class SessionPool:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.limits, PoolLimits):
             raise ConfigurationError("SessionPool.limits must be a PoolLimits")
+        self._proxy_url = check_proxy(self.proxy)
+        if not isinstance(self.trust_env, bool):
+            raise ConfigurationError("SessionPool.trust_env must be True or False")
+        if self.trust_env and self.proxy is not None:
+            raise ConfigurationError("pass proxy or trust_env=True, not both")
         if isinstance(self.trace_configs, str | bytes) or not isinstance(
             self.trace_configs, Sequence
         ):
@@ -148,10 +193,34 @@ class SessionPool:
                 if other.loop.is_closed():
                     del self._hosts[other_key]
                     other.abandon()
-            host = self._hosts[key] = Host(self._make_session(), self.limits.max_connections, loop)
+            proxy = self._proxy_for(origin)
+            host = self._hosts[key] = Host(
+                self._make_session(proxy), self.limits.max_connections, loop
+            )
+            host.direct = _transport.usable(host.session, proxy)
         return host
 
-    def _make_session(self) -> aiohttp.ClientSession:
+    def _proxy_for(self, origin: URL) -> URL | None:
+        """The proxy for ``origin``: ours, or the environment's with trust_env (read here)."""
+        if not self.trust_env:
+            return self._proxy_url
+        # The standard library's reading of the variables (lower case wins, as curl's).
+        proxies = urllib.request.getproxies_environment()
+        chosen = proxies.get(origin.scheme)
+        # proxy_bypass_environment: NO_PROXY as urllib reads it (undocumented, untyped, stable).
+        bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+        if not chosen or bypass(origin.host or "", proxies):
+            return None
+        try:
+            return check_proxy(chosen, source=f"{origin.scheme.upper()}_PROXY")
+        except ConfigurationError:
+            logger.warning(
+                "polyai_async: %s_PROXY is not an http(s) URL; connecting directly",
+                origin.scheme.upper(),
+            )
+            return None
+
+    def _make_session(self, proxy: URL | None) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self.limits.max_connections,
             limit_per_host=self.limits.max_connections,
@@ -165,8 +234,10 @@ class SessionPool:
             # The client bounds each attempt itself (Timeouts and the deadline).
             timeout=aiohttp.ClientTimeout(total=None),
             # Credentials are per client, so nothing is read from the environment: no proxy
-            # from HTTP(S)_PROXY, no ~/.netrc (see docs/configuration.md, "Proxies").
+            # from HTTP(S)_PROXY, no ~/.netrc (see docs/configuration.md, "Proxies"); with
+            # trust_env=True, _proxy_for reads the proxy variables, and only them.
             trust_env=False,
+            proxy=proxy,
             # The API sets no cookies we need, and clients sharing this pool (other credentials)
             # must not share any; a real jar would also filter cookies on every request.
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -219,7 +290,8 @@ class SessionPool:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._hosts)} host(s)"
-        return f"<SessionPool {state} limits={self.limits!r}>"
+        via = f" proxy={display_proxy(self._proxy_url)}" if self._proxy_url is not None else ""
+        return f"<SessionPool {state} limits={self.limits!r}{via}>"
 
     def __del__(self) -> None:
         # Only warn: closing needs the event loop, which may be gone by now.

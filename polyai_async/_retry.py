@@ -148,6 +148,8 @@ class _Call(Generic[T]):
     idempotent: bool
     deadline: float
     first_error: PolyAIError | None
+    # The call's event hooks (a _hooks.CallState), when the client has any.
+    observer: Any = None
     attempts: int = 1
 
     async def next_attempt(self) -> T:
@@ -167,20 +169,34 @@ def _error(state: tenacity.RetryCallState) -> BaseException | None:
 class Retrier:
     """Runs calls under one RetryPolicy; built once per client (private helper)."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, *, share_budget_of: Retrier | None = None) -> None:
         self.policy = policy
-        self._budget = RetryBudget(policy.retry_budget) if policy.retry_budget is not None else None
-        self._backoff = tenacity.wait_random_exponential(
-            multiplier=policy.initial_backoff, max=policy.max_backoff
-        )
+        self._budget: RetryBudget | None
+        if share_budget_of is not None:
+            # Another policy for the same client (with_options): one budget for both.
+            self._budget = share_budget_of._budget
+        elif policy.retry_budget is not None:
+            self._budget = RetryBudget(policy.retry_budget)
+        else:
+            self._budget = None
+        # Built at the first retry: a client made per call (with_options) never pays for it.
+        self._template: tenacity.AsyncRetrying | None = None
+
+    @property
+    def _retrying(self) -> tenacity.AsyncRetrying:
         # The template is copied per failing call: tenacity keeps per-run state on the object.
-        self._retrying = tenacity.AsyncRetrying(
-            retry=self._should_retry,
-            wait=self._wait,
-            stop=self._stop,
-            before_sleep=self._before_sleep,
-            reraise=True,
-        )
+        if self._template is None:
+            self._backoff = tenacity.wait_random_exponential(
+                multiplier=self.policy.initial_backoff, max=self.policy.max_backoff
+            )
+            self._template = tenacity.AsyncRetrying(
+                retry=self._should_retry,
+                wait=self._wait,
+                stop=self._stop,
+                before_sleep=self._before_sleep,
+                reraise=True,
+            )
+        return self._template
 
     @property
     def budget_tokens(self) -> float | None:
@@ -200,16 +216,18 @@ class Retrier:
         started: float,
         what: str,
         idempotent: bool,
+        observer: Any = None,
     ) -> T:
         """Continue a call whose first attempt failed with ``error``, or raise it.
 
         The caller ran the first attempt itself (the success path never gets here); this runs
-        ``attempt(seconds_left)`` again until it succeeds or the policy gives up.
+        ``attempt(seconds_left)`` again until it succeeds or the policy gives up. ``observer``
+        (the call's event hooks) hears of every retry scheduled.
         """
         deadline = started + self.policy.deadline
         if self.policy.max_attempts == 1 or not self._retryable(error, idempotent):
             raise self._final(error, 1, deadline)
-        call = _Call(attempt, what, idempotent, deadline, error)
+        call = _Call(attempt, what, idempotent, deadline, error, observer)
         try:
             result: T = await self._retrying.copy()(call.next_attempt)
         except PolyAIError as final:
@@ -281,3 +299,5 @@ class Retrier:
             state.upcoming_sleep,
             f" (correlation id {one_line(correlation, 80)})" if correlation else "",
         )
+        if call.observer is not None:
+            call.observer.retry_scheduled(error, state.upcoming_sleep)

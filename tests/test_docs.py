@@ -171,6 +171,19 @@ async def test_examples_run_as_scripts_without_credentials(
     assert expected in out
 
 
+async def test_console_spans_prints_spans_metrics_and_the_retry() -> None:
+    """The observability example prints each call's span, the retry event and both metrics."""
+    status, out = await run_python(str(EXAMPLES / "console_spans.py"), env=fake_env(None))
+    assert status == 0, out
+    for name in ("polyai.create_chat", "polyai.respond", "polyai.close_chat", "handle-user"):
+        assert f'"name": "{name}"' in out
+    assert '"name": "polyai.retry"' in out
+    assert '"polyai.retry.reason": "http_503"' in out
+    assert "polyai.client.call.duration" in out
+    assert "polyai.client.retries" in out
+    assert "retries: {'respond': 1}" in out
+
+
 async def test_relay_runs_as_a_script_without_credentials() -> None:
     """The relay script serves on 127.0.0.1 with its own fake server and answers a message."""
     proc = await asyncio.create_subprocess_exec(

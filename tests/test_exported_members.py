@@ -26,6 +26,7 @@ def test_no_public_name_is_left_out() -> None:
         "_config",
         "_conversation",
         "_errors",
+        "_hooks",
         "_models",
         "_pool",
         "_retry",

@@ -1,0 +1,73 @@
+"""``POLYAI_LOG=info|debug``, and the one-line-per-request debug log (a hook subscriber)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import ConfigurationError
+from ._hooks import CallEvent, Hooks
+
+logger = logging.getLogger("polyai_async")
+
+_LEVELS = {"info": logging.INFO, "debug": logging.DEBUG}
+_configured: list[logging.Handler] = []
+
+
+def configure_from_env() -> None:
+    """Send the ``polyai_async`` logger to stderr at ``POLYAI_LOG``'s level (private helper).
+
+    As ``OPENAI_LOG`` does: for a quick look without configuring logging. Once per process;
+    unset or empty, it does nothing, so an application's own logging set-up stands.
+    """
+    value = os.environ.get("POLYAI_LOG", "").strip().lower()
+    if not value:
+        return
+    level = _LEVELS.get(value)
+    if level is None:
+        raise ConfigurationError(
+            f"POLYAI_LOG={value!r} is not a log level: use info or debug, or unset it"
+        )
+    if _configured:
+        _configured[0].setLevel(level)
+        logger.setLevel(level)
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    _configured.append(handler)
+
+
+def subscribe(hooks: Hooks, endpoints: Mapping[str, Any]) -> None:
+    """Log each request at debug level, if the logger shows debug now (private helper).
+
+    Decided when the client is made, so a client that logs nothing pays nothing.
+    """
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    targets = {name: (e.method, e.url.path) for name, e in endpoints.items()}
+
+    def log(event: CallEvent) -> None:
+        # One line per HTTP request: when its answer came, or when it failed without one.
+        if event.name != "answer_received" and event.status is not None:
+            return
+        method, path = targets[event.endpoint]
+        outcome = str(event.status) if event.status is not None else f"no answer ({event.reason})"
+        logger.debug(
+            "polyai_async: %s %s -> %s attempt %d in %.1f ms%s",
+            method,
+            path,
+            outcome,
+            event.attempt,
+            event.elapsed * 1000,
+            f" (correlation id {event.correlation_id})" if event.correlation_id else "",
+        )
+
+    hooks.add("answer_received", log)
+    hooks.add("retry_scheduled", log)
+    hooks.add("call_failed", log)
