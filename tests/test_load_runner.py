@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import random
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from polyai_async import ConfigurationError
+from polyai_async import ConfigurationError, RetryPolicy
 from polyai_async.load import (
     Load,
     Persona,
@@ -169,6 +170,28 @@ async def test_closed_model_keeps_the_concurrency_and_runs_the_conversations() -
     assert result.figure("in_flight_max") == 4
     assert result.figure("calls") == 40 * 4
     assert result.figure("load_model") == "closed"
+
+
+async def test_retries_are_counted_from_the_client_hooks_even_with_logging_off() -> None:
+    """Every retry the client makes is counted (through its retry_scheduled hook, not its log,
+    so silenced logging loses none), and the hook is gone once the run is over."""
+    faults = Faults(error_rate=0.3, error_status=503)
+    retry = RetryPolicy(initial_backoff=0, max_backoff=0, max_attempts=10)
+    async with FakePolyAI(faults=faults, seed=3) as fake, fake.client(retry=retry) as client:
+        logging.disable(logging.CRITICAL)
+        try:
+            result = await run_load_async(
+                client, Load.closed(concurrency=4, conversations=20), FIXED
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        injected = fake.stats.faults["503"]
+        hooks_left = client._hooks
+    assert injected > 0
+    assert result.figure("conversations_failed") == 0
+    assert result.figure("retries") == injected
+    assert result.figure("requests") == result.figure("calls") + injected
+    assert hooks_left is None
 
 
 async def test_closed_stages_ramp_the_concurrency() -> None:

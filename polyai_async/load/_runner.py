@@ -72,7 +72,7 @@ async def drive(
     metrics.start = time.perf_counter()
     ticker = asyncio.create_task(_tick(metrics, on_tick))
     try:
-        with count_retries(metrics.retry):
+        with count_retries(client, metrics.retry):
             if load.closed_model:
                 await _closed(client, scenario, load, metrics, rng)
             else:

@@ -33,6 +33,7 @@ from .._client import PolyAIClient
 from .._errors import ConversationEndedError, NotFoundError, PolyAIError
 from .._models import CloseChatResponse, CreateChatResponse, Handoff
 from ..load import Metrics, Scenario, ThinkTime, run_conversation
+from ..load._retries import retry_counter
 from ._loop import Inbox, LoopThread
 
 if TYPE_CHECKING:
@@ -205,6 +206,9 @@ class Bridge:
     async def _new_metrics(self) -> None:
         self._metrics = Metrics()
 
+    def _count_retry(self, endpoint: str) -> None:
+        self._metrics.retry(endpoint)
+
     def _start(self, client_options: Mapping[str, Any]) -> LoopThread:
         if self._thread is not None:
             return self._thread
@@ -215,7 +219,10 @@ class Bridge:
             thread.start()
 
             async def make_client() -> _TrackingClient:
-                return _TrackingClient(**client_options)
+                client = _TrackingClient(**client_options)
+                # Counted into whichever Metrics is current (reset swaps it), on the loop.
+                client.add_event_hook("retry_scheduled", retry_counter(self._count_retry))
+                return client
 
             try:
                 self._client = thread.wait(make_client)
