@@ -288,3 +288,34 @@ def test_the_documented_locustfile_runs(tmp_path: Path, fake: Fake) -> None:
     report = json.loads((tmp_path / "polyai.json").read_text())
     assert report["scenario"] == "support-mix"
     assert report["conversations_completed"] > 0
+
+
+def test_retries_are_counted_in_the_report(tmp_path: Path) -> None:
+    """Every retry the process's client makes reaches the report: the fake's 503s are retried
+    (no failure in Locust's stats) and the JSON counts them, bar those cut short by the stop."""
+    server = Fake("--error-rate", "0.2", "--error-status", "503", "--seed", "5")
+    try:
+        done = run_locust(
+            tmp_path,
+            """
+            from polyai_async import RetryPolicy
+            from polyai_async.locust import PolyAIUser
+
+            class Chat(PolyAIUser):
+                think_time = "20ms"
+                retry = RetryPolicy(initial_backoff=0, max_backoff=0, max_attempts=20)
+            """,
+            *("-u", "4", "-r", "4", "--run-time", "3s", "--host", server.url),
+            *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
+        )
+    finally:
+        served = server.stop()
+    assert done.returncode == 0, done.stderr
+    rows = stats_rows(tmp_path / "stats_stats.csv")
+    assert all(rows[name]["Failure Count"] == "0" for name in ("create", "respond", "close"))
+    report = json.loads((tmp_path / "polyai.json").read_text())
+    injected = served["faults"]["503"]
+    assert injected > 10
+    # A 503 answered while the stop cancels its call is never retried: at most one per user.
+    assert injected - 4 <= report["retries"] <= injected
+    assert report["retries"] == sum(report[f"retries_{e}"] for e in ("create", "respond", "close"))
