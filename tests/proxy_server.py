@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 
 from yarl import URL
 
+from .servers import LoopbackServer, read_message
 
-class ProxyServer:
+
+class ProxyServer(LoopbackServer):
     """A forward proxy on 127.0.0.1; counts and records the requests it relays."""
 
     def __init__(self, *, user: str | None = None, password: str | None = None) -> None:
+        super().__init__()
         self.expected = (
             "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
             if user is not None
@@ -26,38 +28,12 @@ class ProxyServer:
         )
         self.relayed: list[str] = []  # the absolute URL of each request relayed
         self.refused = 0  # requests answered 407
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.port = 0
 
-    @property
-    def url(self) -> str:
-        """The proxy's URL, without credentials."""
-        return f"http://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> ProxyServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             while True:
-                head, body = await _read_message(reader)
+                head, body = await read_message(reader)
                 request_line, *lines = head.decode("latin-1").split("\r\n")
                 method, target, version = request_line.split(" ")
                 headers = [line.split(":", 1) for line in lines if line]
@@ -84,24 +60,9 @@ class ProxyServer:
                 path = url.raw_path_qs
                 upstream[1].write(f"{method} {path} {version}\r\n{kept}\r\n".encode() + body)
                 await upstream[1].drain()
-                answer_head, answer_body = await _read_message(upstream[0])
+                answer_head, answer_body = await read_message(upstream[0])
                 writer.write(answer_head + answer_body)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
         finally:
             if upstream is not None:
                 upstream[1].close()
-            self._tasks.discard(task)
-            writer.close()
-
-
-async def _read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    """One HTTP message: its head (with the blank line) and its Content-Length body."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head, await reader.readexactly(length)

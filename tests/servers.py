@@ -31,42 +31,34 @@ import email.utils
 import socket
 import time
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import orjson
 
 OK_BODY = orjson.dumps({"conversation_id": "CONV-1", "response": "hi", "end_conversation": False})
 
 
-class RawServer:
-    """A scripted HTTP/1.1 server; counts connections and requests."""
+S = TypeVar("S", bound="LoopbackServer")
 
-    def __init__(
-        self,
-        script: Iterable[str] = (),
-        *,
-        body: bytes = OK_BODY,
-        canned: Mapping[str, bytes] | None = None,
-    ) -> None:
-        self.script = list(script)
-        self.body = body
-        self.canned = dict(canned or {})
-        self.methods: list[str] = []
-        self.big_size = 8 * 1024 * 1024
-        self.wait = 1.0
-        self.connections = 0
-        self.open_connections = 0
-        self.max_open_connections = 0
-        self.requests = 0
+
+class LoopbackServer:
+    """An asyncio TCP server on 127.0.0.1 that closes every connection it accepted on exit.
+
+    Subclasses serve one connection in ``_connection``; this keeps the port, the URL and the
+    connection tasks, which ``__aexit__`` cancels and waits for.
+    """
+
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
     @property
     def url(self) -> str:
-        """The base URL clients use."""
+        """The server's URL (no credentials)."""
         return f"http://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> RawServer:
+    async def __aenter__(self: S) -> S:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -85,27 +77,63 @@ class RawServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        try:
+            await self._connection(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """One HTTP message: its head (with the blank line) and its Content-Length body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return head, await reader.readexactly(length)
+
+
+class RawServer(LoopbackServer):
+    """A scripted HTTP/1.1 server; counts connections and requests."""
+
+    def __init__(
+        self,
+        script: Iterable[str] = (),
+        *,
+        body: bytes = OK_BODY,
+        canned: Mapping[str, bytes] | None = None,
+    ) -> None:
+        super().__init__()
+        self.script = list(script)
+        self.body = body
+        self.canned = dict(canned or {})
+        self.methods: list[str] = []
+        self.big_size = 8 * 1024 * 1024
+        self.wait = 1.0
+        self.connections = 0
+        self.open_connections = 0
+        self.max_open_connections = 0
+        self.requests = 0
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.open_connections += 1
         self.max_open_connections = max(self.max_open_connections, self.open_connections)
         try:
             while await self._serve_one(reader, writer):
                 pass
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
         finally:
             self.open_connections -= 1
-            self._tasks.discard(task)
-            writer.close()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        await reader.readexactly(length)
+        head, _ = await read_message(reader)
         self.requests += 1
         self.methods.append(head.split(b" ", 1)[0].decode())
         action = self.script.pop(0) if self.script else "ok"
