@@ -175,7 +175,8 @@ def check_segment(value: str, argument: str) -> str:
     return value
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address (private helper)."""
     if host is None:
         return False
     if host == "localhost":
@@ -209,7 +210,7 @@ def resolve_base_url(base_url: str | None, region: str, *, allow_insecure_http: 
         )
     if url.query_string or url.fragment:
         raise ConfigurationError(f"base_url {shown!r} must not have a query or fragment")
-    if url.scheme == "http" and not allow_insecure_http and not _is_loopback(url.host):
+    if url.scheme == "http" and not allow_insecure_http and not is_loopback(url.host):
         raise ConfigurationError(
             f"base_url {shown!r} uses plain http to a non-loopback host, which would send the "
             "API key unencrypted: use https, or pass allow_insecure_http=True if you must"

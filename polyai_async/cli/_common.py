@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ from typing import Any
 
 from yarl import URL
 
-from .._config import DEFAULT_REGION, REGIONS
+from .._config import DEFAULT_REGION, REGIONS, is_loopback
 from ..testing import FakePolyAI, Faults
 from ..testing.__main__ import OneLineParser, option_names
 from ..testing._agents import _AGENTS
@@ -90,15 +89,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _base_url(text: str) -> str:
     try:
         url = URL(text) if "://" in text else None
@@ -108,7 +98,7 @@ def _base_url(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an http(s) URL such as https://api.example.com"
         )
-    if url.scheme == "http" and not _is_loopback(url.host):
+    if url.scheme == "http" and not is_loopback(url.host):
         raise argparse.ArgumentTypeError(
             f"{_display_url(url)} is plain http to a host other than this machine, which would "
             "send the API key unencrypted: use https"
