@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from polyai_async import (
     InternalServerError,
     PolyAIClient,
     PolyAIError,
+    RespondChatResponse,
     ResponseValidationError,
     RetryPolicy,
     Timeouts,
@@ -218,6 +220,42 @@ async def test_shutdown_with_calls_in_flight() -> None:
             and "RequestHandler" not in getattr(t.get_coro(), "__qualname__", "")
         ]
     assert pending == []
+
+
+async def test_a_fake_stops_at_once_when_its_handlers_only_wait_out_latency() -> None:
+    """Stopping a fake cancels handlers sleeping through injected latency (a client that hung
+    up, and two still waiting, which see the connection close) well inside aiohttp's 1 s
+    grace, and leaves none behind; a handler an async agent is busy in still answers."""
+
+    async def slow_agent(message: str | None, state: object) -> str:
+        await asyncio.sleep(0.3)
+        return f"slow {message}"
+
+    fake = FakePolyAI(agent=slow_agent)
+    await fake.start()
+    async with fake.client(retry=policy(max_attempts=1)) as client:
+        conversation = (await client.create_chat()).conversation_id
+        fake.faults = Faults(latency=30, endpoints={"create"})
+        waiting = [asyncio.create_task(client.create_chat()) for _ in range(3)]
+        busy = asyncio.create_task(client.respond(conversation, "hi"))
+        while fake.stats.faults["latency"] < 3 or not fake.turns[conversation]:
+            await asyncio.sleep(0.01)
+        waiting[0].cancel()  # this client hangs up; aiohttp keeps its handler sleeping
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting[0]
+        started = time.monotonic()
+        await fake.aclose()
+        stopped = time.monotonic() - started
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*waiting[1:], busy, return_exceptions=True), 5
+        )
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert all(isinstance(o, APIConnectionError) for o in outcomes[:2]), outcomes
+    assert isinstance(outcomes[2], RespondChatResponse)
+    assert outcomes[2].response == "slow hi"
+    # The agent's 0.3 s (less what passed before the stop) is all the stop waited for.
+    assert stopped < 0.6
+    assert left == []
 
 
 async def soak(
