@@ -80,8 +80,8 @@ def test_the_mean_is_hdrhistograms_mean_of_merged_and_decoded_histograms() -> No
     observe(b, second)
     a.merge(b)
     back = Metrics.from_dict(json.loads(json.dumps(a.to_dict())))
-    for metrics in (a, b, back):
-        for name in ("create", "respond", "conversation"):
+    for metrics in (a, back):  # hdrh's own mean is the slow walk: checked on a few
+        for name in ("create", "conversation"):
             histogram = metrics.histogram(name)
             assert histogram is not None
             assert metrics.mean_ms(name) == histogram.get_mean_value() / 1000, name
