@@ -10,8 +10,9 @@ request takes the next action from a script (then "ok" forever):
 - ``"hang"``: never answer;
 - ``"big"``: a 200 with a body of ``big_size`` bytes;
 - ``"<status>"`` such as ``"503"``: that status with a JSON error body;
-- ``"429-date"``, ``"429-ms"``: a 429 asking to wait ``wait`` seconds, as an HTTP date or in
-  ``retry-after-ms``;
+- ``"429-ms"``: a 429 asking to wait ``wait`` seconds in ``retry-after-ms``;
+- ``"429-date"``: a 429 whose ``Retry-After`` is an HTTP date (whole seconds): the first whole
+  second at least ``wait`` seconds away;
 - ``"ok-close"``: a 200 announcing keep-alive, then the connection closed soon after (the
   client finds a dead connection in its pool);
 - ``"unsized"``, ``"big-unsized"``: as ``"ok"`` and ``"big"`` but with no Content-Length, the
@@ -28,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import math
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -121,6 +123,10 @@ class RawServer(LoopbackServer):
         self.open_connections = 0
         self.max_open_connections = 0
         self.requests = 0
+        #: When each request arrived (``time.time()``).
+        self.arrived: list[float] = []
+        #: The last 429's ask: the ``time.time()`` before which the client should not retry.
+        self.asked_until: float | None = None
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -134,6 +140,7 @@ class RawServer(LoopbackServer):
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         head, _ = await read_message(reader)
+        self.arrived.append(time.time())
         self.requests += 1
         self.methods.append(head.split(b" ", 1)[0].decode())
         action = self.script.pop(0) if self.script else "ok"
@@ -181,9 +188,12 @@ class RawServer(LoopbackServer):
         if action.isdigit():
             return f"{action} Error", orjson.dumps({"error_message": f"scripted {action}"}), ""
         if action == "429-ms":
+            self.asked_until = time.time() + self.wait
             return "429 Too Many Requests", b"{}", f"retry-after-ms: {int(self.wait * 1000)}\r\n"
         if action == "429-date":
-            when = email.utils.formatdate(time.time() + self.wait, usegmt=True)
+            # An HTTP date names a whole second: the first one at least ``wait`` away.
+            self.asked_until = math.ceil(time.time() + self.wait)
+            when = email.utils.formatdate(self.asked_until, usegmt=True)
             return "429 Too Many Requests", b"{}", f"Retry-After: {when}\r\n"
         return "200 OK", self.body, ""
 

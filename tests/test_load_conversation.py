@@ -165,8 +165,10 @@ async def test_think_time_pauses_before_each_message() -> None:
 async def test_cancellation_still_closes_the_conversation() -> None:
     """Cancelled during a turn, the conversation is closed before the cancellation goes on."""
 
+    released = asyncio.Event()
+
     async def slow(message: str | None, state: Any) -> AgentReply:
-        await asyncio.sleep(30)
+        await released.wait()  # until the test is done: the fake need not wait it out at stop
         return AgentReply("late")
 
     scenario, persona = scenario_of(TurnSpec(say=("a",)))
@@ -182,6 +184,7 @@ async def test_cancellation_still_closes_the_conversation() -> None:
             await task
         (state,) = fake.conversations.values()
         assert state.closed
+        released.set()
 
 
 async def test_messages_are_drawn_from_the_turns_choices() -> None:

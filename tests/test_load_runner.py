@@ -6,8 +6,7 @@ import asyncio
 import itertools
 import logging
 import random
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -57,26 +56,30 @@ class StallingFake(FakePolyAI):
 
 
 @pytest.fixture(scope="module")
-def server_process() -> Iterator[dict[str, str]]:
-    """A fake server in its own process, for runs that start their own event loop."""
-    argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1", "--port", "0"]
-    process = subprocess.Popen(  # noqa: S603
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+def server_thread() -> Iterator[dict[str, str]]:
+    """A fake server on its own event loop in a thread, for runs that start their own loop.
+
+    (A thread, not a process: the workers under test are the processes; the fake only
+    needs a loop that run_load's own loop does not block.)
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    fake = FakePolyAI()
     try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
+        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
         yield {
-            "base_url": url,
-            "api_key": "test-api-key",
-            "token": "test-token",
-            "account_id": "ACCOUNT-test",
-            "project_id": "PROJECT-test",
+            "base_url": fake.url,
+            "api_key": fake.api_key,
+            "token": fake.token,
+            "account_id": fake.account_id,
+            "project_id": fake.project_id,
         }
     finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()  # type: ignore[union-attr]
+        asyncio.run_coroutine_threadsafe(fake.aclose(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_constant_arrivals_are_evenly_spaced() -> None:
@@ -149,8 +152,9 @@ async def test_open_model_starts_the_planned_conversations() -> None:
 
 async def test_arrivals_over_max_in_flight_are_dropped_and_counted() -> None:
     """With 2 allowed in flight and slow answers, later arrivals are dropped, not skipped."""
-    load = Load.open(rate=40, duration=1, max_in_flight=2, arrival="constant")
-    async with FakePolyAI(faults=Faults(latency=0.3)) as fake, fake.client() as client:
+    # 40 arrivals in 0.25 s; each conversation (4 calls of 0.1 s) outlasts the schedule.
+    load = Load.open(rate=160, duration=0.25, max_in_flight=2, arrival="constant")
+    async with FakePolyAI(faults=Faults(latency=0.1)) as fake, fake.client() as client:
         result = await run_load_async(client, load, FIXED)
     started = result.figure("conversations_started")
     dropped = result.figure("conversations_dropped")
@@ -161,14 +165,14 @@ async def test_arrivals_over_max_in_flight_are_dropped_and_counted() -> None:
 
 
 async def test_closed_model_keeps_the_concurrency_and_runs_the_conversations() -> None:
-    """Closed, 4 at a time, 40 in all: 40 complete, never more than 4 in flight."""
+    """Closed, 4 at a time, 20 in all: 20 complete, never more than 4 in flight."""
     async with FakePolyAI(faults=Faults(latency=0.01)) as fake, fake.client() as client:
-        result = await run_load_async(client, Load.closed(concurrency=4, conversations=40), FIXED)
+        result = await run_load_async(client, Load.closed(concurrency=4, conversations=20), FIXED)
         assert fake.stats.max_open_connections <= 4
-    assert result.figure("conversations_started") == 40
-    assert result.figure("conversations_completed") == 40
+    assert result.figure("conversations_started") == 20
+    assert result.figure("conversations_completed") == 20
     assert result.figure("in_flight_max") == 4
-    assert result.figure("calls") == 40 * 4
+    assert result.figure("calls") == 20 * 4
     assert result.figure("load_model") == "closed"
 
 
@@ -196,8 +200,10 @@ async def test_retries_are_counted_from_the_client_hooks_even_with_logging_off()
 
 async def test_closed_stages_ramp_the_concurrency() -> None:
     """Closed stages 0 -> 6 users over 1.5 s: conversations in flight climb towards 6."""
-    load = Load.closed(stages="1.5s:6,0.5s:6", graceful_stop=2)
-    async with FakePolyAI(faults=Faults(latency=0.05)) as fake, fake.client() as client:
+    # Second 0 holds 2 user-seconds of load, second 1 (to the end at 1.75 s) 4: twice as many
+    # conversations start in it. All 6 users from the start would make second 0 the busier.
+    load = Load.closed(stages="1.5s:6,0.25s:6", graceful_stop=2)
+    async with FakePolyAI(faults=Faults(latency=0.03)) as fake, fake.client() as client:
         result = await run_load_async(client, load, FIXED)
     assert result.figure("in_flight_max") == 6
     rows = result.summary["timeseries"]
@@ -208,8 +214,9 @@ async def test_closed_stages_ramp_the_concurrency() -> None:
 async def test_a_duration_ends_the_run_and_late_conversations_are_interrupted() -> None:
     """Past the duration and the graceful stop, conversations still running are cancelled,
     counted as interrupted, and closed on the server."""
-    load = Load.closed(concurrency=3, duration=0.3, graceful_stop=0.2)
-    async with FakePolyAI(faults=Faults(latency=0.4)) as fake, fake.client() as client:
+    # Cancelled at 0.25 s in their first turn: a conversation (4 calls of 0.2 s) needs 0.8.
+    load = Load.closed(concurrency=3, duration=0.15, graceful_stop=0.1)
+    async with FakePolyAI(faults=Faults(latency=0.2)) as fake, fake.client() as client:
         result = await run_load_async(client, load, FIXED)
         closed = sum(state.closed for state in fake.conversations.values())
     assert result.figure("conversations_interrupted") == 3
@@ -246,19 +253,19 @@ async def test_generator_lag_is_measured_and_warned_about() -> None:
     async with FakePolyAI() as fake, fake.client() as client:
         task = asyncio.create_task(hog())
         try:
-            result = await run_load_async(client, Load.open(rate=50, duration=1.5), FIXED)
+            result = await run_load_async(client, Load.open(rate=100, duration=0.4), FIXED)
         finally:
             task.cancel()
     assert result.figure("generator_lag_p99_ms") > 10
     assert any("generator lag" in w for w in result.warnings)
 
 
-def test_processes_merge_to_the_counts_of_one_process(server_process: dict[str, str]) -> None:
+def test_processes_merge_to_the_counts_of_one_process(server_thread: dict[str, str]) -> None:
     """--processes 2 gives the counts of one process, on uvloop; the merged histograms hold
     exactly the union of the workers' samples."""
     load = Load.closed(concurrency=4, conversations=60)
-    one = run_load(load, FIXED, client_settings=server_process, loop="asyncio")
-    two = run_load(load, FIXED, client_settings=server_process, processes=2, loop="uvloop")
+    one = run_load(load, FIXED, client_settings=server_thread, loop="asyncio")
+    two = run_load(load, FIXED, client_settings=server_thread, processes=2, loop="uvloop")
     for key in ("conversations_started", "conversations_completed", "calls", "turns_completed"):
         assert two.figure(key) == one.figure(key), key
     assert two.figure("processes") == 2
@@ -291,13 +298,19 @@ def test_run_load_refuses_bad_arguments() -> None:
 
 async def test_a_cancelled_run_closes_its_conversations() -> None:
     """Cancelling the run (Ctrl-C) cancels its conversations, and each still closes."""
-    async with FakePolyAI(faults=Faults(latency=0.5)) as fake, fake.client() as client:
-        for load in (Load.closed(concurrency=3, duration=30), Load.open(rate=20, duration=30)):
+    async with FakePolyAI(faults=Faults(latency=0.15)) as fake, fake.client() as client:
+        for load in (
+            Load.closed(concurrency=3, duration=30),
+            Load.open(rate=40, duration=30, arrival="constant"),
+        ):
+            before = len(fake.conversations)
             run = asyncio.create_task(run_load_async(client, load, FIXED))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)  # each conversation is still creating (0.15 s)
             run.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await run
+            assert len(fake.conversations) > before, load.model
+            assert all(state.closed for state in fake.conversations.values()), load.model
         assert fake.conversations
         assert all(state.closed for state in fake.conversations.values())
 

@@ -55,6 +55,21 @@ def new_histogram() -> Any:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
 
 
+def _mean(histogram: Any) -> float:
+    """``histogram.get_mean_value()``, the same figure, visiting only the non-empty counts.
+
+    hdrh's own walks every sub-bucket in pure Python: tens of milliseconds a histogram, four
+    histograms a summary.
+    """
+    total = 0
+    for index, count in enumerate(histogram.counts):
+        if count:
+            value = histogram.get_highest_equivalent_value(histogram.get_value_from_index(index))
+            total += count * histogram._hdr_median_equiv_value(value)
+    count_total: int = histogram.get_total_count()
+    return float(total) / count_total
+
+
 def _micros(seconds: float) -> int:
     return min(HIGHEST_US, max(0, round(seconds * 1_000_000)))
 
@@ -306,7 +321,7 @@ class Metrics:
         histogram = self.histograms.get(name)
         if histogram is None or histogram.get_total_count() == 0:
             return None
-        return float(histogram.get_mean_value()) / 1000
+        return _mean(histogram) / 1000
 
     def spectrum(self, name: str) -> list[dict[str, float]]:
         """The percentile spectrum of ``name``: ``[{"percentile", "ms"}, ...]`` from 0 to 99.999."""

@@ -3,6 +3,10 @@
 It is an aiohttp low-level ``web.Server`` (no router, no middleware, no access log: the three
 paths are matched with one dict lookup) behind a ``ServerRunner`` and a ``TCPSite``; the
 server's ``connection_made``/``connection_lost`` hooks count TCP connections.
+
+Stopping cancels the handlers that are only sleeping through injected latency (aiohttp keeps a
+handler running after its client hung up, and would wait its shutdown grace for it); handlers
+doing real work, such as an async agent, get that grace (``_SHUTDOWN_GRACE``) to finish.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ _CLOSED = orjson.dumps({"success": True})
 _MALFORMED = b'{"conversation_id": "CONV-'
 # Thousands of clients connect at once in load benchmarks; the default backlog (128) drops SYNs.
 _BACKLOG = 4096
+# How long stopping waits for a handler doing real work (an async agent) before cancelling it.
+# A short grace: a test's server must not hold its teardown for a minute.
+_SHUTDOWN_GRACE = 1.0
 
 # The documented request fields, with the JSON type each must have; others are ignored.
 _FIELDS: dict[str, dict[str, type]] = {
@@ -230,6 +237,9 @@ class FakePolyAI:
         self._routes = {prefix + endpoint: endpoint for endpoint in ENDPOINTS}
         self._runner: web.ServerRunner | None = None
         self._url: str | None = None
+        # Handlers sleeping through injected latency, cancelled when the server stops.
+        self._delayed: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     # -- configuration and counters --------------------------------------------------------
 
@@ -281,8 +291,8 @@ class FakePolyAI:
         if self._runner is not None:
             raise RuntimeError("this FakePolyAI is already running")
         server = _CountingServer(self._handle, self.stats, access_log=None)
-        # A short shutdown grace: a test's server must not hold its teardown for a minute.
-        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE)
+        self._stopping = False
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, backlog=_BACKLOG)
@@ -296,9 +306,17 @@ class FakePolyAI:
         self._url = f"http://{host}:{self.port}"
 
     async def aclose(self) -> None:
-        """Stop the server and close its connections. Idempotent."""
+        """Stop the server and close its connections. Idempotent.
+
+        Requests still waiting out injected latency are cancelled at once (their clients see
+        the connection close, as from a server going down); a request an async agent is still
+        answering gets up to a second to finish before it is cancelled too.
+        """
         runner, self._runner = self._runner, None
         if runner is not None:
+            self._stopping = True
+            for task in list(self._delayed):
+                task.cancel()
             await runner.cleanup()
 
     async def __aenter__(self) -> FakePolyAI:
@@ -342,7 +360,7 @@ class FakePolyAI:
             if endpoint in plan.faults.endpoints:
                 if plan.delays:
                     self.stats.faults["latency"] += 1
-                    await asyncio.sleep(plan.delay())
+                    await self._delay(plan.delay())
                 fault = plan.draw()
             if fault is not None:
                 self.stats.faults[fault.name] += 1
@@ -359,6 +377,20 @@ class FakePolyAI:
             return self._answer(200, answer)
         except _Reject as reject:
             return self._error(reject.status, reject.code, reject.message)
+
+    async def _delay(self, seconds: float) -> None:
+        """Sleep through injected latency; cancelled if the server stops meanwhile."""
+        task = asyncio.current_task()
+        if task is None:  # not in a task: nothing to cancel at stop
+            await asyncio.sleep(seconds)
+            return
+        if self._stopping:
+            task.cancel()  # the server is going down: not worth the wait
+        self._delayed.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._delayed.discard(task)
 
     def _route(self, request: web.BaseRequest) -> str:
         path = request.path
