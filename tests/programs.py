@@ -345,7 +345,8 @@ def _run_main(args: list[str]) -> int:
         return 1
     except BaseException as exc:  # as Python does: the traceback on stderr, status 1
         frames = exc.__traceback__
-        sys.excepthook(type(exc), exc, frames.tb_next if frames else None)  # the program's
+        exc = exc.with_traceback(frames.tb_next if frames else None)  # from the program's frame
+        sys.excepthook(type(exc), exc, exc.__traceback__)
         return 1
     return 0
 

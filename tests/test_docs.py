@@ -276,3 +276,38 @@ def test_snippet_includes_are_well_formed() -> None:
                 assert (ROOT / match[1]).is_file(), f"{page.name}: {match[1]} does not exist"
                 includes += 1
     assert includes >= 3
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "out", "err"),
+    [
+        ("import sys; print(sys.argv, __name__, sys.path[0] == '')", 0, "['-c'] __main__ True", ""),
+        ("raise SystemExit(3)", 3, "", ""),
+        ("import sys; sys.exit('bye')", 1, "", "bye"),
+        ("1 / 0", 1, "", 'File "<string>", line 1, in <module>\nZeroDivisionError'),
+        ("import atexit; atexit.register(print, 'at exit')", 0, "at exit", ""),
+        ("import os, sys; print(os.getcwd(), os.environ.get('X'), 'polyai_async' in sys.modules)",
+         0, f"{ROOT} 1 False", ""),
+    ],
+)  # fmt: skip
+async def test_the_fork_server_runs_a_program_as_python_does(
+    runner: ProgramRunner, code: str, status: int, out: str, err: str
+) -> None:
+    """The programs above run as ``python -c``: exit status, streams, argv, __main__, cwd,
+    environment, atexit; and with polyai_async not imported yet (each program imports it)."""
+    got = await programs.run_python(
+        runner, "-c", code, env={**fake_env(None), "X": "1"}, timeout=SCRIPT_TIMEOUT
+    )
+    assert got[0] == status, got
+    assert out in got[1]
+    assert err in got[2]
+    if err.startswith("File"):
+        assert got[2].startswith('Traceback (most recent call last):\n  File "<string>"')
+
+
+async def test_the_fork_server_kills_a_program_that_runs_too_long(runner: ProgramRunner) -> None:
+    """A program still running at the timeout is killed (SIGKILL) and the call times out."""
+    with pytest.raises(TimeoutError):
+        await programs.run_python(
+            runner, "-c", "import time; time.sleep(60)", env=fake_env(None), timeout=0.2
+        )
