@@ -18,6 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from polyai_async.testing import DEFAULT_GREETING, DemoAgent, FakePolyAI
 
+from . import programs
+from .programs import ProgramRunner
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
@@ -69,24 +72,20 @@ def fake_env(fake: FakePolyAI | None) -> dict[str, str]:
     return env
 
 
-async def run_python(*args: str, env: dict[str, str], cwd: Path = ROOT) -> tuple[int, str]:
-    """Run a Python process to completion; return its exit status and its stdout and stderr."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *args,
-        env=env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+@pytest.fixture
+def runner(pytestconfig: pytest.Config) -> ProgramRunner:
+    """The session's fork server: each program a new process, aiohttp & co. already imported."""
+    return programs.program_runner(pytestconfig)
+
+
+async def run_python(
+    runner: ProgramRunner, *args: str, env: dict[str, str], cwd: Path = ROOT
+) -> tuple[int, str]:
+    """Run ``python *args`` to completion; return its exit status and its stdout and stderr."""
+    status, out, _ = await programs.run_python(
+        runner, *args, env=env, cwd=cwd, timeout=SCRIPT_TIMEOUT, stderr=False
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), SCRIPT_TIMEOUT)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return status, out
 
 
 @pytest.fixture
@@ -162,18 +161,18 @@ async def test_many_conversations_completes_all_within_the_bound(polyai_fake: Fa
     ],
 )
 async def test_examples_run_as_scripts_without_credentials(
-    script: str, args: tuple[str, ...], expected: str
+    runner: ProgramRunner, script: str, args: tuple[str, ...], expected: str
 ) -> None:
     """With no POLYAI_* variables an example starts its own fake server and finishes."""
-    status, out = await run_python(str(EXAMPLES / script), *args, env=fake_env(None))
+    status, out = await run_python(runner, str(EXAMPLES / script), *args, env=fake_env(None))
     assert status == 0, out
     assert "using a fake PolyAI server at http://127.0.0.1:" in out
     assert expected in out
 
 
-async def test_console_spans_prints_spans_metrics_and_the_retry() -> None:
+async def test_console_spans_prints_spans_metrics_and_the_retry(runner: ProgramRunner) -> None:
     """The observability example prints each call's span, the retry event and both metrics."""
-    status, out = await run_python(str(EXAMPLES / "console_spans.py"), env=fake_env(None))
+    status, out = await run_python(runner, str(EXAMPLES / "console_spans.py"), env=fake_env(None))
     assert status == 0, out
     for name in ("polyai.create_chat", "polyai.respond", "polyai.close_chat", "handle-user"):
         assert f'"name": "{name}"' in out
@@ -184,20 +183,20 @@ async def test_console_spans_prints_spans_metrics_and_the_retry() -> None:
     assert "retries: {'respond': 1}" in out
 
 
-async def test_relay_runs_as_a_script_without_credentials() -> None:
+async def test_relay_runs_as_a_script_without_credentials(runner: ProgramRunner) -> None:
     """The relay script serves on 127.0.0.1 with its own fake server and answers a message."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(EXAMPLES / "aiohttp_relay.py"),
-        "0",
-        env=fake_env(None),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
+    read, write = os.pipe()
+    try:  # stdout a pipe, stderr this process's, as create_subprocess_exec(stdout=PIPE) does
+        proc = await runner.start(
+            [str(EXAMPLES / "aiohttp_relay.py"), "0"], env=fake_env(None), stdout=write, stderr=2
+        )
+    finally:
+        os.close(write)
+    stdout, transport = await programs.read_pipe(read)
     try:
         url = ""
         while not url:
-            line = (await asyncio.wait_for(proc.stdout.readline(), SCRIPT_TIMEOUT)).decode()
+            line = (await asyncio.wait_for(stdout.readline(), SCRIPT_TIMEOUT)).decode()
             assert line, "the relay exited before listening"
             if line.startswith("relay listening on "):
                 url = line.split()[-1]
@@ -209,14 +208,15 @@ async def test_relay_runs_as_a_script_without_credentials() -> None:
     finally:
         proc.terminate()
         await proc.wait()
+        transport.close()
 
 
 @pytest.mark.parametrize("block", PROGRAMS, ids=[f"{page}-{index}" for page, index, _ in PROGRAMS])
 async def test_complete_programs_in_the_docs_run(
-    polyai_fake: FakePolyAI, block: tuple[str, int, str]
+    runner: ProgramRunner, polyai_fake: FakePolyAI, block: tuple[str, int, str]
 ) -> None:
     """A code block that is a whole program runs against the fake through POLYAI_* variables."""
-    status, out = await run_python("-c", block[2], env=fake_env(polyai_fake))
+    status, out = await run_python(runner, "-c", block[2], env=fake_env(polyai_fake))
     assert status == 0, out
     if "FakePolyAI(" not in block[2]:  # the rest start a fake of their own
         assert polyai_fake.requests["create"] >= 1
@@ -249,7 +249,11 @@ def test_pytest_examples_in_the_docs_pass(
     testing page says: pytest-asyncio in its default strict mode."""
     pytester.makefile(".toml", pyproject=TESTING_CONFIG)
     pytester.makepyfile(test_block=block[2])
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    # In this process (warnings, configuration and plugins are the run's own, as in a new one),
+    # without hypothesis's plugin: it would re-import hypothesis on every run (a second each).
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-W", "error"
+    )
     result.assert_outcomes(passed=block[2].count("def test_"), warnings=0)
     result.stdout.re_match_lines([r"(?i)asyncio: mode=(mode\.)?strict\b"])
 
@@ -272,3 +276,38 @@ def test_snippet_includes_are_well_formed() -> None:
                 assert (ROOT / match[1]).is_file(), f"{page.name}: {match[1]} does not exist"
                 includes += 1
     assert includes >= 3
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "out", "err"),
+    [
+        ("import sys; print(sys.argv, __name__, sys.path[0] == '')", 0, "['-c'] __main__ True", ""),
+        ("raise SystemExit(3)", 3, "", ""),
+        ("import sys; sys.exit('bye')", 1, "", "bye"),
+        ("1 / 0", 1, "", 'File "<string>", line 1, in <module>\nZeroDivisionError'),
+        ("import atexit; atexit.register(print, 'at exit')", 0, "at exit", ""),
+        ("import os, sys; print(os.getcwd(), os.environ.get('X'), 'polyai_async' in sys.modules)",
+         0, f"{ROOT} 1 False", ""),
+    ],
+)  # fmt: skip
+async def test_the_fork_server_runs_a_program_as_python_does(
+    runner: ProgramRunner, code: str, status: int, out: str, err: str
+) -> None:
+    """The programs above run as ``python -c``: exit status, streams, argv, __main__, cwd,
+    environment, atexit; and with polyai_async not imported yet (each program imports it)."""
+    got = await programs.run_python(
+        runner, "-c", code, env={**fake_env(None), "X": "1"}, timeout=SCRIPT_TIMEOUT
+    )
+    assert got[0] == status, got
+    assert out in got[1]
+    assert err in got[2]
+    if err.startswith("File"):
+        assert got[2].startswith('Traceback (most recent call last):\n  File "<string>"')
+
+
+async def test_the_fork_server_kills_a_program_that_runs_too_long(runner: ProgramRunner) -> None:
+    """A program still running at the timeout is killed (SIGKILL) and the call times out."""
+    with pytest.raises(TimeoutError):
+        await programs.run_python(
+            runner, "-c", "import time; time.sleep(60)", env=fake_env(None), timeout=0.2
+        )

@@ -778,7 +778,9 @@ def studio_cert(tmp_path: Path) -> tuple[Path, Path]:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(  # noqa: S603 - fixed arguments, openssl from PATH
         [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            # An EC P-256 key: as good for TLS as RSA, and made in a millisecond, not 0.1-0.6 s.
+            *("openssl", "req", "-x509", "-newkey", "ec", "-nodes", "-days", "1"),
+            *("-pkeyopt", "ec_paramgen_curve:prime256v1"),
             *("-subj", f"/CN={STUDIO_HOST}", "-addext", f"subjectAltName=DNS:{STUDIO_HOST}"),
             *("-keyout", str(key), "-out", str(cert)),
         ],

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 
 import pytest
 
 from polyai_async import ConfigurationError, PolyAIClient
 from polyai_async.testing import FakePolyAI, Faults
+
+from . import programs
+from .programs import ProgramRunner
 
 SCRIPT = """
 import asyncio
@@ -26,7 +27,13 @@ asyncio.run(main())
 """
 
 
-async def run(fake: FakePolyAI, level: str) -> tuple[int, str, str]:
+@pytest.fixture
+def runner(pytestconfig: pytest.Config) -> ProgramRunner:
+    """The session's fork server: SCRIPT runs in a new process, which imports polyai_async."""
+    return programs.program_runner(pytestconfig)
+
+
+async def run(runner: ProgramRunner, fake: FakePolyAI, level: str) -> tuple[int, str, str]:
     """Run SCRIPT against the fake with POLYAI_LOG=level; its status, stdout and stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
     env.update(
@@ -37,23 +44,15 @@ async def run(fake: FakePolyAI, level: str) -> tuple[int, str, str]:
         POLYAI_ACCOUNT_ID=fake.account_id,
         POLYAI_PROJECT_ID=fake.project_id,
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        SCRIPT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await programs.run_python(runner, "-c", SCRIPT, env=env, timeout=60)
 
 
 @pytest.mark.polyai(faults=Faults(script=("ok", "503")))
-async def test_debug_logs_one_line_per_request(polyai_fake: FakePolyAI) -> None:
+async def test_debug_logs_one_line_per_request(
+    runner: ProgramRunner, polyai_fake: FakePolyAI
+) -> None:
     """POLYAI_LOG=debug: a line per HTTP request with method, path, status, attempt, id."""
-    status, _, err = await run(polyai_fake, "debug")
+    status, _, err = await run(runner, polyai_fake, "debug")
     assert status == 0, err
     lines = [line for line in err.splitlines() if " -> " in line]
     assert len(lines) == 4  # create, respond (503 then 200), close
@@ -69,17 +68,19 @@ async def test_debug_logs_one_line_per_request(polyai_fake: FakePolyAI) -> None:
 
 
 @pytest.mark.polyai(faults=Faults(script=("ok", "503")))
-async def test_info_shows_warnings_but_no_request_lines(polyai_fake: FakePolyAI) -> None:
+async def test_info_shows_warnings_but_no_request_lines(
+    runner: ProgramRunner, polyai_fake: FakePolyAI
+) -> None:
     """POLYAI_LOG=info: the retry warning on stderr, no per-request debug line."""
-    status, _, err = await run(polyai_fake, "info")
+    status, _, err = await run(runner, polyai_fake, "info")
     assert status == 0, err
     assert "retrying in" in err
     assert " -> " not in err
 
 
-async def test_unset_logs_nothing(polyai_fake: FakePolyAI) -> None:
+async def test_unset_logs_nothing(runner: ProgramRunner, polyai_fake: FakePolyAI) -> None:
     """Without POLYAI_LOG nothing is configured: a run that goes well prints nothing."""
-    status, out, err = await run(polyai_fake, "")
+    status, out, err = await run(runner, polyai_fake, "")
     assert status == 0, err
     assert out == err == ""
 

@@ -124,7 +124,9 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     command = [
-        *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+        # An EC P-256 key: as good for TLS as RSA, and made in a millisecond, not 0.1-0.6 s.
+        *("openssl", "req", "-x509", "-newkey", "ec", "-nodes", "-days", "1"),
+        *("-pkeyopt", "ec_paramgen_curve:prime256v1"),
         *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
         *("-keyout", str(key), "-out", str(cert)),
     ]
