@@ -271,6 +271,9 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
         os.write(master, b"/new\r")
         await expect("-- new conversation")
         await expect("you> ")
+        # The prompt is drawn just before readline waits for input, and a signal that lands in
+        # between is seen only at the next one (CPython's readline): let it start waiting.
+        await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         await expect(" closed.")
         assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 130
