@@ -1,4 +1,8 @@
-"""polyai-async chat as a real process: its target, its commands, Ctrl-C, and a real terminal."""
+"""polyai-async chat: its target, its commands, Ctrl-C, and a real terminal.
+
+Piped chats run ``main()`` in this process, in a thread (this test's event loop serves the
+fake); Ctrl-C and the terminal are about the process, so those chats are real processes.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from polyai_async.testing import AgentReply, ConversationState, FakePolyAI, Faults
+
+from .cli_runner import CliRunner, restored_cli_state
 
 TIMEOUT = 30.0
 
@@ -39,34 +45,41 @@ class SlowAgent:
         return f"echo {message}"
 
 
+def fake_settings(fake: FakePolyAI) -> dict[str, str]:
+    """The POLYAI_* settings of ``fake``, as serve prints them."""
+    return {
+        "POLYAI_BASE_URL": fake.url,
+        "POLYAI_API_KEY": fake.api_key,
+        "POLYAI_TOKEN": fake.token,
+        "POLYAI_ACCOUNT_ID": fake.account_id,
+        "POLYAI_PROJECT_ID": fake.project_id,
+    }
+
+
 def chat_env(fake: FakePolyAI, **extra: str) -> dict[str, str]:
     """This process's environment, POLYAI_* replaced by the settings of ``fake``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
-    env.update(
-        POLYAI_BASE_URL=fake.url,
-        POLYAI_API_KEY=fake.api_key,
-        POLYAI_TOKEN=fake.token,
-        POLYAI_ACCOUNT_ID=fake.account_id,
-        POLYAI_PROJECT_ID=fake.project_id,
-        **extra,
-    )
+    env.update(fake_settings(fake), **extra)
     return env
+
+
+@pytest.fixture(autouse=True)
+def _cli_state() -> Iterator[None]:
+    """Whatever a run of main() here changes for the whole process is put back."""
+    with restored_cli_state():
+        yield
+
+
+@pytest.fixture
+def chat(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """``await asyncio.to_thread(chat, *args, stdin=...)``: polyai-async chat in this process."""
+    return CliRunner(monkeypatch, capsys, command="chat")
 
 
 async def start_chat(env: dict[str, str], *args: str, **streams: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "polyai_async.cli", "chat", *args, env=env, **streams
     )
-
-
-async def read_until(stream: asyncio.StreamReader, text: str) -> str:
-    """Read ``stream`` until ``text`` has appeared; return all read."""
-    seen = ""
-    while text not in seen:
-        chunk = await asyncio.wait_for(stream.read(4096), TIMEOUT)
-        assert chunk, f"the chat ended before {text!r}: {seen!r}"
-        seen += chunk.decode(errors="replace")
-    return seen
 
 
 @pytest.fixture
@@ -78,22 +91,21 @@ async def slow_fake() -> AsyncIterator[tuple[FakePolyAI, SlowAgent]]:
 
 
 async def test_chat_talks_to_polyai_base_url_and_says_so(
-    slow_fake: tuple[FakePolyAI, SlowAgent],
+    chat: CliRunner, slow_fake: tuple[FakePolyAI, SlowAgent]
 ) -> None:
     """With POLYAI_BASE_URL set (as serve says to), chat talks to that server, not a fake of its
     own, and its first line names the agent: account, project and origin."""
     fake, _ = slow_fake
-    proc = await start_chat(
-        chat_env(fake), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    done = await asyncio.wait_for(
+        asyncio.to_thread(chat, stdin="hello\n/quit\n", env=fake_settings(fake)), TIMEOUT
     )
-    out, _ = await asyncio.wait_for(proc.communicate(b"hello\n/quit\n"), TIMEOUT)
-    first, *rest = out.decode().splitlines()
+    first, *rest = done.stdout.splitlines()
     assert first == (
         f"Chatting with the agent of account {fake.account_id}, project {fake.project_id} at "
         f"{fake.url} (from POLYAI_BASE_URL)."
     )
     assert "agent: echo hello" in rest
-    assert proc.returncode == 0
+    assert done.returncode == 0
     assert fake.turns == {next(iter(fake.turns)): ["hello"]}
 
 
@@ -155,46 +167,38 @@ async def test_a_failed_close_after_ctrl_c_gives_its_reason_once(
 
 
 async def test_a_close_that_hangs_is_given_up_within_the_bound(
-    slow_fake: tuple[FakePolyAI, SlowAgent],
+    chat: CliRunner, slow_fake: tuple[FakePolyAI, SlowAgent]
 ) -> None:
     """/quit against a server that never answers the close leaves after --close-timeout,
     saying so."""
     fake, _ = slow_fake
-    proc = await start_chat(
-        chat_env(fake),
-        "--close-timeout",
-        "1.5",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    assert proc.stdout is not None
-    await read_until(proc.stdout, "agent: Hi, slow agent here.")
-    fake.faults = Faults(latency=3600.0, endpoints=["close"])
+    fake.faults = Faults(latency=3600.0, endpoints=["close"])  # create and respond still answer
     started = time.monotonic()
-    out, err = await asyncio.wait_for(proc.communicate(b"/quit\n"), TIMEOUT)
-    assert 1.4 < time.monotonic() - started < 15.0
-    assert proc.returncode == 1
-    assert "closing conversation" in out.decode()
-    assert "(at most 1.5 s)" in out.decode()
-    assert "failed: no answer in time" in err.decode()
-    assert err.decode().count("\n") == 1
+    done = await asyncio.wait_for(
+        asyncio.to_thread(chat, "--close-timeout", "0.5", stdin="/quit\n", env=fake_settings(fake)),
+        TIMEOUT,
+    )
+    assert 0.45 < time.monotonic() - started < 15.0
+    assert "agent: Hi, slow agent here." in done.stdout
+    assert done.returncode == 1
+    assert "closing conversation" in done.stdout
+    assert "(at most 0.5 s)" in done.stdout
+    assert "failed: no answer in time" in done.stderr
+    assert done.stderr.count("\n") == 1
 
 
 async def test_commands_are_never_sent_to_the_agent(
-    slow_fake: tuple[FakePolyAI, SlowAgent],
+    chat: CliRunner, slow_fake: tuple[FakePolyAI, SlowAgent]
 ) -> None:
     """/help, /new and an unknown /command are answered by chat; //x sends /x; /new starts a
     fresh conversation after closing the first."""
     fake, _ = slow_fake
-    proc = await start_chat(
-        chat_env(fake), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    stdin = "/help\none\n/new\n/nope\n//two\n"
+    done = await asyncio.wait_for(
+        asyncio.to_thread(chat, stdin=stdin, env=fake_settings(fake)), TIMEOUT
     )
-    stdin = b"/help\none\n/new\n/nope\n//two\n"
-    out, _ = await asyncio.wait_for(proc.communicate(stdin), TIMEOUT)
-    text = out.decode()
-    assert proc.returncode == 0
+    text = done.stdout
+    assert done.returncode == 0
     assert "/new    close this conversation and start a new one" in text
     assert "-- /nope is not a command (not sent): /help lists them" in text
     first, second = fake.conversations
@@ -213,7 +217,7 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
     Ctrl-C at the prompt leaves cleanly."""
     pytest.importorskip("readline", reason="line editing needs Python's readline module")
     fake, agent = slow_fake
-    agent.delay = 1.5
+    agent.delay = 1.5  # answered sooner, once the indicator has shown
     master, slave = os.openpty()
     proc = await start_chat(chat_env(fake, TERM="xterm"), stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
@@ -255,6 +259,7 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
         await expect("agent: echo hello\r\nyou> ")
         os.write(master, b"slow\r")
         await expect("agent is answering")
+        agent.release.set()
         await expect("agent: finally")
         await expect("you> ")
         os.write(master, b"bye\r")  # the agent ends it: in a terminal, the chat goes on
@@ -266,6 +271,9 @@ async def test_in_a_terminal_lines_are_edited_remembered_and_answers_awaited_vis
         os.write(master, b"/new\r")
         await expect("-- new conversation")
         await expect("you> ")
+        # The prompt is drawn just before readline waits for input, and a signal that lands in
+        # between is seen only at the next one (CPython's readline): let it start waiting.
+        await asyncio.sleep(0.1)
         proc.send_signal(signal.SIGINT)
         await expect(" closed.")
         assert await asyncio.wait_for(proc.wait(), TIMEOUT) == 130

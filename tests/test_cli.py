@@ -1,4 +1,9 @@
-"""The polyai-async command: bench, serve and chat as real processes; usage errors and --help."""
+"""The polyai-async command: bench, serve and chat; usage errors and --help.
+
+Most runs call ``main()`` in this process (tests/cli_runner.py); the console script, serve's
+SIGINT, the import check and one whole bench run (the README's first command) are real
+processes.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,9 @@ import pytest
 from polyai_async import REGIONS, PolyAIClient
 from polyai_async.cli import build_parser, main
 from polyai_async.cli._common import _configure_logging, set_command
+from polyai_async.testing import Faults
+
+from .cli_runner import CliRunner, ThreadedFake, restored_cli_state
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {
@@ -29,56 +37,69 @@ FAKE_CREDS = {
 }
 
 
-def run_cli(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m polyai_async.cli`` with a clean POLYAI_* environment plus ``env``."""
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m polyai_async.cli`` as a process, without the POLYAI_* environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
     return subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "polyai_async.cli", *args],
-        input=stdin,
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env=env,
         timeout=60,
         check=False,
     )
 
 
-def bench_json(tmp_path: Path, *args: str, **kwargs: Any) -> tuple[int, dict[str, Any], str]:
+@pytest.fixture(autouse=True)
+def _cli_state() -> Iterator[None]:
+    """Whatever a run of main() here changes for the whole process is put back."""
+    with restored_cli_state():
+        yield
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """Run the command in this process: ``cli("bench", ...)`` returns code, stdout, stderr."""
+    return CliRunner(monkeypatch, capsys)
+
+
+def bench_json(
+    cli: CliRunner, tmp_path: Path, *args: str, **kwargs: Any
+) -> tuple[int, dict[str, Any], str]:
     """Run bench with --json; return its exit status, the JSON and stderr."""
     path = tmp_path / "bench.json"
-    done = run_cli("bench", *args, "--json", str(path), **kwargs)
+    done = cli("bench", *args, "--json", str(path), **kwargs)
     assert "Traceback" not in done.stderr
     return done.returncode, json.loads(path.read_text()), done.stderr
 
 
 @pytest.fixture
 def fake_server() -> Iterator[tuple[str, dict[str, str]]]:
-    """A fake server process with known, secret-looking credentials; yields its URL and env."""
+    """A fake server with known, secret-looking credentials; yields its URL and env."""
     creds = {
         "POLYAI_API_KEY": "sk-SECRET-key-0123456789",
         "POLYAI_TOKEN": "tok-SECRET-token-9876543210",
         "POLYAI_ACCOUNT_ID": "ACCOUNT-x",
         "POLYAI_PROJECT_ID": "PROJECT-x",
     }
-    argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--api-key", creds["POLYAI_API_KEY"], "--token", creds["POLYAI_TOKEN"]]
-    argv += ["--account-id", "ACCOUNT-x", "--project-id", "PROJECT-x"]
-    process = subprocess.Popen(  # noqa: S603
-        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().strip(), creds
-    finally:
-        process.terminate()
-        process.wait(10)
-        process.stdout.close()  # type: ignore[union-attr]
+    with ThreadedFake(
+        api_key=creds["POLYAI_API_KEY"],
+        token=creds["POLYAI_TOKEN"],
+        account_id="ACCOUNT-x",
+        project_id="PROJECT-x",
+    ) as fake:
+        yield fake.url, creds
 
 
 def test_bench_reports_every_figure(tmp_path: Path) -> None:
-    """A small bench against the embedded server completes every conversation and turn."""
-    code, report, _ = bench_json(tmp_path, *SMALL, "--quiet")
+    """A small bench against the embedded server completes every conversation and turn.
+
+    The one whole bench as a process, as the README runs it: its embedded fake is a child."""
+    path = tmp_path / "bench.json"
+    done = run_cli("bench", *SMALL, "--quiet", "--json", str(path))
+    assert "Traceback" not in done.stderr
+    code, report = done.returncode, json.loads(path.read_text())
     assert code == 0
     assert report["schema"] == "polyai-async-bench/2"
     assert report["load_model"] == "closed"
@@ -109,20 +130,26 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
         assert 0 < p50 <= p90 <= p99 <= top
 
 
-def test_bench_prints_only_the_report_when_not_a_tty() -> None:
+def test_bench_prints_only_the_report_when_not_a_tty(cli: CliRunner) -> None:
     """Without a terminal there is no live view: stdout is the report and stderr is empty."""
-    done = run_cli("bench", *SMALL)
+    # stdout and stderr are capsys's, not terminals; the target is a fake of the test's own.
+    with ThreadedFake() as fake:
+        done = cli("bench", *SMALL, "--base-url", fake.url, env=fake.env)
     assert done.returncode == 0
     assert done.stderr == ""
     assert "conversations completed" in done.stdout
     assert "latency (ms)" in done.stdout
 
 
-def test_bench_fails_above_the_max_error_rate(tmp_path: Path) -> None:
+def test_bench_fails_above_the_max_error_rate(cli: CliRunner, tmp_path: Path) -> None:
     """Faults with retries off fail conversations, and the error rate over the limit exits 1."""
-    code, report, stderr = bench_json(
-        tmp_path, *SMALL, "--error-rate", "0.2", "--retry-attempts", "1", "--max-error-rate", "0"
-    )
+    # A fake of the test's own (its faults as --error-rate 0.2 gives the embedded one): what is
+    # judged is the client's error rate, not the embedded fake.
+    with ThreadedFake(faults=Faults(error_rate=0.2), seed=0) as fake:
+        code, report, stderr = bench_json(
+            cli, tmp_path, *SMALL, "--base-url", fake.url, "--retry-attempts", "1",
+            "--max-error-rate", "0", env=fake.env,
+        )  # fmt: skip
     assert code == 1
     assert report["passed"] is False
     assert report["conversations_failed"] > 0
@@ -132,11 +159,20 @@ def test_bench_fails_above_the_max_error_rate(tmp_path: Path) -> None:
     assert "--max-error-rate" in stderr
 
 
-def test_bench_retries_through_faults(tmp_path: Path) -> None:
+def test_bench_retries_through_faults(cli: CliRunner, tmp_path: Path) -> None:
     """With retries on, errors, rate limits and resets are retried, counted, and the run passes."""
+    # Every conversation at once, so the client's backoff (0.5 s doubling, jittered) is slept
+    # in parallel, and a seed whose faults are spread out (all three kinds in the first 30
+    # requests), so few calls meet two in a row: 20 at 10 a time with seed 7 took 2 to 7 s.
     code, report, _ = bench_json(
+        cli,
         tmp_path,
-        *SMALL,
+        "--conversations",
+        "10",
+        "--turns",
+        "2",
+        "--concurrency",
+        "10",
         "--error-rate",
         "0.1",
         "--rate-limit-rate",
@@ -148,10 +184,10 @@ def test_bench_retries_through_faults(tmp_path: Path) -> None:
         "--retry-attempts",
         "10",
         "--seed",
-        "7",
+        "36",
     )
     assert code == 0
-    assert report["conversations_completed"] == 20
+    assert report["conversations_completed"] == 10
     assert report["retries"] > 0
     assert report["retries"] == sum(report[f"retries_{e}"] for e in ("create", "respond", "close"))
     assert report["requests"] == report["calls"] + report["retries"]
@@ -159,20 +195,20 @@ def test_bench_retries_through_faults(tmp_path: Path) -> None:
 
 
 def test_bench_never_shows_the_credentials(
-    tmp_path: Path, fake_server: tuple[str, dict[str, str]]
+    cli: CliRunner, tmp_path: Path, fake_server: tuple[str, dict[str, str]]
 ) -> None:
     """Credentials from the environment appear in no report, JSON or error line, right or wrong."""
     url, creds = fake_server
     secrets = (creds["POLYAI_API_KEY"], creds["POLYAI_TOKEN"])
     path = tmp_path / "ok.json"
-    done = run_cli("bench", *SMALL, "--base-url", url, "--json", str(path), env=creds)
+    done = cli("bench", *SMALL, "--base-url", url, "--json", str(path), env=creds)
     assert done.returncode == 0, done.stderr
     report = json.loads(path.read_text())
     assert report["target"] == "base_url"
     assert report["conversations_completed"] == 20
     wrong = {**creds, "POLYAI_TOKEN": "tok-SECRET-wrong-5555555555"}
     bad_path = tmp_path / "bad.json"
-    failed = run_cli("bench", *SMALL, "--base-url", url, "--json", str(bad_path), env=wrong)
+    failed = cli("bench", *SMALL, "--base-url", url, "--json", str(bad_path), env=wrong)
     assert failed.returncode == 1
     assert json.loads(bad_path.read_text())["error_AuthenticationError"] == 20
     everything = done.stdout + done.stderr + path.read_text()
@@ -181,9 +217,9 @@ def test_bench_never_shows_the_credentials(
         assert secret not in everything
 
 
-def test_bench_needs_credentials_for_a_real_target() -> None:
+def test_bench_needs_credentials_for_a_real_target(cli: CliRunner) -> None:
     """--base-url without credentials in the environment is a usage error naming the variables."""
-    done = run_cli("bench", "--base-url", "http://127.0.0.1:9", "--quiet")
+    done = cli("bench", "--base-url", "http://127.0.0.1:9", "--quiet")
     assert done.returncode == 2
     assert "POLYAI_API_KEY" in done.stderr
     assert done.stderr.count("\n") == 1
@@ -229,9 +265,9 @@ def test_serve_answers_a_client_and_stops_on_sigint() -> None:
     assert "Stopped after 3 requests." in out
 
 
-def test_chat_shows_the_greeting_replies_and_handoff() -> None:
+def test_chat_shows_the_greeting_replies_and_handoff(cli: CliRunner) -> None:
     """chat with piped input prints the greeting, each reply and the handoff, then exits 0."""
-    done = run_cli("chat", stdin="hello\nI want a human\nnever sent\n")
+    done = cli("chat", stdin="hello\nI want a human\nnever sent\n")
     assert done.returncode == 0, done.stderr
     assert "agent: Hello! How can I help you today?" in done.stdout
     assert "agent: Hello! What can I do for you?" in done.stdout
@@ -241,9 +277,9 @@ def test_chat_shows_the_greeting_replies_and_handoff() -> None:
 
 
 @pytest.mark.parametrize("stdin", ["hello\n", "hello\n/quit\nnot sent\n"])
-def test_chat_ends_on_eof_or_quit(stdin: str) -> None:
+def test_chat_ends_on_eof_or_quit(cli: CliRunner, stdin: str) -> None:
     """Ctrl-D (end of input) or /quit closes the conversation and exits 0."""
-    done = run_cli("chat", "--agent", "echo", stdin=stdin)
+    done = cli("chat", "--agent", "echo", stdin=stdin)
     assert done.returncode == 0, done.stderr
     assert "agent: hello" in done.stdout
     assert "not sent" not in done.stdout

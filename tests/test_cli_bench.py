@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from rich.console import Console
 
 from polyai_async.load._live import PLAIN_WIDTH, LiveView, PlainProgress
 
+from .cli_runner import CliRunner, ThreadedFake, restored_cli_state
+
 FAST = ["--turns", "2", "--conversations", "20", "--concurrency", "5"]
 
 
-def bench(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m polyai_async.cli bench`` with a clean environment."""
+def bench_process(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m polyai_async.cli bench`` as a process, with a clean environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
     return subprocess.run(  # noqa: S603 - our own interpreter and module
         [sys.executable, "-m", "polyai_async.cli", "bench", *args],
@@ -31,6 +34,26 @@ def bench(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(autouse=True)
+def _cli_state() -> Iterator[None]:
+    """Whatever a run of main() here changes for the whole process is put back."""
+    with restored_cli_state():
+        yield
+
+
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """``bench(*args)`` runs ``polyai-async bench ARGS`` in this process (tests/cli_runner.py)."""
+    return CliRunner(monkeypatch, capsys, command="bench")
+
+
+@pytest.fixture
+def fake() -> Iterator[ThreadedFake]:
+    """A fake server (the demo agent) for runs not about the embedded one: --base-url it."""
+    with ThreadedFake() as fake:
+        yield fake
 
 
 SCENARIO = """\
@@ -49,7 +72,7 @@ personas:
 """
 
 
-def test_a_bad_scenario_exits_2_naming_the_file_and_field(tmp_path: Path) -> None:
+def test_a_bad_scenario_exits_2_naming_the_file_and_field(bench: CliRunner, tmp_path: Path) -> None:
     """A scenario with a wrong type is one line on stderr naming file and field, exit 2."""
     path = tmp_path / "bad.yaml"
     path.write_text(
@@ -63,7 +86,9 @@ def test_a_bad_scenario_exits_2_naming_the_file_and_field(tmp_path: Path) -> Non
     assert "Traceback" not in done.stderr
 
 
-def test_expectations_are_counted_not_errors_and_a_threshold_fails_99(tmp_path: Path) -> None:
+def test_expectations_are_counted_not_errors_and_a_threshold_fails_99(
+    bench: CliRunner, fake: ThreadedFake, tmp_path: Path
+) -> None:
     """Unmet expectations leave the run passing on errors; a threshold on them exits 99."""
     scenario = tmp_path / "checks.yaml"
     scenario.write_text(SCENARIO)
@@ -71,7 +96,7 @@ def test_expectations_are_counted_not_errors_and_a_threshold_fails_99(tmp_path: 
     done = bench(
         "--scenario", str(scenario), "--conversations", "30", "--concurrency", "3",
         "--threshold", "expectations_failed==0", "--threshold", "respond.p99<30s",
-        "--json", str(out), "-q",
+        "--json", str(out), "-q", "--base-url", fake.url, env=fake.env,
     )  # fmt: skip
     assert done.returncode == 99, done.stderr
     assert done.stderr.count("\n") == 1
@@ -95,10 +120,13 @@ def test_expectations_are_counted_not_errors_and_a_threshold_fails_99(tmp_path: 
     assert "thresholds" in done.stdout
 
 
-def test_thresholds_that_hold_exit_0(tmp_path: Path) -> None:
+def test_thresholds_that_hold_exit_0(bench: CliRunner, fake: ThreadedFake, tmp_path: Path) -> None:
     """Every threshold met: exit 0, each reported with its value."""
     out = tmp_path / "out.json"
-    done = bench(*FAST, "--threshold", "conversation_error_rate<0.01", "--json", str(out), "-q")
+    done = bench(
+        *FAST, "--threshold", "conversation_error_rate<0.01", "--json", str(out), "-q",
+        "--base-url", fake.url, env=fake.env,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (verdict,) = json.loads(out.read_text())["thresholds"]
     assert verdict == {
@@ -109,7 +137,9 @@ def test_thresholds_that_hold_exit_0(tmp_path: Path) -> None:
     }
 
 
-def test_thresholds_on_the_fakes_server_figures_are_judged_on_them(tmp_path: Path) -> None:
+def test_thresholds_on_the_fakes_server_figures_are_judged_on_them(
+    bench: CliRunner, tmp_path: Path
+) -> None:
     """server_* thresholds read the figures the embedded fake reported, not null."""
     out = tmp_path / "out.json"
     done = bench(
@@ -128,7 +158,9 @@ def test_thresholds_on_the_fakes_server_figures_are_judged_on_them(tmp_path: Pat
     assert report["passed"] is True
 
 
-def test_a_failing_server_threshold_exits_99_with_its_value(tmp_path: Path) -> None:
+def test_a_failing_server_threshold_exits_99_with_its_value(
+    bench: CliRunner, tmp_path: Path
+) -> None:
     """A server_* threshold that does not hold fails the run on the measured figure."""
     out = tmp_path / "out.json"
     done = bench(*FAST, "--threshold", "server_requests<5", "--json", str(out), "-q")
@@ -142,7 +174,7 @@ def test_a_failing_server_threshold_exits_99_with_its_value(tmp_path: Path) -> N
     assert report["passed"] is False
 
 
-def test_a_server_threshold_against_another_target_is_refused_up_front() -> None:
+def test_a_server_threshold_against_another_target_is_refused_up_front(bench: CliRunner) -> None:
     """--base-url cannot report server_* figures: exit 2 before anything runs."""
     done = bench("--base-url", "http://127.0.0.1:9", "--threshold", "server_faults==0")
     assert done.returncode == 2, done.stdout
@@ -166,7 +198,9 @@ def test_a_server_threshold_against_another_target_is_refused_up_front() -> None
         (["--concurrency", "1", "--processes", "2"], "does not split that many ways"),
     ],
 )
-def test_bad_load_options_exit_2_in_one_line(args: list[str], message: str) -> None:
+def test_bad_load_options_exit_2_in_one_line(
+    bench: CliRunner, args: list[str], message: str
+) -> None:
     """Each bad load option is one error line naming it, exit 2, nothing run."""
     done = bench(*args)
     assert done.returncode == 2, done.stdout
@@ -179,7 +213,7 @@ def test_open_run_over_two_processes_writes_every_report(tmp_path: Path) -> None
     """An open run on 2 processes without a terminal: plain progress lines within 80 columns,
     the JSON summary, one CSV row a second, and an offline HTML report."""
     json_path, csv_path, html_path = tmp_path / "r.json", tmp_path / "r.csv", tmp_path / "r.html"
-    done = bench(
+    done = bench_process(
         "--rate", "10", "--duration", "6s", "--arrival", "constant", "--turns", "1",
         "--processes", "2", "--json", str(json_path), "--csv", str(csv_path),
         "--html", str(html_path),
