@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from polyai_async.cli import _bench
 from polyai_async.load._live import PLAIN_WIDTH, LiveView, PlainProgress
 
 from .cli_runner import CliRunner, ThreadedFake, restored_cli_state
@@ -199,10 +200,19 @@ def test_a_server_threshold_against_another_target_is_refused_up_front(bench: Cl
     ],
 )
 def test_bad_load_options_exit_2_in_one_line(
-    bench: CliRunner, args: list[str], message: str
+    bench: CliRunner, args: list[str], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each bad load option is one error line naming it, exit 2, nothing run."""
+    """Each bad load option is one error line naming it, exit 2, nothing run: not even the
+    embedded fake is started."""
+    started: list[object] = []
+
+    def start(server: object) -> str:
+        started.append(server)
+        return "http://127.0.0.1:9"
+
+    monkeypatch.setattr(_bench._EmbeddedServer, "start", start)
     done = bench(*args)
+    assert started == []
     assert done.returncode == 2, done.stdout
     assert done.stderr.count("\n") == 1
     assert message in done.stderr

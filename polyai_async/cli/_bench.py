@@ -529,10 +529,15 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
 
     from .._client import PolyAIClient  # noqa: PLC0415
     from ..load import run_load, write_csv, write_html  # noqa: PLC0415
+    from ..load._api import check_processes  # noqa: PLC0415
     from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
     from ..load._report import render  # noqa: PLC0415
+    from ..load._runner import choose_loop  # noqa: PLC0415
 
     scenario, load, thresholds = _plan(args)
+    with _usage_errors():  # refused before the embedded fake starts, not after
+        check_processes(load, args.processes)
+        choose_loop(args.loop)
     embedded = not (args.base_url or args.real)
     if not embedded:
         _refuse_server_thresholds(thresholds)

@@ -104,6 +104,26 @@ def _ticker(on_tick: OnTick, load: Load) -> Callable[[Metrics], None]:
     return tick
 
 
+def check_processes(load: Load, processes: int) -> None:
+    """Refuse ``processes`` unless it is a whole number >= 1 that ``load`` splits into.
+
+    ``run_load`` checks this itself; a caller with something to start first (a server) can
+    check before it starts anything.
+
+    Raises:
+        ConfigurationError: naming ``processes`` and why.
+    """
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ConfigurationError(f"processes must be a whole number >= 1, got {processes!r}")
+    for index in range(processes):
+        try:
+            load.split(processes, index)
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                f"processes={processes}: the load does not split that many ways ({exc})"
+            ) from None
+
+
 def run_load(
     load: Load,
     scenario: Scenario | None = None,
@@ -138,16 +158,8 @@ def run_load(
     """
     scenario = _check(scenario, load)
     parsed = parse_thresholds(thresholds)
-    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-        raise ConfigurationError(f"processes must be a whole number >= 1, got {processes!r}")
+    check_processes(load, processes)
     chosen = choose_loop(loop)
-    for index in range(processes):
-        try:
-            load.split(processes, index)
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                f"processes={processes}: the load does not split that many ways ({exc})"
-            ) from None
     client_options = dict(client_settings or {})
     PolyAIClient(**client_options)  # refuse bad settings here, not in a worker process
     common: dict[str, Any] = {
