@@ -192,7 +192,8 @@ async def run_python(
     """Run ``python *args`` to completion through the fork server, as
     ``asyncio.create_subprocess_exec`` with pipes would: its exit status, stdout and stderr
     (with ``stderr=False`` both go to the one pipe, the stdout returned, as with
-    ``stderr=STDOUT``). A program still running after ``timeout`` is killed: TimeoutError."""
+    ``stderr=STDOUT``). A program still running after ``timeout`` is killed:
+    asyncio.TimeoutError."""
     pipes = [os.pipe() for _ in range(2 if stderr else 1)]
     writes = [w for _, w in pipes]
     try:
@@ -211,7 +212,7 @@ async def run_python(
 
     try:
         outputs = await asyncio.wait_for(communicate(), timeout)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # the builtin one only from Python 3.11
         proc.kill()
         await proc.wait()
         raise

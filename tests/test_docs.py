@@ -307,7 +307,7 @@ async def test_the_fork_server_runs_a_program_as_python_does(
 
 async def test_the_fork_server_kills_a_program_that_runs_too_long(runner: ProgramRunner) -> None:
     """A program still running at the timeout is killed (SIGKILL) and the call times out."""
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await programs.run_python(
             runner, "-c", "import time; time.sleep(60)", env=fake_env(None), timeout=0.2
         )
