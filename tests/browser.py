@@ -83,49 +83,83 @@ class PageVisit:
         ]
 
 
+# One tab per browser, reused from visit to visit: a new tab costs a renderer process (some
+# 0.15 s), and each visit is a new document anyway (its own DOM, scripts and timers).
+_TABS: dict[int, tuple[Browser, Page]] = {}
+
+
+def _tab(browser: Browser) -> Page:
+    """The browser's reusable tab, opened in a context of its own on first use."""
+    cached = _TABS.get(id(browser))
+    if cached is not None and cached[0] is browser and not cached[1].is_closed():
+        return cached[1]
+    page = browser.new_context().new_page()
+    _TABS[id(browser)] = (browser, page)
+    return page
+
+
 @contextlib.contextmanager
 def open_page(
     browser: Browser, url: str, *, width: int = 1280, height: int = 900
 ) -> Iterator[PageVisit]:
-    """Open ``url`` in a fresh context of ``width`` x ``height`` px and wait until it has loaded."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+    """Open ``url`` in a ``width`` x ``height`` px tab and wait until it has loaded.
+
+    The visit records only what this document did: the recorders are attached before it
+    loads and removed, and the tab sent to ``about:blank``, when the visit ends.
+    """
+    page = _tab(browser)
+    context = page.context
+    page.set_viewport_size({"width": width, "height": height})
+    visit = PageVisit(page)
+
+    def route(route: Route) -> None:
+        request_url = route.request.url
+        if request_url.startswith(LOCAL_SCHEMES):
+            route.continue_()
+        else:
+            visit.foreign_requests.append(request_url)
+            route.abort()
+
+    def on_request(request: Any) -> None:
+        request_url = request.url
+        if not request_url.startswith(LOCAL_SCHEMES) and request_url not in (
+            visit.foreign_requests
+        ):
+            visit.foreign_requests.append(request_url)
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            visit.console_errors.append(message.text)
+
+    def on_page_error(error: Any) -> None:
+        visit.page_errors.append(str(error))
+
+    def on_dialog(dialog: Any) -> None:
+        visit.dialogs.append(f"{dialog.type}: {dialog.message}")
+        dialog.dismiss()
+
+    listeners: list[tuple[str, Any]] = [
+        ("request", on_request),
+        ("console", on_console),
+        ("pageerror", on_page_error),
+        ("dialog", on_dialog),
+    ]
+    context.route("**/*", route)
+    for event, listener in listeners:
+        page.on(event, listener)  # type: ignore[call-overload]
     try:
-        page = context.new_page()
-        visit = PageVisit(page)
-
-        def route(route: Route) -> None:
-            request_url = route.request.url
-            if request_url.startswith(LOCAL_SCHEMES):
-                route.continue_()
-            else:
-                visit.foreign_requests.append(request_url)
-                route.abort()
-
-        def on_request(request: Any) -> None:
-            request_url = request.url
-            if not request_url.startswith(LOCAL_SCHEMES) and request_url not in (
-                visit.foreign_requests
-            ):
-                visit.foreign_requests.append(request_url)
-
-        def on_dialog(dialog: Any) -> None:
-            visit.dialogs.append(f"{dialog.type}: {dialog.message}")
-            dialog.dismiss()
-
-        context.route("**/*", route)
-        page.on("request", on_request)
-        page.on(
-            "console",
-            lambda message: (
-                visit.console_errors.append(message.text) if message.type == "error" else None
-            ),
-        )
-        page.on("pageerror", lambda error: visit.page_errors.append(str(error)))
-        page.on("dialog", on_dialog)
         page.goto(url, wait_until="load")
         yield visit
     finally:
-        context.close()
+        for event, listener in listeners:
+            page.remove_listener(event, listener)
+        context.unroute("**/*", route)
+        try:
+            page.goto("about:blank")  # the document's timers and scripts end with it
+        except Exception:  # a crashed tab: the next visit opens a new one
+            with contextlib.suppress(Exception):
+                context.close()
+            _TABS.pop(id(browser), None)
 
 
 # Counts, for every canvas under ``selector``, its size, the pixels painted at all (alpha > 0)

@@ -21,7 +21,7 @@ from polyai_async.testing import FakePolyAI, Faults
 from .conftest import FAST_RETRY
 
 
-@pytest.mark.polyai(faults=Faults(latency=0.5))
+@pytest.mark.polyai(faults=Faults(latency=0.3))
 async def test_a_tighter_timeout_applies_to_calls_through_it(polyai_fake: FakePolyAI) -> None:
     """A call through with_options(timeout=...) times out; the original's same call works."""
     async with polyai_fake.client(retry=RetryPolicy(max_attempts=1)) as client:

@@ -74,7 +74,13 @@ async def test_secrets_absent_from_errors_and_their_chains(fake: FakePolyAI) -> 
         errors.append(info.value)
     url = f"http://127.0.0.1:{refused_port()}"
     async with PolyAIClient(
-        api_key=API_KEY, token=TOKEN, account_id="A", project_id="P", base_url=url
+        api_key=API_KEY,
+        token=TOKEN,
+        account_id="A",
+        project_id="P",
+        base_url=url,
+        # Every attempt is made (the error chains the last), without the backoff between them.
+        retry=RetryPolicy(initial_backoff=0, max_backoff=0),
     ) as client:
         with pytest.raises(APIConnectionError) as connection:
             await client.respond("C", "hi")
