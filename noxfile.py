@@ -1,4 +1,4 @@
-"""Sessions for development and CI: ``nox -s tests lint typecheck docs bench``."""
+"""Sessions for development and CI: ``nox -s tests e2e lint typecheck docs bench``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,13 @@ nox.options.default_venv_backend = "venv"
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test,cli,bench]")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """The end-to-end tier: Locust clusters, real-time load runs, the benchmark smoke run."""
+    session.install("-e", ".[test,cli,bench]")
+    session.run("python", "-m", "pytest", "-m", "e2e", *session.posargs)
 
 
 @nox.session
