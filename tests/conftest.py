@@ -69,3 +69,12 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     monkeypatch.setattr(aioresponses_core, "ClientResponse", _MockResponse)
     with aioresponses(passthrough=["http://127.0.0.1"]) as m:
         yield m
+
+
+@pytest.fixture
+def cli_state() -> Iterator[None]:
+    """Put back what running the command in this process changes (``tests/cli_runner.py``)."""
+    from .cli_runner import restored_cli_state
+
+    with restored_cli_state():
+        yield

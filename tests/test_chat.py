@@ -12,14 +12,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from polyai_async.testing import AgentReply, ConversationState, FakePolyAI, Faults
 
-from .cli_runner import CliRunner, restored_cli_state
+from .cli_runner import CliRunner
 
 TIMEOUT = 30.0
 
@@ -63,11 +63,8 @@ def chat_env(fake: FakePolyAI, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(autouse=True)
-def _cli_state() -> Iterator[None]:
-    """Whatever a run of main() here changes for the whole process is put back."""
-    with restored_cli_state():
-        yield
+# Whatever a run of main() here changes for the whole process is put back (conftest.py).
+pytestmark = pytest.mark.usefixtures("cli_state")
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from polyai_async.cli import build_parser, main
 from polyai_async.cli._common import _configure_logging, set_command
 from polyai_async.testing import Faults
 
-from .cli_runner import CliRunner, ThreadedFake, restored_cli_state
+from .cli_runner import CliRunner, ThreadedFake
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {
@@ -51,11 +51,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(autouse=True)
-def _cli_state() -> Iterator[None]:
-    """Whatever a run of main() here changes for the whole process is put back."""
-    with restored_cli_state():
-        yield
+# Whatever a run of main() here changes for the whole process is put back (conftest.py).
+pytestmark = pytest.mark.usefixtures("cli_state")
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from rich.console import Console
 from polyai_async.cli import _bench
 from polyai_async.load._live import PLAIN_WIDTH, LiveView, PlainProgress
 
-from .cli_runner import CliRunner, ThreadedFake, restored_cli_state
+from .cli_runner import CliRunner, ThreadedFake
 
 FAST = ["--turns", "2", "--conversations", "20", "--concurrency", "5"]
 
@@ -37,11 +37,8 @@ def bench_process(*args: str, timeout: float = 90) -> subprocess.CompletedProces
     )
 
 
-@pytest.fixture(autouse=True)
-def _cli_state() -> Iterator[None]:
-    """Whatever a run of main() here changes for the whole process is put back."""
-    with restored_cli_state():
-        yield
+# Whatever a run of main() here changes for the whole process is put back (conftest.py).
+pytestmark = pytest.mark.usefixtures("cli_state")
 
 
 @pytest.fixture
