@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -78,3 +84,67 @@ def cli_state() -> Iterator[None]:
 
     with restored_cli_state():
         yield
+
+
+# -- the benchmark smoke run, started at collection and checked last ---------------------------
+# ``python -m benchmarks --smoke`` is some 10 s of a CPU that the rest of the suite, often
+# waiting on loopback servers, leaves idle: when test_benchmarks.py's smoke test is selected it
+# starts as soon as collection ends, runs beside the other tests, and its test (moved to the
+# end) checks what it wrote.
+SMOKE_TEST = "test_smoke_run_writes_every_figure"
+BENCH_TOOLS = ("httpx", "matplotlib", "psutil", "pyinstrument")
+
+
+class SmokeRun:
+    """``python -m benchmarks --smoke --out DIR`` in the background."""
+
+    def __init__(self) -> None:
+        self.out = Path(tempfile.mkdtemp(prefix="polyai-smoke-"))
+        self._stderr = (self.out / "stderr.txt").open("w+b")
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
+            [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(self.out)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+        )
+
+    def wait(self, timeout: float) -> tuple[int, str]:
+        """Its exit status and stderr, once it has ended (killed after ``timeout``)."""
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self._stderr.seek(0)
+        return code, self._stderr.read().decode(errors="replace")
+
+    def close(self) -> None:
+        """Stop it if it still runs; remove what it wrote."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._stderr.close()
+        shutil.rmtree(self.out, ignore_errors=True)
+
+
+SMOKE_RUN = pytest.StashKey[SmokeRun]()
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they do
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the smoke test last and, when its tools are installed, start its run now."""
+    smoke = [item for item in items if getattr(item, "originalname", None) == SMOKE_TEST]
+    if not smoke:
+        return
+    for item in smoke:
+        items.remove(item)
+        items.append(item)
+    if all(importlib.util.find_spec(name) is not None for name in BENCH_TOOLS):
+        config.stash[SMOKE_RUN] = SmokeRun()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    run = config.stash.get(SMOKE_RUN, None)
+    if run is not None:
+        run.close()

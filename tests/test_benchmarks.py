@@ -7,12 +7,15 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks._suite import counted_instructions
+
+from .conftest import BENCH_TOOLS, SMOKE_RUN, SmokeRun
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("polyai_async", "aiohttp", "httpx", "polyai_async_no_retry")
@@ -29,9 +32,8 @@ LEVEL_FIGURES = (
 )
 
 
-# The benchmark suite's own tools: the `bench` extra, which CI installs (the `test` one does
-# not, so a plain `pip install -e ".[test]"` runs everything else).
-BENCH_TOOLS = ("httpx", "matplotlib", "psutil", "pyinstrument")
+# The benchmark suite's own tools (BENCH_TOOLS) are the `bench` extra, which CI installs (the
+# `test` one does not, so a plain `pip install -e ".[test]"` runs everything else).
 
 
 @pytest.fixture
@@ -61,12 +63,32 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-@pytest.mark.e2e
+@pytest.fixture
+def smoke_run(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The directory ``python -m benchmarks --smoke`` wrote, once it has exited 0.
+
+    The run was started when collection ended (conftest.py) and has been running beside the
+    other tests; started here if it was not.
+    """
+    run = request.config.stash.get(SMOKE_RUN, None)
+    own = run is None
+    if run is None:
+        run = SmokeRun()
+    try:
+        # Generous: some 10 s on an idle 2-core machine, many times that on a loaded one.
+        code, stderr = run.wait(timeout=600)
+        assert code == 0, stderr
+        yield run.out
+    finally:
+        if own:
+            run.close()
+
+
 @pytest.mark.usefixtures("bench_tools")
 @pytest.mark.timeout(900)
-def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
+def test_smoke_run_writes_every_figure(smoke_run: Path) -> None:
     """``python -m benchmarks --smoke`` runs every phase and writes JSON, tables and a chart."""
-    _run("benchmarks", "--smoke", "--out", str(tmp_path))
+    tmp_path = smoke_run
     result = json.loads((tmp_path / "benchmarks.json").read_text())
     assert (tmp_path / "scale.png").read_bytes().startswith(b"\x89PNG")
     assert "Targets" in (tmp_path / "tables.md").read_text()
