@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -89,8 +90,8 @@ def cli_state() -> Iterator[None]:
 # -- the benchmark smoke run, started at collection and checked last ---------------------------
 # ``python -m benchmarks --smoke`` is some 10 s of a CPU that the rest of the suite, often
 # waiting on loopback servers, leaves idle: when test_benchmarks.py's smoke test is selected it
-# starts as soon as collection ends, runs beside the other tests, and its test (moved to the
-# end) checks what it wrote.
+# starts as soon as collection ends, runs beside the other tests at a lower priority, and its
+# test (moved to the end) checks what it wrote.
 SMOKE_TEST = "test_smoke_run_writes_every_figure"
 BENCH_TOOLS = ("httpx", "matplotlib", "psutil", "pyinstrument")
 
@@ -108,6 +109,9 @@ class SmokeRun:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )
+        # Niced (its children inherit it): it takes the CPU the tests leave idle, and the
+        # timing tests keep theirs.
+        os.setpriority(os.PRIO_PROCESS, self.process.pid, 10)
 
     def wait(self, timeout: float) -> tuple[int, str]:
         """Its exit status and stderr, once it has ended (killed after ``timeout``)."""
