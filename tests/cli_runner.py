@@ -1,4 +1,5 @@
-"""Running the polyai-async command inside the test process, and a fake server in a thread.
+"""Running the polyai-async command inside the test process (and, from threaded_fake, a fake
+server in a thread for it to talk to).
 
 ``CliRunner`` calls ``polyai_async.cli.main(argv)`` the way click's CliRunner does: the
 environment set by monkeypatch (POLYAI_* cleared, then the test's), stdin replaced, stdout and
@@ -22,18 +23,15 @@ import os
 import signal
 import threading
 import warnings
-from collections.abc import Awaitable, Iterator
-from concurrent.futures import Future
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import pytest
 
 from polyai_async.cli import main
 from polyai_async.cli._common import set_command
-from polyai_async.testing import FakePolyAI
 
-T = TypeVar("T")
+from .threaded_fake import ThreadedFake
 
 __all__ = ["CliResult", "CliRunner", "ThreadedFake", "restored_cli_state"]
 
@@ -110,48 +108,3 @@ def restored_cli_state() -> Iterator[None]:
         if os.environ != environ:
             os.environ.clear()
             os.environ.update(environ)
-
-
-class ThreadedFake:
-    """A FakePolyAI on 127.0.0.1 serving from an event loop in its own thread.
-
-    For an in-process command whose own event loop owns the main thread: ``with
-    ThreadedFake(...) as fake:`` gives ``fake.url``, ``fake.env`` (the POLYAI_* settings that
-    reach it) and ``fake.server`` (the FakePolyAI, to read its counters once the command ran).
-    """
-
-    def __init__(self, **options: Any) -> None:
-        self.server = FakePolyAI(**options)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def _run(self, coro: Awaitable[T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        return future.result(timeout=30)
-
-    def __enter__(self) -> ThreadedFake:
-        self._thread.start()
-        self._run(self.server.start())
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self._run(self.server.aclose())
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(30)
-            self._loop.close()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def env(self) -> dict[str, str]:
-        """The credentials of this server, as the command reads them (no POLYAI_BASE_URL)."""
-        return {
-            "POLYAI_API_KEY": self.server.api_key,
-            "POLYAI_TOKEN": self.server.token,
-            "POLYAI_ACCOUNT_ID": self.server.account_id,
-            "POLYAI_PROJECT_ID": self.server.project_id,
-        }

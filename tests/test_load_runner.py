@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,8 @@ from polyai_async.load import (
 )
 from polyai_async.load._metrics import new_histogram
 from polyai_async.testing import FakePolyAI, Faults
+
+from .threaded_fake import ThreadedFake
 
 # One persona, two turns: every conversation makes the same calls, so counts are exact.
 FIXED = Scenario(
@@ -57,29 +58,13 @@ class StallingFake(FakePolyAI):
 
 @pytest.fixture(scope="module")
 def server_thread() -> Iterator[dict[str, str]]:
-    """A fake server on its own event loop in a thread, for runs that start their own loop.
+    """Client settings for a fake in a thread, for runs that start their own loop.
 
     (A thread, not a process: the workers under test are the processes; the fake only
     needs a loop that run_load's own loop does not block.)
     """
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    fake = FakePolyAI()
-    try:
-        asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
-        yield {
-            "base_url": fake.url,
-            "api_key": fake.api_key,
-            "token": fake.token,
-            "account_id": fake.account_id,
-            "project_id": fake.project_id,
-        }
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.aclose(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with ThreadedFake() as fake:
+        yield fake.settings
 
 
 def test_constant_arrivals_are_evenly_spaced() -> None:
