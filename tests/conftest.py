@@ -144,7 +144,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in smoke:
         items.remove(item)
         items.append(item)
-    if all(importlib.util.find_spec(name) is not None for name in BENCH_TOOLS):
+    # Not in an xdist worker: every worker collects every test, one of them runs it (and its
+    # fixture starts the run then).
+    in_worker = hasattr(config, "workerinput")
+    if not in_worker and all(importlib.util.find_spec(name) for name in BENCH_TOOLS):
         config.stash[SMOKE_RUN] = SmokeRun()
 
 
