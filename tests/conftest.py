@@ -19,6 +19,8 @@ from aioresponses import core as aioresponses_core
 
 from polyai_async import PolyAIClient, RetryPolicy
 
+from .programs import ProgramRunner
+
 pytest_plugins = ["pytester"]
 
 ENV = ("POLYAI_API_KEY", "POLYAI_TOKEN", "POLYAI_ACCOUNT_ID", "POLYAI_PROJECT_ID")
@@ -96,6 +98,11 @@ SMOKE_TEST = "test_smoke_run_writes_every_figure"
 BENCH_TOOLS = ("httpx", "matplotlib", "psutil", "pyinstrument")
 
 
+def missing_bench_tools() -> list[str]:
+    """The benchmark suite's tools (the `bench` extra) that are not installed."""
+    return [name for name in BENCH_TOOLS if importlib.util.find_spec(name) is None]
+
+
 class SmokeRun:
     """``python -m benchmarks --smoke --out DIR`` in the background."""
 
@@ -147,7 +154,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Not in an xdist worker: every worker collects every test, one of them runs it (and its
     # fixture starts the run then).
     in_worker = hasattr(config, "workerinput")
-    if not in_worker and all(importlib.util.find_spec(name) for name in BENCH_TOOLS):
+    if not in_worker and not missing_bench_tools():
         config.stash[SMOKE_RUN] = SmokeRun()
 
 
@@ -155,3 +162,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(SMOKE_RUN, None)
     if run is not None:
         run.close()
+
+
+@pytest.fixture(scope="session")
+def program_runner() -> Iterator[ProgramRunner]:
+    """The session's fork server (tests/programs.py): each program a new process, with aiohttp
+    and the like already imported and polyai_async imported afresh."""
+    runner = ProgramRunner({k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")})
+    try:
+        yield runner
+    finally:
+        runner.close()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import selectors
@@ -31,10 +30,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the fork server runs this module and must not import pytest
-    import pytest
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # Third-party libraries (and the slow standard modules) the documented programs import; never
@@ -152,24 +148,6 @@ class ProgramRunner:
             self._server.wait()
         assert self._server.stderr is not None
         self._server.stderr.close()
-
-
-@functools.cache
-def _runner_key() -> pytest.StashKey[ProgramRunner]:
-    import pytest
-
-    return pytest.StashKey[ProgramRunner]()
-
-
-def program_runner(config: pytest.Config) -> ProgramRunner:
-    """This test session's fork server, started on first use and stopped at the end."""
-    key = _runner_key()
-    if key not in config.stash:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
-        runner = ProgramRunner(env)
-        config.stash[key] = runner
-        config.add_cleanup(runner.close)
-    return config.stash[key]
 
 
 async def read_pipe(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:

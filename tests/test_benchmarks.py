@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 
 from benchmarks._suite import counted_instructions
 
-from .conftest import BENCH_TOOLS, SMOKE_RUN, SmokeRun
+from .conftest import SMOKE_RUN, SmokeRun, missing_bench_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENDERS = ("polyai_async", "aiohttp", "httpx", "polyai_async_no_retry")
@@ -32,14 +31,14 @@ LEVEL_FIGURES = (
 )
 
 
-# The benchmark suite's own tools (BENCH_TOOLS) are the `bench` extra, which CI installs (the
-# `test` one does not, so a plain `pip install -e ".[test]"` runs everything else).
+# The benchmark suite's own tools (conftest's BENCH_TOOLS) are the `bench` extra, which CI
+# installs (the `test` one does not, so a plain `pip install -e ".[test]"` runs the rest).
 
 
 @pytest.fixture
 def bench_tools() -> None:
     """Skip, naming what is missing, unless the benchmark suite's tools are installed."""
-    missing = [name for name in BENCH_TOOLS if importlib.util.find_spec(name) is None]
+    missing = missing_bench_tools()
     if missing:
         pytest.skip(f"needs {', '.join(missing)}: install polyai-async[bench]")
 

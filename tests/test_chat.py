@@ -79,6 +79,27 @@ async def start_chat(env: dict[str, str], *args: str, **streams: Any) -> asyncio
     )
 
 
+async def interrupt_while_waiting(
+    fake: FakePolyAI, agent: SlowAgent
+) -> tuple[asyncio.subprocess.Process, float, str, str]:
+    """A piped chat sends "slow", gets Ctrl-C while the agent answers, and runs to its end: the
+    process, when it was interrupted, and its stdout and stderr."""
+    proc = await start_chat(
+        chat_env(fake),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"slow\n")
+    await proc.stdin.drain()
+    await asyncio.wait_for(agent.waiting.wait(), TIMEOUT)
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    return proc, interrupted, out.decode(), err.decode()
+
+
 @pytest.fixture
 async def slow_fake() -> AsyncIterator[tuple[FakePolyAI, SlowAgent]]:
     agent = SlowAgent()
@@ -112,26 +133,14 @@ async def test_ctrl_c_while_waiting_closes_the_conversation_promptly(
     """Ctrl-C while the agent answers says the conversation is being closed, closes it at once
     and exits 130."""
     fake, agent = slow_fake
-    proc = await start_chat(
-        chat_env(fake),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(b"slow\n")
-    await proc.stdin.drain()
-    await asyncio.wait_for(agent.waiting.wait(), TIMEOUT)
-    interrupted = time.monotonic()
-    proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    proc, interrupted, out, err = await interrupt_while_waiting(fake, agent)
     assert time.monotonic() - interrupted < 5.0  # the close, not the agent, is waited for
     assert proc.returncode == 130
     (cid,) = fake.conversations
     assert fake.conversations[cid].closed
-    assert f"-- interrupted: closing conversation {cid} (at most 5 s)" in out.decode()
-    assert f"Conversation {cid} closed." in out.decode()
-    assert err.decode() == ""
+    assert f"-- interrupted: closing conversation {cid} (at most 5 s)" in out
+    assert f"Conversation {cid} closed." in out
+    assert err == ""
 
 
 async def test_a_failed_close_after_ctrl_c_gives_its_reason_once(
@@ -140,27 +149,16 @@ async def test_a_failed_close_after_ctrl_c_gives_its_reason_once(
     """When closing fails, the one error line says why, with one prefix."""
     fake, agent = slow_fake
     fake.faults = Faults(error_rate=1.0, error_status=403, endpoints=["close"])
-    proc = await start_chat(
-        chat_env(fake),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdin is not None
-    proc.stdin.write(b"slow\n")
-    await proc.stdin.drain()
-    await asyncio.wait_for(agent.waiting.wait(), TIMEOUT)
-    proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    proc, _, out, err = await interrupt_while_waiting(fake, agent)
     assert proc.returncode == 130
     (cid,) = fake.conversations
-    lines = err.decode().splitlines()
+    lines = err.splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"polyai-async chat: error: closing conversation {cid} failed: ")
     assert "403" in lines[0] or "permission" in lines[0].lower()
     assert lines[0].count("polyai") == 1 + lines[0].count("polyai_async")  # no doubled prefix
-    assert "Traceback" not in err.decode()
-    assert f"closing conversation {cid}" in out.decode()
+    assert "Traceback" not in err
+    assert f"closing conversation {cid}" in out
 
 
 async def test_a_close_that_hangs_is_given_up_within_the_bound(

@@ -72,18 +72,12 @@ def fake_env(fake: FakePolyAI | None) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def runner(pytestconfig: pytest.Config) -> ProgramRunner:
-    """The session's fork server: each program a new process, aiohttp & co. already imported."""
-    return programs.program_runner(pytestconfig)
-
-
 async def run_python(
-    runner: ProgramRunner, *args: str, env: dict[str, str], cwd: Path = ROOT
+    program_runner: ProgramRunner, *args: str, env: dict[str, str], cwd: Path = ROOT
 ) -> tuple[int, str]:
     """Run ``python *args`` to completion; return its exit status and its stdout and stderr."""
     status, out, _ = await programs.run_python(
-        runner, *args, env=env, cwd=cwd, timeout=SCRIPT_TIMEOUT, stderr=False
+        program_runner, *args, env=env, cwd=cwd, timeout=SCRIPT_TIMEOUT, stderr=False
     )
     return status, out
 
@@ -161,18 +155,24 @@ async def test_many_conversations_completes_all_within_the_bound(polyai_fake: Fa
     ],
 )
 async def test_examples_run_as_scripts_without_credentials(
-    runner: ProgramRunner, script: str, args: tuple[str, ...], expected: str
+    program_runner: ProgramRunner, script: str, args: tuple[str, ...], expected: str
 ) -> None:
     """With no POLYAI_* variables an example starts its own fake server and finishes."""
-    status, out = await run_python(runner, str(EXAMPLES / script), *args, env=fake_env(None))
+    status, out = await run_python(
+        program_runner, str(EXAMPLES / script), *args, env=fake_env(None)
+    )
     assert status == 0, out
     assert "using a fake PolyAI server at http://127.0.0.1:" in out
     assert expected in out
 
 
-async def test_console_spans_prints_spans_metrics_and_the_retry(runner: ProgramRunner) -> None:
+async def test_console_spans_prints_spans_metrics_and_the_retry(
+    program_runner: ProgramRunner,
+) -> None:
     """The observability example prints each call's span, the retry event and both metrics."""
-    status, out = await run_python(runner, str(EXAMPLES / "console_spans.py"), env=fake_env(None))
+    status, out = await run_python(
+        program_runner, str(EXAMPLES / "console_spans.py"), env=fake_env(None)
+    )
     assert status == 0, out
     for name in ("polyai.create_chat", "polyai.respond", "polyai.close_chat", "handle-user"):
         assert f'"name": "{name}"' in out
@@ -183,11 +183,11 @@ async def test_console_spans_prints_spans_metrics_and_the_retry(runner: ProgramR
     assert "retries: {'respond': 1}" in out
 
 
-async def test_relay_runs_as_a_script_without_credentials(runner: ProgramRunner) -> None:
+async def test_relay_runs_as_a_script_without_credentials(program_runner: ProgramRunner) -> None:
     """The relay script serves on 127.0.0.1 with its own fake server and answers a message."""
     read, write = os.pipe()
     try:  # stdout a pipe, stderr this process's, as create_subprocess_exec(stdout=PIPE) does
-        proc = await runner.start(
+        proc = await program_runner.start(
             [str(EXAMPLES / "aiohttp_relay.py"), "0"], env=fake_env(None), stdout=write, stderr=2
         )
     finally:
@@ -213,10 +213,10 @@ async def test_relay_runs_as_a_script_without_credentials(runner: ProgramRunner)
 
 @pytest.mark.parametrize("block", PROGRAMS, ids=[f"{page}-{index}" for page, index, _ in PROGRAMS])
 async def test_complete_programs_in_the_docs_run(
-    runner: ProgramRunner, polyai_fake: FakePolyAI, block: tuple[str, int, str]
+    program_runner: ProgramRunner, polyai_fake: FakePolyAI, block: tuple[str, int, str]
 ) -> None:
     """A code block that is a whole program runs against the fake through POLYAI_* variables."""
-    status, out = await run_python(runner, "-c", block[2], env=fake_env(polyai_fake))
+    status, out = await run_python(program_runner, "-c", block[2], env=fake_env(polyai_fake))
     assert status == 0, out
     if "FakePolyAI(" not in block[2]:  # the rest start a fake of their own
         assert polyai_fake.requests["create"] >= 1
@@ -291,12 +291,12 @@ def test_snippet_includes_are_well_formed() -> None:
     ],
 )  # fmt: skip
 async def test_the_fork_server_runs_a_program_as_python_does(
-    runner: ProgramRunner, code: str, status: int, out: str, err: str
+    program_runner: ProgramRunner, code: str, status: int, out: str, err: str
 ) -> None:
     """The programs above run as ``python -c``: exit status, streams, argv, __main__, cwd,
     environment, atexit; and with polyai_async not imported yet (each program imports it)."""
     got = await programs.run_python(
-        runner, "-c", code, env={**fake_env(None), "X": "1"}, timeout=SCRIPT_TIMEOUT
+        program_runner, "-c", code, env={**fake_env(None), "X": "1"}, timeout=SCRIPT_TIMEOUT
     )
     assert got[0] == status, got
     assert out in got[1]
@@ -305,9 +305,11 @@ async def test_the_fork_server_runs_a_program_as_python_does(
         assert got[2].startswith('Traceback (most recent call last):\n  File "<string>"')
 
 
-async def test_the_fork_server_kills_a_program_that_runs_too_long(runner: ProgramRunner) -> None:
+async def test_the_fork_server_kills_a_program_that_runs_too_long(
+    program_runner: ProgramRunner,
+) -> None:
     """A program still running at the timeout is killed (SIGKILL) and the call times out."""
     with pytest.raises(asyncio.TimeoutError):
         await programs.run_python(
-            runner, "-c", "import time; time.sleep(60)", env=fake_env(None), timeout=0.2
+            program_runner, "-c", "import time; time.sleep(60)", env=fake_env(None), timeout=0.2
         )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import inspect
 import os
 
-import pytest
-
 import polyai_async
 
 from . import programs
@@ -54,7 +52,7 @@ def test_public_names_have_docstrings() -> None:
 
 
 async def test_fake_server_is_importable_from_the_package_lazily(
-    pytestconfig: pytest.Config,
+    program_runner: programs.ProgramRunner,
 ) -> None:
     """``from polyai_async import FakePolyAI`` works, and only then imports the fake server."""
     code = (
@@ -72,6 +70,6 @@ async def test_fake_server_is_importable_from_the_package_lazily(
     )
     # A new process that imports polyai_async afresh (the fork server preloads no module of it).
     status, _, err = await programs.run_python(
-        programs.program_runner(pytestconfig), "-c", code, env=dict(os.environ), timeout=60
+        program_runner, "-c", code, env=dict(os.environ), timeout=60
     )
     assert status == 0, err

@@ -27,13 +27,7 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture
-def runner(pytestconfig: pytest.Config) -> ProgramRunner:
-    """The session's fork server: SCRIPT runs in a new process, which imports polyai_async."""
-    return programs.program_runner(pytestconfig)
-
-
-async def run(runner: ProgramRunner, fake: FakePolyAI, level: str) -> tuple[int, str, str]:
+async def run(program_runner: ProgramRunner, fake: FakePolyAI, level: str) -> tuple[int, str, str]:
     """Run SCRIPT against the fake with POLYAI_LOG=level; its status, stdout and stderr."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
     env.update(
@@ -44,15 +38,15 @@ async def run(runner: ProgramRunner, fake: FakePolyAI, level: str) -> tuple[int,
         POLYAI_ACCOUNT_ID=fake.account_id,
         POLYAI_PROJECT_ID=fake.project_id,
     )
-    return await programs.run_python(runner, "-c", SCRIPT, env=env, timeout=60)
+    return await programs.run_python(program_runner, "-c", SCRIPT, env=env, timeout=60)
 
 
 @pytest.mark.polyai(faults=Faults(script=("ok", "503")))
 async def test_debug_logs_one_line_per_request(
-    runner: ProgramRunner, polyai_fake: FakePolyAI
+    program_runner: ProgramRunner, polyai_fake: FakePolyAI
 ) -> None:
     """POLYAI_LOG=debug: a line per HTTP request with method, path, status, attempt, id."""
-    status, _, err = await run(runner, polyai_fake, "debug")
+    status, _, err = await run(program_runner, polyai_fake, "debug")
     assert status == 0, err
     lines = [line for line in err.splitlines() if " -> " in line]
     assert len(lines) == 4  # create, respond (503 then 200), close
@@ -69,18 +63,18 @@ async def test_debug_logs_one_line_per_request(
 
 @pytest.mark.polyai(faults=Faults(script=("ok", "503")))
 async def test_info_shows_warnings_but_no_request_lines(
-    runner: ProgramRunner, polyai_fake: FakePolyAI
+    program_runner: ProgramRunner, polyai_fake: FakePolyAI
 ) -> None:
     """POLYAI_LOG=info: the retry warning on stderr, no per-request debug line."""
-    status, _, err = await run(runner, polyai_fake, "info")
+    status, _, err = await run(program_runner, polyai_fake, "info")
     assert status == 0, err
     assert "retrying in" in err
     assert " -> " not in err
 
 
-async def test_unset_logs_nothing(runner: ProgramRunner, polyai_fake: FakePolyAI) -> None:
+async def test_unset_logs_nothing(program_runner: ProgramRunner, polyai_fake: FakePolyAI) -> None:
     """Without POLYAI_LOG nothing is configured: a run that goes well prints nothing."""
-    status, out, err = await run(runner, polyai_fake, "")
+    status, out, err = await run(program_runner, polyai_fake, "")
     assert status == 0, err
     assert out == err == ""
 

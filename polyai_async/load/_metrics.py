@@ -64,8 +64,10 @@ def _mean(histogram: Any) -> float:
     total = 0
     for index, count in enumerate(histogram.counts):
         if count:
-            value = histogram.get_highest_equivalent_value(histogram.get_value_from_index(index))
-            total += count * histogram._hdr_median_equiv_value(value)
+            # The middle of the index's range of equivalent values, as hdrh's mean takes it.
+            lowest = histogram.get_value_from_index(index)
+            highest = histogram.get_highest_equivalent_value(lowest)
+            total += count * (lowest + ((highest - lowest + 1) >> 1))
     count_total: int = histogram.get_total_count()
     return float(total) / count_total
 
