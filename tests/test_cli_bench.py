@@ -193,7 +193,7 @@ def test_a_server_threshold_against_another_target_is_refused_up_front(bench: Cl
         (["--scenario", "missing.yaml"], "missing.yaml: cannot read it"),
         (["--scenario", "x.yaml", "--turns", "3"], "--turns shapes the demo scenario"),
         (["--loop", "trio"], "--loop"),
-        (["--concurrency", "1", "--processes", "2"], "does not split that many ways"),
+        (["--concurrency", "1", "--processes", "2"], "--processes=2: the load does not split"),
     ],
 )
 def test_bad_load_options_exit_2_in_one_line(

@@ -24,6 +24,7 @@ import orjson
 from .._config import PoolLimits
 from .._errors import ConfigurationError
 from .._retry import RetryPolicy
+from ..testing.__main__ import option_names
 from ._common import (
     _FAKE_CREDENTIALS,
     _FAULT_OPTIONS,
@@ -522,6 +523,21 @@ def _report_settings(args: argparse.Namespace, target: str, base_url: str) -> di
     return settings
 
 
+def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
+    """Refuse a bad --processes or --loop before the embedded fake starts.
+
+    run_load checks both again, for its other callers.
+    """
+    from ..load._api import check_processes  # noqa: PLC0415
+    from ..load._runner import choose_loop  # noqa: PLC0415
+
+    try:
+        check_processes(load, args.processes)
+        choose_loop(args.loop)
+    except ConfigurationError as exc:
+        raise UsageError(option_names(str(exc), ("processes",))) from None
+
+
 def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step by step
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
     _import_extras()
@@ -529,15 +545,11 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
 
     from .._client import PolyAIClient  # noqa: PLC0415
     from ..load import run_load, write_csv, write_html  # noqa: PLC0415
-    from ..load._api import check_processes  # noqa: PLC0415
     from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
     from ..load._report import render  # noqa: PLC0415
-    from ..load._runner import choose_loop  # noqa: PLC0415
 
     scenario, load, thresholds = _plan(args)
-    with _usage_errors():  # refused before the embedded fake starts, not after
-        check_processes(load, args.processes)
-        choose_loop(args.loop)
+    _check_processes_and_loop(args, load)
     embedded = not (args.base_url or args.real)
     if not embedded:
         _refuse_server_thresholds(thresholds)
