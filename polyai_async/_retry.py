@@ -40,6 +40,8 @@ __all__ = ["RetryPolicy"]
 
 T = TypeVar("T")
 logger = logging.getLogger("polyai_async")
+#: The warning logged before each retry (the load engine, which counts retries, filters it out).
+RETRY_LOG_MESSAGE = "polyai_async: %s attempt %d of %d failed (%s); retrying in %.2fs%s"
 
 # Statuses that mean the server did not take the request, so even a non-idempotent call is safe.
 _NOT_PROCESSED = frozenset({429, 503})
@@ -291,7 +293,7 @@ class Retrier:
         error = _error(state)
         correlation = getattr(error, "correlation_id", None)
         logger.warning(
-            "polyai_async: %s attempt %d of %d failed (%s); retrying in %.2fs%s",
+            RETRY_LOG_MESSAGE,
             call.what,
             state.attempt_number,
             self.policy.max_attempts,

@@ -512,7 +512,8 @@ def test_the_error_rate_tile_shows_the_summarys_figure() -> None:
                      r'<div class="tile-label">Error rate</div>', page)  # fmt: skip
     assert tile, "no error rate tile"
     assert tile[2] == "1.23 %"
-    assert 'title="conversation_error_rate: failed / (completed + failed)' in tile[1]
+    tip = "conversation_error_rate: (failed + interrupted) / (completed + failed + interrupted)"
+    assert f'title="{tip}' in tile[1]
 
 
 def test_legends_are_a_plain_key_away_from_the_cursor(chromium: Browser, tmp_path: Path) -> None:

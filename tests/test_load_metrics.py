@@ -25,8 +25,9 @@ def observe(metrics: Metrics, latencies: list[float]) -> None:
         metrics.conversation("p", seconds, None, handoff is not None, handoff, 1)
 
 
-def test_counts_and_percentiles_of_successful_calls() -> None:
-    """Successful calls go into the endpoint's histogram; a failure only counts its class."""
+def test_a_failed_call_is_latency_too_and_successful_ones_are_kept_apart() -> None:
+    """Every call that ended is in its endpoint's histogram, a failed one with the time it took
+    to fail (as k6's http_req_duration); ``<endpoint>.ok`` holds the successful ones alone."""
     metrics = Metrics()
     observe(metrics, [0.001 * n for n in range(1, 101)])
     metrics.started("p")
@@ -35,18 +36,29 @@ def test_counts_and_percentiles_of_successful_calls() -> None:
     assert metrics.count("conversations_started") == 101
     assert metrics.count("conversations_completed") == 100
     assert metrics.count("conversations_failed") == 1
-    assert metrics.count("calls") == metrics.count("requests") == 201
+    assert metrics.count("calls") == 201
+    assert metrics.count("create_count") == 101
+    assert metrics.count("create_ok_count") == 100
+    assert metrics.max_ms("create") == pytest.approx(9000, rel=0.002)
+    assert metrics.max_ms("create.ok") == pytest.approx(100, rel=0.002)
+    assert metrics.percentile_ms("create.ok", 50) == pytest.approx(50, rel=0.002)
+    assert metrics.max_ms("conversation") == pytest.approx(9000, rel=0.002)
+    assert metrics.histogram("conversation").get_total_count() == 101
+    assert metrics.histogram("conversation.ok").get_total_count() == 100
+    rows = list(metrics.seconds())
+    assert sum(h["create"].get_total_count() for *_, h in rows) == 101
+    assert sum(h["create.ok"].get_total_count() for *_, h in rows) == 100
     assert metrics.count("handoffs") == metrics.count("ended_by_agent") == 50
     assert metrics.handoff_destinations == {"queue": 50}
     assert metrics.errors["InternalServerError"][0] == 1
     assert metrics.in_flight == 0
     p50 = metrics.percentile_ms("create", 50)
     p99 = metrics.percentile_ms("create", 99)
-    assert p50 == pytest.approx(50, rel=0.002)
-    assert p99 == pytest.approx(99, rel=0.002)
+    assert p50 == pytest.approx(51, rel=0.002)
+    assert p99 == pytest.approx(100, rel=0.002)
     assert metrics.percentile_ms("respond[0]", 50) == pytest.approx(25, rel=0.002)
     assert metrics.percentile_ms("close", 50) is None
-    spectrum = metrics.spectrum("create")
+    spectrum = metrics.spectrum("create.ok")
     assert spectrum[0]["percentile"] == 0
     assert all(a["ms"] <= b["ms"] for a, b in itertools.pairwise(spectrum))
 
@@ -115,6 +127,7 @@ def test_series_has_a_row_a_second_and_merges_by_second() -> None:
     a, b = Metrics(start=start), Metrics(start=start)
     for m in (a, b):
         m.started("p")
+        m.request_sent("create")
         m.request("create", "POST", 0.010, None, None)
         m.finish()
     a.merge(b)

@@ -17,15 +17,23 @@ from polyai_async.load._result import figure_names, make_result
         ("conversation.p50 < 30s", "conversation_p50_ms", "<", 30000.0),
         ("close.p999>=3", "close_p999_ms", ">=", 3.0),
         ("respond.mean>0.5ms", "respond_mean_ms", ">", 0.5),
+        ("create.ok.p99<600ms", "create_ok_p99_ms", "<", 600.0),
+        ("conversation.ok.max<=2s", "conversation_ok_max_ms", "<=", 2000.0),
+        ("respond.ok.p99<1m", None, None, None),
         ("conversation_error_rate<0.01", "conversation_error_rate", "<", 0.01),
         ("expectations_failed==0", "expectations_failed", "==", 0.0),
         ("conversations_dropped==0", "conversations_dropped", "==", 0.0),
     ],
 )
-def test_expressions_parse(text: str, key: str, op: str, limit: float) -> None:
-    """Latencies normalise to ms; summary figures are read as they are."""
+def test_expressions_parse(text: str, key: str | None, op: str | None, limit: float | None) -> None:
+    """Latencies normalise to ms; summary figures are read as they are (None: refused)."""
+    if key is None:
+        with pytest.raises(ConfigurationError, match="write FIGURE OP NUMBER"):
+            Threshold.parse(text, figure_names())
+        return
     threshold = Threshold.parse(text, figure_names())
     assert (threshold.key, threshold.op, threshold.limit) == (key, op, limit)
+    assert key in figure_names()
 
 
 @pytest.mark.parametrize(
@@ -33,6 +41,8 @@ def test_expressions_parse(text: str, key: str, op: str, limit: float) -> None:
     [
         ("respond.p99", "write FIGURE OP NUMBER"),
         ("respond.p42<1s", "is not a latency"),
+        ("respond.failed.p99<1s", "is not a latency"),
+        ("respond.ok<1s", "is not a latency"),
         ("handshake.p99<1s", "is not a latency"),
         ("expectations_failed<1s", "belongs to latencies"),
         ("vibes<3", "is not a figure of the summary"),
@@ -79,13 +89,48 @@ def test_the_error_rate_fails_before_thresholds() -> None:
         metrics, max_error_rate=0.0, thresholds=parse_thresholds(["conversations_failed==0"])
     )
     assert result.exit_code == 1
-    ok = make_result(Metrics(), max_error_rate=0.0)
+    done = Metrics()
+    done.started("p")
+    done.conversation("p", 0.1, None, False, None, 0)
+    ok = make_result(done, max_error_rate=0.0)
     assert (ok.exit_code, ok.passed) == (0, True)
+
+
+@pytest.mark.parametrize("max_error_rate", [None, 1.0])
+def test_a_run_in_which_nothing_completed_cannot_pass(max_error_rate: float | None) -> None:
+    """Conversations cut off by the graceful stop count as failed in the error rate, and with
+    no completed conversation the run fails (exit 1), whatever the limit or thresholds."""
+    metrics = Metrics()
+    for _ in range(4):
+        metrics.started("p")
+        metrics.interrupted("p")
+    result = make_result(
+        metrics,
+        max_error_rate=max_error_rate,
+        thresholds=parse_thresholds(["conversations_failed==0"]),
+    )
+    assert result.summary["conversation_error_rate"] == 1.0
+    assert (result.passed, result.summary["passed"], result.exit_code) == (False, False, 1)
+    assert not make_result(Metrics()).passed  # nothing started: nothing measured passes
+    metrics.started("p")
+    metrics.conversation("p", 0.1, None, False, None, 1)
+    some = make_result(metrics, max_error_rate=0.5)
+    assert some.summary["conversation_error_rate"] == pytest.approx(4 / 5)
+    assert some.exit_code == 1  # 4 of 5 did not succeed: above 0.5
+    assert make_result(metrics, max_error_rate=0.9).exit_code == 0
+
+
+def one_completed() -> Metrics:
+    """Metrics of a run in which one conversation completed."""
+    metrics = Metrics()
+    metrics.started("p")
+    metrics.conversation("p", 0.1, None, False, None, 1)
+    return metrics
 
 
 def test_a_figure_not_measured_fails_saying_so() -> None:
     """A threshold on a null figure fails with the reason 'not measured in this run'."""
-    result = make_result(Metrics(), thresholds=parse_thresholds(["server_requests>0"]))
+    result = make_result(one_completed(), thresholds=parse_thresholds(["server_requests>0"]))
     (verdict,) = result.summary["thresholds"]
     assert verdict == {
         "expression": "server_requests>0",
@@ -99,7 +144,7 @@ def test_a_figure_not_measured_fails_saying_so() -> None:
 def test_figures_added_after_the_run_are_judged_again() -> None:
     """with_figures re-judges thresholds, passed and the exit code on the final summary."""
     result = make_result(
-        Metrics(),
+        one_completed(),
         max_error_rate=0.5,
         thresholds=parse_thresholds(["server_requests>0", "conversations_failed==0"]),
     )

@@ -135,8 +135,8 @@ def add_parser(commands: Any) -> None:
         type=_whole(1),
         default=10_000,
         metavar="N",
-        help="open model: arrivals that find N conversations running are dropped and "
-        "counted as conversations_dropped (default 10000)",
+        help="open model: arrivals that find N conversations in flight (counted from their "
+        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
     )
     load.add_argument(
         "--stages",
@@ -238,7 +238,7 @@ def add_parser(commands: Any) -> None:
         "--json",
         type=_json_path,
         metavar="PATH",
-        help="also write the summary as JSON (schema polyai-async-bench/2) to PATH",
+        help="also write the summary as JSON (schema polyai-async-bench/3) to PATH",
     )
     output.add_argument(
         "--csv",
@@ -493,14 +493,36 @@ def _describe(args: argparse.Namespace, scenario: Any, load: Any, where: str) ->
     )
 
 
-def _report_settings(args: argparse.Namespace, target: str, base_url: str) -> dict[str, Any]:
-    """The run's options for the report: plain values, never a credential."""
+def _think_time_text(think: Any) -> str | None:
+    """A ThinkTime as ``--think-time`` takes it: ``2s``, ``exponential:3s``, ``uniform:1s..5s``."""
+    from ..load._units import format_duration  # noqa: PLC0415
+
+    if think is None:
+        return None
+    seconds = format_duration(think.seconds)
+    if think.distribution == "exponential":
+        return f"exponential:{seconds}"
+    if think.distribution == "uniform":
+        return f"uniform:{seconds}..{format_duration(think.upper)}"
+    return seconds
+
+
+def _report_settings(
+    args: argparse.Namespace, target: str, base_url: str, scenario: Any = None
+) -> dict[str, Any]:
+    """The run's options for the report: plain values, never a credential.
+
+    ``think_time`` is the one the run used: ``--think-time``, else the scenario's.
+    """
+    think = args.think_time
+    if think is None and scenario is not None:
+        think = _think_time_text(scenario.think_time)
     settings: dict[str, Any] = {
         "target": target,
         "base_url": base_url,
         "scenario": "demo" if args.scenario is None else str(args.scenario),
         "turns": args.turns,
-        "think_time": args.think_time,
+        "think_time": think,
         "model": "open" if args.rate is not None else "closed",
         "concurrency": args.concurrency,
         "rate": args.rate,
@@ -538,7 +560,7 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
         raise UsageError(option_names(str(exc), ("processes",))) from None
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step by step
+def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the command, step by step
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
     _import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
@@ -612,7 +634,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
                 thresholds=thresholds,
                 max_error_rate=args.max_error_rate,
                 on_tick=None if view is None else view.update,
-                settings=_report_settings(args, target, base_url),
+                settings=_report_settings(args, target, base_url, scenario),
                 context=context,
             )
     if server is not None:
@@ -627,7 +649,13 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
     if not _write_reports(args, summary, write_csv, write_html):
         return 1
     code = result.exit_code
-    if code == 1:
+    if code == 1 and not result.completed_any:
+        _fail(
+            f"no conversation completed ({summary['conversations_started']:,} started, "
+            f"{summary['conversations_failed']:,} failed, "
+            f"{summary['conversations_interrupted']:,} interrupted): the run cannot pass"
+        )
+    elif code == 1:
         _fail(
             f"{summary['conversation_error_rate']:.2%} of conversations failed, above "
             f"--max-error-rate {args.max_error_rate:g}"
@@ -662,10 +690,12 @@ def _server_figures(server: _EmbeddedServer) -> dict[str, Any]:
 
 
 def _verdict_detail(threshold: Mapping[str, Any]) -> str:
-    """``measured 812.5``, or why nothing was (``not measured in this run``)."""
+    """``measured 3.43 s`` (in the expression's unit), or why nothing was measured."""
+    from ..load._thresholds import measured_text  # noqa: PLC0415 - the load extra
+
     if threshold["value"] is None:
         return str(threshold.get("reason") or "not measured in this run")
-    return f"measured {threshold['value']:g}"
+    return f"measured {measured_text(threshold['expression'], threshold['value'])}"
 
 
 def _write_reports(

@@ -1,6 +1,6 @@
 r"""The HTML report of a load run: one self-contained page that opens offline (private).
 
-``render_html`` turns the JSON summary (schema ``polyai-async-bench/2``) into one HTML file:
+``render_html`` turns the JSON summary (schema ``polyai-async-bench/3``) into one HTML file:
 
 - the tables (thresholds, outcomes, personas, errors, settings, ...) are rendered here, and every
   string taken from the summary goes through ``html.escape``;
@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from .._errors import ConfigurationError
+from ._thresholds import measured_text
 
 __all__ = ["render_html", "write_html"]
 
@@ -82,7 +83,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
     """The report of a load run as one self-contained HTML page.
 
     Args:
-        summary: the run's JSON summary (schema ``polyai-async-bench/2``), as ``write_json``
+        summary: the run's JSON summary (schema ``polyai-async-bench/3``), as ``write_json``
             writes it or ``json.load`` reads it back. Missing sections and null figures are
             shown as such ("no data"); a v1 summary renders too, with fewer sections.
 
@@ -119,7 +120,13 @@ def render_html(summary: Mapping[str, Any]) -> str:
         )
     )
     title = "Load test report"
-    name = _text_setting(summary, "scenario") or _text_setting(summary, "name")
+    # The scenario's name, as the terminal names it (the settings hold the file's path).
+    scenario = summary.get("scenario")
+    name = (
+        _scrub(scenario)
+        if isinstance(scenario, str) and scenario
+        else _text_setting(summary, "scenario") or _text_setting(summary, "name")
+    )
     body = "\n".join(
         (
             _header(summary, title, name),
@@ -165,7 +172,7 @@ def write_html(summary: Mapping[str, Any], path: str | os.PathLike[str]) -> None
     """Write the report of a load run (``render_html``) to ``path``, in UTF-8.
 
     Args:
-        summary: the run's JSON summary (schema ``polyai-async-bench/2``).
+        summary: the run's JSON summary (schema ``polyai-async-bench/3``).
         path: the file to write; it is replaced if it exists.
 
     Raises:
@@ -422,9 +429,9 @@ def _header(summary: Mapping[str, Any], title: str, name: str | None) -> str:
     processes = summary.get("processes")
     if processes is not None:
         facts.append(f"{_esc(_plain(processes))} process{'' if processes == 1 else 'es'}")
-    wall = summary.get("wall_seconds")
-    if isinstance(wall, (int, float)) and not isinstance(wall, bool):
-        facts.append(f"{_esc(_duration(float(wall)))} of load")
+    window = summary.get("load_window_seconds", summary.get("wall_seconds"))
+    if isinstance(window, (int, float)) and not isinstance(window, bool):
+        facts.append(f"{_esc(_duration(float(window)))} of load")
     target = summary.get("base_url") or summary.get("target")
     if target is not None:
         facts.append(f"against <code>{_esc(_scrub(_plain(target)))}</code>")
@@ -443,8 +450,8 @@ def _header(summary: Mapping[str, Any], title: str, name: str | None) -> str:
 
 
 _ERROR_RATE_TIP = (
-    "conversation_error_rate: failed / (completed + failed), the share of the conversations "
-    "that ended which failed (interrupted and dropped ones excluded)"
+    "conversation_error_rate: (failed + interrupted) / (completed + failed + interrupted): "
+    "a conversation cut off by the graceful stop did not succeed (dropped ones excluded)"
 )
 
 
@@ -454,7 +461,7 @@ def _title(tip: str) -> str:
 
 
 def _tiles(summary: Mapping[str, Any]) -> str:
-    # The summary's own figure, never recomputed here: failed / (completed + failed).
+    # The summary's own figure, never recomputed here.
     rate = summary.get("conversation_error_rate")
     tiles = (
         ("Conversations started", _count(summary.get("conversations_started")), ""),
@@ -462,7 +469,11 @@ def _tiles(summary: Mapping[str, Any]) -> str:
         ("Failed", _count(summary.get("conversations_failed")), ""),
         ("Dropped", _count(summary.get("conversations_dropped")), ""),
         ("Error rate", _percent(rate), _ERROR_RATE_TIP),
-        ("Requests/s", _value(summary.get("requests_per_second")), ""),
+        (
+            "Requests/s",
+            _value(summary.get("requests_per_second")),
+            "requests_per_second: HTTP requests sent / the load window (load_window_seconds)",
+        ),
         ("respond p99", _ms(summary.get("respond_p99_ms")), ""),
         ("Generator lag p99", _ms(summary.get("generator_lag_p99_ms")), ""),
     )
@@ -503,7 +514,10 @@ def _thresholds(summary: Mapping[str, Any]) -> str:
         else:
             result = '<span class="badge none">no result</span>'
         state = "pass" if passed is True else "fail" if passed is False else "none"
-        measured = _ms(value) if _LATENCY_EXPRESSION.search(expression) else _value(value)
+        if value is not None:
+            measured = _esc(measured_text(expression, value))  # as the terminal says it
+        else:
+            measured = _ms(value) if _LATENCY_EXPRESSION.search(expression) else _value(value)
         reason = item.get("reason")
         if value is None and isinstance(reason, str) and reason:
             measured = f'<span class="reason">{_esc(_scrub(reason))}</span>'
@@ -531,14 +545,27 @@ def _latency_table(summary: Mapping[str, Any]) -> str:
     head = "".join(f'<th class="num">{_esc(heading)}</th>' for _, heading in columns)
     rows = []
     for name in shown:
-        count = summary.get(f"{name}_count")
-        cells = "".join(
-            f'<td class="num">{_ms(summary.get(f"{name}_{key}_ms"))}</td>' for key, _ in columns
-        )
-        rows.append(
-            f'<tr><th scope="row"><span class="swatch" style="background:{_COLORS[name]}"></span>'
-            f'{_esc(name)}</th><td class="num">{_count(count)}</td>{cells}</tr>'
-        )
+        if name == "conversation":
+            ok_count = summary.get("conversations_completed")
+            failed = summary.get("conversations_failed")
+            count = (
+                ok_count + failed if isinstance(ok_count, int) and isinstance(failed, int) else None
+            )
+        else:
+            count, ok_count = summary.get(f"{name}_count"), summary.get(f"{name}_ok_count")
+        # Every call that ended (a failed one with the time it took to fail), then the
+        # successful ones alone (<name>_ok_*), when the summary has them.
+        for label, prefix, calls in ((name, name, count), (f"{name}.ok", f"{name}_ok", ok_count)):
+            if label != name and not any(f"{prefix}_{key}_ms" in summary for key, _ in columns):
+                continue
+            cells = "".join(
+                f'<td class="num">{_ms(summary.get(f"{prefix}_{key}_ms"))}</td>'
+                for key, _ in columns
+            )
+            rows.append(
+                f'<tr><th scope="row"><span class="swatch" style="background:{_COLORS[name]}">'
+                f'</span>{_esc(label)}</th><td class="num">{_count(calls)}</td>{cells}</tr>'
+            )
     table = (
         f'<table><thead><tr><th></th><th class="num">calls</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
@@ -558,7 +585,10 @@ def _outcomes(summary: Mapping[str, Any]) -> str:
         ("dropped (arrivals over --max-in-flight)", _count(dropped)),
     ]
     optional = (
-        ("conversations_interrupted", "interrupted (cancelled at the end)"),
+        (
+            "conversations_interrupted",
+            "interrupted (cut off by the graceful stop: counted as failed in the error rate)",
+        ),
         ("in_flight_max", "in flight at most"),
     )
     rows += [(label, _count(summary[key])) for key, label in optional if key in summary]

@@ -3,14 +3,18 @@
 Latencies go into HDR histograms (``hdrhistogram``: 1 us .. 1 h at 3 significant digits,
 recorded in microseconds): per endpoint (``create``, ``respond``, ``close``), per respond turn
 (``respond[0]``, ``respond[1]``...), per whole ``conversation``, and the generator's own
-``generator_lag``. Two Metrics merge by adding histograms, summing counters and adding the
-per-second series second by second: never by averaging percentiles. ``to_dict``/``from_dict``
+``generator_lag``. As k6's ``http_req_duration``, an endpoint's histogram holds every call that
+ended, a failed one with the time it took to fail; ``<endpoint>.ok`` holds the successful calls
+alone (``conversation``: every conversation that ended; ``conversation.ok``: completed ones).
+Two Metrics merge by adding histograms, summing counters and adding the per-second series
+second by second: never by averaging percentiles. ``to_dict``/``from_dict``
 carry a Metrics between processes as JSON-safe data (histograms as HdrHistogram.encode()).
 
 The per-second series keeps, for each second since the start, the conversations started,
-requests, errors, conversations in flight when the second ended, and one histogram per
-endpoint. The current second's histograms are live; a finished second's are kept encoded
-(a few hundred bytes each instead of the ~190 KiB of a live histogram).
+requests, errors, conversations in flight when the second ended, and two histograms per
+endpoint (every call that ended in it, and the successful ones: ``SERIES_HISTOGRAMS``). The
+current second's histograms are live; a finished second's are kept encoded (a few hundred
+bytes each instead of the ~190 KiB of a live histogram).
 """
 
 from __future__ import annotations
@@ -34,16 +38,19 @@ __all__ = [
     "ENDPOINTS",
     "HIGHEST_US",
     "LOWEST_US",
+    "SERIES_HISTOGRAMS",
     "SIGNIFICANT_DIGITS",
     "Metrics",
     "new_histogram",
 ]
 
 ENDPOINTS = ("create", "respond", "close")
+#: The per-second histograms: each endpoint's calls that ended, and its successful ones.
+SERIES_HISTOGRAMS = (*ENDPOINTS, *(f"{e}.ok" for e in ENDPOINTS))
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
-_VERSION = 1
+_VERSION = 2
 
 
 def new_histogram() -> Any:
@@ -101,6 +108,23 @@ class _Second:
         text = self.encoded.get(endpoint)
         return None if text is None else _decode(text)
 
+    def add(self, other: _Second) -> None:
+        """Add ``other``'s counters, gauge and histograms (the same second of another run)."""
+        self.counters.update(other.counters)
+        self.in_flight += other.in_flight
+        for name in SERIES_HISTOGRAMS:
+            histogram = other.histogram(name)
+            if histogram is None:
+                continue
+            ours = self.histogram(name)
+            if ours is None:
+                ours = new_histogram()
+            ours.add(histogram)
+            if name in self.live:
+                self.live[name] = ours
+            else:
+                self.encoded[name] = _encode(ours)
+
     def seal(self) -> None:
         for endpoint, histogram in self.live.items():
             self.encoded[endpoint] = _encode(histogram)
@@ -150,6 +174,9 @@ class Metrics:
         self.in_flight = 0
         #: The most conversations in flight at once (merged: the sum of each worker's peak).
         self.in_flight_peak = 0
+        #: The load window in seconds: from the load's start to the end of its arrivals (set
+        #: by the runner; merged: the longest worker's). None until the arrivals end.
+        self.load_seconds: float | None = None
         self.series: dict[int, _Second] = {}
         self._current: _Second | None = None
 
@@ -210,8 +237,19 @@ class Metrics:
     def retry(self, endpoint: str) -> None:
         """The client retried a call of ``endpoint`` once."""
         self.retries[endpoint] += 1
+
+    def request_sent(self, endpoint: str) -> None:
+        """An HTTP request of ``endpoint`` left the client (a retry's included)."""
         self.counters["requests"] += 1
         self._second().counters["requests"] += 1
+
+    def request_ended(self, endpoint: str, outcome: str) -> None:
+        """A request sent ended: ``ok``, ``failed`` or ``cancelled`` (see ``_sent``)."""
+        self.counters[f"requests_{outcome}"] += 1
+
+    def call_cancelled(self, endpoint: str) -> None:
+        """A call of ``endpoint`` was cancelled before it ended (the graceful stop ran out)."""
+        self.counters["calls_cancelled"] += 1
 
     def request(
         self,
@@ -221,11 +259,18 @@ class Metrics:
         error: PolyAIError | None,
         turn: int | None,
     ) -> None:
-        """One API call ended (see Observer.request); only successful calls' latency is kept."""
+        """One API call ended (see Observer.request).
+
+        Its latency goes into ``endpoint`` whatever the outcome (a failed call with the time it
+        took to fail), and into ``endpoint.ok`` too when it succeeded.
+        """
         self.counters["calls"] += 1
-        self.counters["requests"] += 1
+        self.counters[f"{endpoint}_count"] += 1
         second = self._second()
-        second.counters["requests"] += 1
+        self._record(endpoint, seconds)
+        if turn is not None:
+            self._record(f"{endpoint}[{turn}]", seconds)
+        self._record_second(second, endpoint, seconds)
         if error is not None:
             self.counters["errors_total"] += 1
             second.counters["errors"] += 1
@@ -236,15 +281,17 @@ class Metrics:
             else:
                 entry[0] += 1
             return
-        self.counters[f"{endpoint}_count"] += 1
+        self.counters[f"{endpoint}_ok_count"] += 1
         if endpoint == "respond":
             second.counters["turns"] += 1
-        self._record(endpoint, seconds)
-        if turn is not None:
-            self._record(f"{endpoint}[{turn}]", seconds)
-        histogram = second.live.get(endpoint)
+        self._record(f"{endpoint}.ok", seconds)
+        self._record_second(second, f"{endpoint}.ok", seconds)
+
+    @staticmethod
+    def _record_second(second: _Second, name: str, seconds: float) -> None:
+        histogram = second.live.get(name)
         if histogram is None:
-            histogram = second.live[endpoint] = new_histogram()
+            histogram = second.live[name] = new_histogram()
         histogram.record_value(_micros(seconds))
 
     def expectation(self, persona: str, expectation: str, passed: bool, reply: str | None) -> None:
@@ -274,10 +321,11 @@ class Metrics:
         counts = self._persona(persona)
         self.counters["turns_completed"] += turns
         self.turns_per_conversation[turns] += 1
+        self._record("conversation", seconds)
         if error is None:
             self.counters["conversations_completed"] += 1
             counts.completed += 1
-            self._record("conversation", seconds)
+            self._record("conversation.ok", seconds)
         else:
             self.counters["conversations_failed"] += 1
             counts.failed += 1
@@ -345,7 +393,7 @@ class Metrics:
         """The series in order: (t, counters, in flight, histograms by endpoint)."""
         for t in sorted(self.series):
             second = self.series[t]
-            histograms = {e: h for e in ENDPOINTS if (h := second.histogram(e)) is not None}
+            histograms = {e: h for e in SERIES_HISTOGRAMS if (h := second.histogram(e)) is not None}
             yield t, second.counters, second.in_flight, histograms
 
     def snapshot(self) -> dict[str, Any]:
@@ -362,7 +410,9 @@ class Metrics:
                 "t": second.t,
                 "counters": dict(second.counters),
                 "histograms": {
-                    e: text for e in ENDPOINTS if (text := second.encoded.get(e)) is not None
+                    e: text
+                    for e in SERIES_HISTOGRAMS
+                    if (text := second.encoded.get(e)) is not None
                 },
             }
         lag = self.histograms.get("generator_lag")
@@ -404,24 +454,13 @@ class Metrics:
             self.expectation_examples.setdefault(key, reply)
         self.in_flight += other.in_flight
         self.in_flight_peak += other.in_flight_peak
+        if other.load_seconds is not None:
+            self.load_seconds = max(self.load_seconds or 0.0, other.load_seconds)
         for t, theirs_s in other.series.items():
             mine_s = self.series.get(t)
             if mine_s is None:
                 mine_s = self.series[t] = _Second(t)
-            mine_s.counters.update(theirs_s.counters)
-            mine_s.in_flight += theirs_s.in_flight
-            for endpoint in ENDPOINTS:
-                histogram = theirs_s.histogram(endpoint)
-                if histogram is None:
-                    continue
-                ours = mine_s.histogram(endpoint)
-                if ours is None:
-                    ours = new_histogram()
-                ours.add(histogram)
-                if endpoint in mine_s.live:
-                    mine_s.live[endpoint] = ours
-                else:
-                    mine_s.encoded[endpoint] = _encode(ours)
+            mine_s.add(theirs_s)
 
     def to_dict(self) -> dict[str, Any]:
         """This Metrics as JSON-safe data (for another process); ``from_dict`` reads it back."""
@@ -451,6 +490,7 @@ class Metrics:
             "expectation_examples": dict(self.expectation_examples),
             "in_flight": self.in_flight,
             "in_flight_peak": self.in_flight_peak,
+            "load_seconds": self.load_seconds,
             "series": series,
         }
 
@@ -462,7 +502,7 @@ class Metrics:
             ValueError: ``data`` is not what to_dict writes.
         """
         if not isinstance(data, Mapping) or data.get("version") != _VERSION:
-            raise ValueError("not the data of Metrics.to_dict (version 1)")
+            raise ValueError("not the data of Metrics.to_dict (version 2)")
         metrics = cls()
         try:
             metrics.histograms = {n: _decode(h) for n, h in data["histograms"].items()}
@@ -478,6 +518,8 @@ class Metrics:
             metrics.expectation_examples = dict(data["expectation_examples"])
             metrics.in_flight = int(data["in_flight"])
             metrics.in_flight_peak = int(data["in_flight_peak"])
+            window = data["load_seconds"]
+            metrics.load_seconds = None if window is None else float(window)
             for entry in data["series"]:
                 second = _Second(
                     int(entry["t"]),

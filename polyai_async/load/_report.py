@@ -15,13 +15,15 @@ import orjson
 
 from ._metrics import ENDPOINTS
 from ._result import LoadResult
+from ._thresholds import measured_text
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["CSV_COLUMNS", "render", "write_csv", "write_json"]
+__all__ = ["CSV_COLUMNS", "connection_note", "render", "write_csv", "write_json"]
 
-#: The columns of ``write_csv``: the time series, one row a second.
+#: The columns of ``write_csv``: the time series, one row a second (``<endpoint>_...``: every
+#: call that ended in that second; ``<endpoint>_ok_...``: the successful ones).
 CSV_COLUMNS = (
     "t",
     "conversations_started",
@@ -29,6 +31,7 @@ CSV_COLUMNS = (
     "errors",
     "in_flight",
     *(f"{e}_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
+    *(f"{e}_ok_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
 )
 # The terminal's columns (p95 and the mean are in the JSON): they fit in 80 columns.
 _LATENCY_KEYS = ("p50", "p90", "p99", "p999", "max")
@@ -39,7 +42,7 @@ def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write the run's summary (schema ``polyai-async-bench/2``) as indented JSON to ``path``."""
+    """Write the run's summary (schema ``polyai-async-bench/3``) as indented JSON to ``path``."""
     Path(path).write_bytes(orjson.dumps(_summary(result), option=orjson.OPT_INDENT_2) + b"\n")
 
 
@@ -63,6 +66,35 @@ def _millis(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if value >= 1000 else f"{value:,.1f}"
+
+
+def connection_note(summary: Mapping[str, Any]) -> str | None:
+    """Why latency may include waiting for a connection, or None; per process with several.
+
+    ``max_connections`` is each process's pool, so with processes the comparison is made
+    with each worker's own peak of conversations in flight.
+    """
+    limit = summary.get("max_connections")
+    if limit is None:
+        return None
+    workers = [w for w in summary.get("workers") or () if isinstance(w, Mapping)]
+    processes = summary.get("processes") or 1
+    if processes > 1 and workers:
+        peak = max(int(w.get("in_flight_max") or 0) for w in workers)
+        if peak <= limit:
+            return None
+        return (
+            f"note: each of the {processes} processes had {limit:,} connections, and up to "
+            f"{peak:,} conversations in flight in one process shared them, so latency includes "
+            "waiting for a free connection (see --max-connections)"
+        )
+    in_flight = summary["in_flight_max"]
+    if in_flight <= limit:
+        return None
+    return (
+        f"note: {in_flight:,} conversations shared {limit:,} connections, so latency includes "
+        "waiting for a free connection (see --max-connections)"
+    )
 
 
 def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading order
@@ -93,8 +125,13 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
     totals.add_column("value", justify="right")
     totals.add_column("detail")
     totals.add_row("conversations started", _count(s["conversations_started"]), "")
-    totals.add_row("conversations completed", _count(s["conversations_completed"]), "")
-    rate = f"{s['conversation_error_rate']:.2%} of those ended"
+    completed = s["conversations_completed"]
+    totals.add_row(
+        "conversations completed",
+        _count(completed) if completed else "[red]0[/]",
+        "" if completed else "[red]none: the run cannot pass[/]",
+    )
+    rate = f"{s['conversation_error_rate']:.2%} of those ended or interrupted"
     if s["max_error_rate"] is not None:
         ok = s["conversation_error_rate"] <= s["max_error_rate"]
         rate += f" (max {s['max_error_rate']:.2%}: " + ("passed)" if ok else "[red]FAILED[/])")
@@ -110,7 +147,7 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         totals.add_row(
             "conversations interrupted",
             f"{s['conversations_interrupted']:,}",
-            "cancelled at the end (closed, not failed)",
+            "cut off by the graceful stop: counted as failed in the error rate",
         )
     totals.add_row("in flight at most", _count(s["in_flight_max"]), "conversations at once")
     totals.add_row("turns completed", _count(s["turns_completed"]), "")
@@ -123,17 +160,29 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         where = ", ".join(f"{d} {n:,}" for d, n in s["handoffs_by_destination"].items())
         totals.add_row("handoffs by destination", "", where)
     totals.add_row(
-        "requests", _count(s["requests"]), f"{s['calls']:,} calls + {s['retries']:,} retries"
+        "requests",
+        _count(s["requests"]),
+        f"sent: {s['requests_ok']:,} ok, {s['requests_failed']:,} failed, "
+        f"{s['requests_cancelled']:,} cancelled",
     )
     totals.add_row(
         "retries",
         _count(s["retries"]),
         ", ".join(f"{e} {s[f'retries_{e}']:,}" for e in ENDPOINTS),
     )
-    totals.add_row("throughput", f"{s['conversations_per_second']:,.1f}", "conversations/s")
+    totals.add_row(
+        "throughput",
+        f"{s['conversations_per_second']:,.1f}",
+        "conversations/s over the load window",
+    )
     totals.add_row("", f"{s['turns_per_second']:,.0f}", "turns/s")
     totals.add_row("", f"{s['requests_per_second']:,.0f}", "requests/s")
-    totals.add_row("wall time", f"{s['wall_seconds']:.2f}", "s")
+    totals.add_row(
+        "load window",
+        f"{s['load_window_seconds']:.2f}",
+        "s: from the load's start to the end of its arrivals",
+    )
+    totals.add_row("wall time", f"{s['wall_seconds']:.2f}", "s: the load window and the drain")
     cpu = s["client_cpu_seconds"]
     processes = s["processes"]
     per = "" if processes == 1 else f" over {processes} processes"
@@ -156,31 +205,46 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         )
     console.print(totals)
 
-    latency = Table(title="latency (ms)", box=box.SIMPLE_HEAD, title_justify="left")
+    latency = Table(
+        title="latency (ms): every call that ended; ok: the successful ones",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+    )
     latency.add_column("endpoint", style="bold")
-    for header in ("ok calls", *_LATENCY_KEYS):
+    for header in ("calls", *_LATENCY_KEYS):
         latency.add_column(header.replace("p999", "p99.9"), justify="right")
     for source in (*ENDPOINTS, "conversation"):
-        count = s[f"{source}_count"] if source != "conversation" else s["conversations_completed"]
+        if source == "conversation":
+            ok_count = s["conversations_completed"]
+            count = ok_count + s["conversations_failed"]
+        else:
+            count, ok_count = s[f"{source}_count"], s[f"{source}_ok_count"]
         latency.add_row(
             source, _count(count), *(_millis(s[f"{source}_{k}_ms"]) for k in _LATENCY_KEYS)
         )
+        if ok_count != count:  # some failed: the successful ones apart
+            latency.add_row(
+                f"{source}.ok",
+                _count(ok_count),
+                *(_millis(s[f"{source}_ok_{k}_ms"]) for k in _LATENCY_KEYS),
+            )
     console.print(latency)
     if s["load_model"] == "open":
         console.print(
             "create and conversation latency count from each conversation's scheduled start\n"
         )
-    in_flight = s["in_flight_max"]
-    if s["max_connections"] is not None and in_flight > s["max_connections"]:
-        console.print(
-            f"note: {in_flight:,} conversations shared {s['max_connections']:,} connections, "
-            "so latency includes waiting for a free connection (see --max-connections)\n"
-        )
+    note = connection_note(s)
+    if note:
+        console.print(note + "\n")
 
     personas = s.get("personas") or {}
     if s["expectations_checked"]:
         expectations = Table(title="expectations", box=box.SIMPLE_HEAD, title_justify="left")
-        expectations.add_column("persona", style="bold")
+        # Never cut: without a terminal rich has 80 columns, and a name is what a reader looks up.
+        longest = max((len(name) for name in personas), default=0)
+        expectations.add_column(
+            "persona", style="bold", min_width=min(longest, 40), overflow="fold"
+        )
         for header in ("started", "completed", "failed", "checked", "unmet"):
             expectations.add_column(header, justify="right")
         expectations.add_column("example of an unmet one", overflow="fold")
@@ -203,7 +267,10 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         thresholds.add_column("measured", justify="right")
         thresholds.add_column("verdict")
         for t in s["thresholds"]:
-            value = (t.get("reason") or "no value") if t["value"] is None else f"{t['value']:,.4g}"
+            if t["value"] is None:
+                value = t.get("reason") or "no value"
+            else:
+                value = measured_text(t["expression"], t["value"])
             thresholds.add_row(
                 t["expression"], value, "passed" if t["passed"] else "[red]FAILED[/]"
             )

@@ -1,7 +1,7 @@
 """A run's result: the merged Metrics, the summary built from them, thresholds, warnings (private).
 
 The summary (``LoadResult.summary``, written by ``--json``) is one JSON object with schema
-``polyai-async-bench/2``; every key is documented in ``docs/load-testing.md``.
+``polyai-async-bench/3``; every key is documented in ``docs/load-testing.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from .. import _errors
-from ._metrics import ENDPOINTS, Metrics
+from ._metrics import ENDPOINTS, SERIES_HISTOGRAMS, Metrics
 from ._scenario import Scenario
 from ._shape import Load
 from ._thresholds import LATENCY_SOURCES, Threshold, ThresholdResult
@@ -27,7 +27,7 @@ __all__ = [
     "summarize",
 ]
 
-SCHEMA = "polyai-async-bench/2"
+SCHEMA = "polyai-async-bench/3"
 #: Past this generator lag (p99, ms), the figures describe the generator, not the agent.
 LAG_WARNING_MS = 10.0
 #: Past this share of a core, the client's CPU is saturated.
@@ -41,12 +41,18 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _key(histogram: str) -> str:
+    """A histogram's name as the summary's keys start: ``create.ok`` -> ``create_ok``."""
+    return histogram.replace(".", "_")
+
+
 def _latencies(metrics: Metrics, source: str) -> dict[str, float | None]:
     figures: dict[str, float | None] = {}
+    key = _key(source)
     for name, percentile in _STATISTICS.items():
-        figures[f"{source}_{name}_ms"] = _round(metrics.percentile_ms(source, percentile))
-    figures[f"{source}_max_ms"] = _round(metrics.max_ms(source))
-    figures[f"{source}_mean_ms"] = _round(metrics.mean_ms(source))
+        figures[f"{key}_{name}_ms"] = _round(metrics.percentile_ms(source, percentile))
+    figures[f"{key}_max_ms"] = _round(metrics.max_ms(source))
+    figures[f"{key}_mean_ms"] = _round(metrics.mean_ms(source))
     return figures
 
 
@@ -60,15 +66,19 @@ def _timeseries(metrics: Metrics) -> list[dict[str, Any]]:
             "errors": counters.get("errors", 0),
             "in_flight": in_flight,
         }
-        for endpoint in ENDPOINTS:
-            histogram = histograms.get(endpoint)
+        for source in SERIES_HISTOGRAMS:
+            histogram = histograms.get(source)
             for name, p in (("p50", 50.0), ("p99", 99.0)):
                 value = None
                 if histogram is not None and histogram.get_total_count() > 0:
                     value = histogram.get_value_at_percentile(p) / 1000
-                row[f"{endpoint}_{name}_ms"] = _round(value)
+                row[f"{_key(source)}_{name}_ms"] = _round(value)
         rows.append(row)
     return rows
+
+
+def _per(count: int, seconds: float) -> float:
+    return round(count / seconds, 2) if seconds else 0.0
 
 
 def summarize(
@@ -84,13 +94,14 @@ def summarize(
     context: Mapping[str, Any] | None = None,
     detail: bool = True,
 ) -> dict[str, Any]:
-    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/2``).
+    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/3``).
 
     Args:
         metrics: what was measured.
         load: the load applied (its model and size).
         scenario: the scenario run.
-        wall_seconds: how long the run took.
+        wall_seconds: how long the run took (the rates divide by the load window,
+            ``metrics.load_seconds``, when the runner set it; else by this).
         client_cpu_seconds: CPU time of the client process(es) in that time.
         max_error_rate: the ``conversation_error_rate`` above which the run failed.
         processes: worker processes.
@@ -101,9 +112,12 @@ def summarize(
     """
     c = metrics.counters
     completed, failed = c["conversations_completed"], c["conversations_failed"]
-    finished = completed + failed
-    error_rate = failed / finished if finished else 0.0
+    # A conversation cut off by the graceful stop did not succeed: it counts against the run.
+    unfinished = c["conversations_interrupted"]
+    counted = completed + failed + unfinished
+    error_rate = (failed + unfinished) / counted if counted else 0.0
     wall = wall_seconds
+    window = metrics.load_seconds if metrics.load_seconds else wall
     requests = c["requests"]
     lag_p99 = metrics.percentile_ms("generator_lag", 99)
     closed = load is None or load.closed_model
@@ -129,25 +143,30 @@ def summarize(
         "in_flight_max": metrics.in_flight_peak,
         "conversation_error_rate": round(error_rate, 6),
         "max_error_rate": max_error_rate,
-        "passed": True,
+        "passed": completed > 0,
         "turns_completed": c["turns_completed"],
         "handoffs": c["handoffs"],
         "ended_by_agent": c["ended_by_agent"],
         "expectations_checked": c["expectations_checked"],
         "expectations_failed": c["expectations_failed"],
         "calls": c["calls"],
+        "calls_cancelled": c["calls_cancelled"],
         "retries": sum(metrics.retries.values()),
         **{f"retries_{e}": metrics.retries[e] for e in ENDPOINTS},
         "requests": requests,
+        "requests_ok": c["requests_ok"],
+        "requests_failed": c["requests_failed"],
+        "requests_cancelled": c["requests_cancelled"],
         "errors_total": c["errors_total"],
         **{f"error_{name}": 0 for name in _ERROR_CLASSES},
         **{f"error_{name}": entry[0] for name, entry in sorted(metrics.errors.items())},
         "wall_seconds": round(wall, 4),
+        "load_window_seconds": round(window, 4),
         "client_cpu_seconds": round(client_cpu_seconds, 4),
         "client_cpu_share": round(client_cpu_seconds / wall / processes, 4) if wall else 0.0,
-        "conversations_per_second": round(c["conversations_started"] / wall, 2) if wall else 0.0,
-        "turns_per_second": round(c["turns_completed"] / wall, 2) if wall else 0.0,
-        "requests_per_second": round(requests / wall, 2) if wall else 0.0,
+        "conversations_per_second": _per(c["conversations_started"], window),
+        "turns_per_second": _per(c["turns_completed"], window),
+        "requests_per_second": _per(requests, window),
         "generator_lag_p50_ms": _round(metrics.percentile_ms("generator_lag", 50)),
         "generator_lag_p99_ms": _round(lag_p99),
         "generator_lag_max_ms": _round(metrics.max_ms("generator_lag")),
@@ -158,11 +177,13 @@ def summarize(
     }
     for endpoint in ENDPOINTS:
         summary[f"{endpoint}_count"] = c[f"{endpoint}_count"]
+        summary[f"{endpoint}_ok_count"] = c[f"{endpoint}_ok_count"]
     for source in LATENCY_SOURCES:
         summary.update(_latencies(metrics, source))
+        summary.update(_latencies(metrics, f"{source}.ok"))
     summary.update(context or {})
     if max_error_rate is not None:
-        summary["passed"] = error_rate <= max_error_rate
+        summary["passed"] = completed > 0 and error_rate <= max_error_rate
     if not detail:
         return summary
     warnings = []
@@ -223,7 +244,7 @@ class LoadResult:
 
     Attributes:
         metrics: every measurement, merged over the worker processes.
-        summary: the JSON summary (schema ``polyai-async-bench/2``), thresholds included.
+        summary: the JSON summary (schema ``polyai-async-bench/3``), thresholds included.
         thresholds: each threshold's verdict.
         workers: each worker process's own Metrics (empty for a single process).
         rules: the thresholds judged, kept so ``with_figures`` can judge them again.
@@ -247,7 +268,7 @@ class LoadResult:
 
     @property
     def passed(self) -> bool:
-        """True when the error rate and every threshold held."""
+        """True when a conversation completed, and the error rate and every threshold held."""
         return bool(self.summary["passed"])
 
     @property
@@ -257,14 +278,22 @@ class LoadResult:
         return limit is None or self.summary["conversation_error_rate"] <= limit
 
     @property
+    def completed_any(self) -> bool:
+        """True when at least one conversation completed: a run without one cannot pass."""
+        return bool(self.summary["conversations_completed"])
+
+    @property
     def warnings(self) -> list[str]:
         """Why the figures may describe the generator rather than the agent."""
         return list(self.summary["warnings"])
 
     @property
     def exit_code(self) -> int:
-        """As the command exits: 0 all good, 1 the error rate failed, 99 a threshold failed."""
-        if not self.error_rate_passed:
+        """As the command exits: 0 all good, 1 the error rate failed, 99 a threshold failed.
+
+        A run in which no conversation completed exits 1 too.
+        """
+        if not self.error_rate_passed or not self.completed_any:
             return 1
         if not all(t.passed for t in self.thresholds):
             return 99
@@ -312,6 +341,8 @@ def judge(summary: dict[str, Any], thresholds: Iterable[Threshold]) -> tuple[Thr
     verdicts = tuple(t.evaluate(summary) for t in thresholds)
     limit = summary.get("max_error_rate")
     error_rate_ok = limit is None or summary["conversation_error_rate"] <= limit
+    # A run in which no conversation completed measured nothing that could pass.
+    completed_any = bool(summary["conversations_completed"])
     summary["thresholds"] = [v.as_dict() for v in verdicts]
-    summary["passed"] = error_rate_ok and all(v.passed for v in verdicts)
+    summary["passed"] = completed_any and error_rate_ok and all(v.passed for v in verdicts)
     return verdicts

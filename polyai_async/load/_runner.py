@@ -19,8 +19,9 @@ from .._client import PolyAIClient
 from .._errors import ConfigurationError, PolyAIError
 from ._conversation import CLOSE_ON_CANCEL_SECONDS, run_conversation
 from ._metrics import Metrics
-from ._retries import count_retries
+from ._retries import count_retries, quiet_retry_warnings
 from ._scenario import Scenario
+from ._sent import count_requests
 from ._shape import Load, arrivals
 
 __all__ = ["LOOPS", "choose_loop", "drive", "run_with_loop"]
@@ -66,13 +67,20 @@ async def drive(
     """Apply ``load`` with ``scenario`` through an open ``client``, recording into ``metrics``.
 
     Returns when the load is over and every conversation has ended (or was cancelled after
-    ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second.
+    ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second. Every
+    request the client sends is counted with its outcome; retries are counted, not logged.
     """
     rng = random.Random(load.seed)  # noqa: S311 - simulated users, not secrets
     metrics.start = time.perf_counter()
     ticker = asyncio.create_task(_tick(metrics, on_tick))
     try:
-        with count_retries(client, metrics.retry):
+        with (
+            quiet_retry_warnings(),
+            count_retries(client, metrics.retry),
+            count_requests(
+                client, metrics.request_sent, metrics.request_ended, metrics.call_cancelled
+            ),
+        ):
             if load.closed_model:
                 await _closed(client, scenario, load, metrics, rng)
             else:
@@ -81,9 +89,17 @@ async def drive(
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
+        if metrics.load_seconds is None:  # stopped before the arrivals ended
+            _end_of_arrivals(metrics, None)
         metrics.finish()
         if on_tick is not None:
             on_tick(metrics)
+
+
+def _end_of_arrivals(metrics: Metrics, window: float | None) -> None:
+    """The arrivals are over: the load window is ``window`` seconds, or the time elapsed."""
+    elapsed = time.perf_counter() - metrics.start
+    metrics.load_seconds = elapsed if window is None else min(window, elapsed)
 
 
 async def _tick(metrics: Metrics, on_tick: Callable[[Metrics], None] | None) -> None:
@@ -171,7 +187,12 @@ async def _closed(
 
     try:
         await _supervise(load, metrics, running, more, user)
+        timed_out = deadline is not None and time.perf_counter() >= deadline
+        if timed_out:  # the window is the planned duration; then the graceful stop
+            _end_of_arrivals(metrics, planned)
         await _finish(set(running.values()), None if deadline is None else load.graceful_stop)
+        if not timed_out:  # bound by a count: the load lasts until its last conversation ends
+            _end_of_arrivals(metrics, None)
     except asyncio.CancelledError:
         await _cancel(set(running.values()))
         raise
@@ -209,18 +230,27 @@ async def _open(
     tasks: set[asyncio.Task[None]] = set()
     count = 0
     clock = time.perf_counter
+    first: float | None = None
+    window: float | None = None
     try:
         for offset in arrivals(load, rng):
             if load.conversations is not None and count >= load.conversations:
+                # Bound by a count: the arrivals end where the next one would have come.
+                window = offset - (first or 0.0)
                 break
             count += 1
+            if first is None:
+                first = offset
             when = start + offset
             delay = when - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             # How late this arrival starts against its plan: the open model's generator lag.
             metrics.lag(clock() - when)
-            if metrics.in_flight >= load.max_in_flight:
+            # A conversation is in flight from its scheduled start (its task exists), not from
+            # when its task first runs: a generator behind its schedule creates tasks back to
+            # back, and the limit must hold for them too.
+            if len(tasks) >= load.max_in_flight:
                 metrics.dropped()
                 continue
             task = asyncio.create_task(_conversation(client, scenario, load, metrics, rng, when))
@@ -229,6 +259,9 @@ async def _open(
         planned = load.planned_seconds()
         if planned is not None:  # the schedule runs to its end even after the last arrival
             await asyncio.sleep(max(0.0, start + planned - clock()))
+            if window is None:
+                window = planned
+        _end_of_arrivals(metrics, window)
         await _finish(set(tasks), None if planned is None else load.graceful_stop)
     except asyncio.CancelledError:
         await _cancel(set(tasks))

@@ -3,8 +3,10 @@
 An expression is ``FIGURE OP NUMBER[UNIT]``:
 
 - FIGURE: ``create``, ``respond``, ``close`` or ``conversation`` with ``.p50``, ``.p90``,
-  ``.p95``, ``.p99``, ``.p999``, ``.max`` or ``.mean`` (a latency), or any number of the
-  summary (``conversation_error_rate``, ``expectations_failed``, ``conversations_dropped``...);
+  ``.p95``, ``.p99``, ``.p999``, ``.max`` or ``.mean`` (a latency over every call that ended,
+  a failed one with the time it took to fail, as k6's ``http_req_duration``), the same with
+  ``.ok`` before the statistic (``respond.ok.p99``: successful calls only), or any number of
+  the summary (``conversation_error_rate``, ``expectations_failed``, ``conversations_dropped``...);
 - OP: ``<``, ``<=``, ``>``, ``>=`` or ``==``;
 - UNIT: ``ms`` or ``s`` on latencies only (a bare number is milliseconds).
 """
@@ -21,7 +23,14 @@ import attrs
 
 from .._errors import ConfigurationError
 
-__all__ = ["LATENCY_SOURCES", "NOT_MEASURED", "STATISTICS", "Threshold", "ThresholdResult"]
+__all__ = [
+    "LATENCY_SOURCES",
+    "NOT_MEASURED",
+    "STATISTICS",
+    "Threshold",
+    "ThresholdResult",
+    "measured_text",
+]
 
 #: Why a threshold on a figure that is null in the summary failed.
 NOT_MEASURED = "not measured in this run"
@@ -36,7 +45,7 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
 }
 _EXPRESSION = re.compile(
-    r"\s*(?P<figure>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9]+)?)\s*(?P<op><=|>=|==|<|>)\s*"
+    r"\s*(?P<figure>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9]+){0,2})\s*(?P<op><=|>=|==|<|>)\s*"
     r"(?P<number>[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(?P<unit>ms|s)?\s*"
 )
 
@@ -105,13 +114,18 @@ class Threshold:
         if not math.isfinite(limit):
             raise ConfigurationError(f"threshold {text!r}: the number must be finite")
         if "." in figure:
-            source, statistic = figure.split(".", 1)
-            if source not in LATENCY_SOURCES or statistic not in STATISTICS:
+            source, *ok, statistic = figure.split(".")
+            if (
+                source not in LATENCY_SOURCES
+                or statistic not in STATISTICS
+                or ok not in ([], ["ok"])
+            ):
                 raise ConfigurationError(
                     f"threshold {text!r}: {figure!r} is not a latency; use "
-                    f"{'|'.join(LATENCY_SOURCES)} with .{'|.'.join(STATISTICS)}"
+                    f"{'|'.join(LATENCY_SOURCES)} with .{'|.'.join(STATISTICS)} (every call that "
+                    "ended), or with .ok before it (successful calls only: respond.ok.p99)"
                 )
-            key = f"{source}_{statistic}_ms"
+            key = "_".join((source, *ok, statistic, "ms"))
             if unit == "s":
                 limit *= 1000
         else:
@@ -137,3 +151,28 @@ class Threshold:
             )
         passed = _OPERATORS[self.op](float(value), self.limit)
         return ThresholdResult(expression=self.expression, value=float(value), passed=passed)
+
+
+def measured_text(expression: str, value: float) -> str:
+    """What a threshold measured, in the unit its expression uses: ``3.43 s``, ``812 ms``, ``0.02``.
+
+    A latency is shown in seconds when the expression's number has ``s``, else in
+    milliseconds (a summary figure in ms, such as ``generator_lag_p99_ms``, too); any other
+    figure as the number it is.
+    """
+    match = _EXPRESSION.fullmatch(expression)
+    if match is None:
+        return _number(value)
+    if "." not in match.group("figure"):
+        ms = match.group("figure").endswith("_ms")
+        return f"{_number(value)} ms" if ms else _number(value)
+    if match.group("unit") == "s":
+        return f"{_number(value / 1000)} s"
+    return f"{_number(value)} ms"
+
+
+def _number(value: float) -> str:
+    """Three significant digits at least, never an exponent: ``3.43``, ``3,434``, ``0.0123``."""
+    if value == int(value) or abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
