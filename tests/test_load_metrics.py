@@ -43,8 +43,8 @@ def test_a_failed_call_is_latency_too_and_successful_ones_are_kept_apart() -> No
     assert metrics.max_ms("create.ok") == pytest.approx(100, rel=0.002)
     assert metrics.percentile_ms("create.ok", 50) == pytest.approx(50, rel=0.002)
     assert metrics.max_ms("conversation") == pytest.approx(9000, rel=0.002)
-    assert metrics.histogram("conversation").get_total_count() == 101
-    assert metrics.histogram("conversation.ok").get_total_count() == 100
+    assert metrics.histograms["conversation"].get_total_count() == 101
+    assert metrics.histograms["conversation.ok"].get_total_count() == 100
     rows = list(metrics.seconds())
     assert sum(h["create"].get_total_count() for *_, h in rows) == 101
     assert sum(h["create.ok"].get_total_count() for *_, h in rows) == 100
