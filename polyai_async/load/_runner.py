@@ -96,10 +96,16 @@ async def drive(
             on_tick(metrics)
 
 
-def _end_of_arrivals(metrics: Metrics, window: float | None) -> None:
-    """The arrivals are over: the load window is ``window`` seconds, or the time elapsed."""
+def _end_of_arrivals(metrics: Metrics, window: float | None, *, clamp: bool = True) -> None:
+    """The arrivals are over: the load window is ``window`` seconds, or the time elapsed.
+
+    ``clamp``: never more than the time elapsed (a planned duration cut short).
+    """
     elapsed = time.perf_counter() - metrics.start
-    metrics.load_seconds = elapsed if window is None else min(window, elapsed)
+    if window is None:
+        metrics.load_seconds = elapsed
+    else:
+        metrics.load_seconds = min(window, elapsed) if clamp else window
 
 
 async def _tick(metrics: Metrics, on_tick: Callable[[Metrics], None] | None) -> None:
@@ -261,7 +267,9 @@ async def _open(
             await asyncio.sleep(max(0.0, start + planned - clock()))
             if window is None:
                 window = planned
-        _end_of_arrivals(metrics, window)
+        # Bound by a count, the window ends where the next arrival would have come: later
+        # than now, the last arrival's start.
+        _end_of_arrivals(metrics, window, clamp=planned is not None)
         await _finish(set(tasks), None if planned is None else load.graceful_stop)
     except asyncio.CancelledError:
         await _cancel(set(tasks))
