@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from polyai_async.load import render_html
+from polyai_async.load import Load, render_html, run_load
 from polyai_async.load._report import render
 from polyai_async.testing import Faults
 
@@ -140,3 +140,32 @@ def test_the_html_header_names_the_summarys_scenario() -> None:
     summary["scenario"] = "support-mix"
     summary["settings"] = {**summary["settings"], "scenario": "docs/examples/support-mix.yaml"}
     assert "scenario <strong>support-mix</strong>" in render_html(summary)
+
+
+def test_a_run_in_which_nothing_completed_exits_1_saying_so(bench: CliRunner) -> None:
+    """Against an agent that never answers, every conversation is cut off by the graceful stop:
+    not a 0 % error rate and exit 0, but exit 1 and a line that says nothing completed."""
+    never = Faults(latency=30, endpoints={"respond"})
+    with ThreadedFake(faults=never) as fake:
+        done = bench(
+            "--turns", "1", "--rate", "10", "--arrival", "constant", "--duration", "0.3s",
+            "--graceful-stop", "0.1s",
+            "--max-error-rate", "1", "-q", "--base-url", fake.url, env=fake.env,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "no conversation completed (3 started, 0 failed, 3 interrupted)" in done.stderr
+    assert re.search(r"conversations completed\s+0\s+none: the run cannot pass", done.stdout)
+
+
+@pytest.mark.e2e
+def test_worker_processes_count_retries_and_print_no_line_per_retry(
+    flaky: ThreadedFake, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """With --processes, each worker counts its retries and logs no line per retry either."""
+    result = run_load(
+        Load.closed(concurrency=2, conversations=8),
+        client_settings=flaky.settings,
+        processes=2,
+    )
+    assert result.summary["retries"] > 0
+    assert "retrying" not in capfd.readouterr().err
