@@ -98,7 +98,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     code, report = done.returncode, json.loads(path.read_text())
     assert code == 0
-    assert report["schema"] == "polyai-async-bench/2"
+    assert report["schema"] == "polyai-async-bench/3"
     assert report["load_model"] == "closed"
     assert report["target"] == "embedded"
     assert report["conversations"] == report["conversations_started"] == 20
@@ -189,6 +189,10 @@ def test_bench_retries_through_faults(cli: CliRunner, tmp_path: Path) -> None:
     assert report["retries"] == sum(report[f"retries_{e}"] for e in ("create", "respond", "close"))
     assert report["requests"] == report["calls"] + report["retries"]
     assert report["server_faults"] > 0
+    # Every request sent counted with its outcome, as many as the fake received (resets too).
+    assert report["requests"] == report["server_requests"]
+    assert report["requests_failed"] == report["server_faults"]
+    assert report["requests"] == report["requests_ok"] + report["requests_failed"]
 
 
 def test_bench_never_shows_the_credentials(
