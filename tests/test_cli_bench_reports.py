@@ -169,3 +169,16 @@ def test_worker_processes_count_retries_and_print_no_line_per_retry(
     )
     assert result.summary["retries"] > 0
     assert "retrying" not in capfd.readouterr().err
+
+
+def test_the_html_outcomes_count_requests_by_outcome() -> None:
+    """Every request sent is in the HTML report with its outcome, as the JSON counts it."""
+    summary = sample()
+    summary.update(requests_ok=3101, requests_failed=172, requests_cancelled=47)
+    page = render_html(summary)
+    for label, count in (
+        ("requests answered ok", "3,101"),
+        ("requests failed", "172"),
+        ("requests cancelled (cut off by the graceful stop)", "47"),
+    ):
+        assert re.search(rf"{re.escape(label)}</\w+>\s*<\w+[^>]*>{count}<", page), label

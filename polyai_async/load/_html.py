@@ -598,6 +598,12 @@ def _outcomes(summary: Mapping[str, Any]) -> str:
         ("turns completed", _count(summary.get("turns_completed"))),
         ("retries", _count(summary.get("retries"))),
     ]
+    requests = (
+        ("requests_ok", "requests answered ok"),
+        ("requests_failed", "requests failed"),
+        ("requests_cancelled", "requests cancelled (cut off by the graceful stop)"),
+    )
+    rows += [(label, _count(summary[key])) for key, label in requests if key in summary]
     bar = _outcome_bar(completed, failed, dropped, started)
     handoffs = _counts_table(
         _mapping(summary.get("handoffs_by_destination"), "handoffs_by_destination"),
