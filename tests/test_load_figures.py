@@ -4,12 +4,14 @@ rates divide by the load window, --max-in-flight holds, every request sent is co
 from __future__ import annotations
 
 import asyncio
+import csv
 import time
+from pathlib import Path
 
 import pytest
 
 from polyai_async import RetryPolicy, Timeouts
-from polyai_async.load import Load, Persona, Scenario, TurnSpec, run_load_async
+from polyai_async.load import Load, Persona, Scenario, TurnSpec, run_load_async, write_csv
 from polyai_async.testing import FakePolyAI, Faults
 
 # One persona, two turns: every conversation makes the same calls, so counts are exact.
@@ -73,9 +75,9 @@ async def test_every_request_sent_is_counted_with_its_outcome_as_the_server_coun
         assert s["calls"] + s["calls_cancelled"] + s["retries"] >= s["requests"]
 
 
-async def test_a_failed_call_is_latency_too() -> None:
+async def test_a_failed_call_is_latency_too(tmp_path: Path) -> None:
     """Calls that time out put their time to fail in create.p99 (a threshold on it fails);
-    create.ok.p99 holds the successful ones alone."""
+    create.ok.p99 holds the successful ones alone, in the JSON and in the CSV."""
     slow = Faults(latency=0.4, endpoints={"create"})
     async with FakePolyAI(faults=slow) as fake:
         async with fake.client(
@@ -97,6 +99,11 @@ async def test_a_failed_call_is_latency_too() -> None:
     assert verdicts == {"create.p99<100ms": False, "create.ok.p99<100ms": False}
     assert s["conversation_p99_ms"] is not None  # failed conversations ended too
     assert s["conversation_ok_p99_ms"] is None
+    write_csv(result, tmp_path / "series.csv")
+    rows = list(csv.DictReader((tmp_path / "series.csv").open()))
+    assert {"create_p99_ms", "create_ok_p99_ms"} <= set(rows[0])
+    assert any(row["create_p99_ms"] for row in rows)
+    assert not any(row["create_ok_p99_ms"] for row in rows)
 
 
 async def test_rates_divide_by_the_load_window_not_the_wall_time() -> None:
