@@ -147,8 +147,10 @@ class Metrics:
     Attributes:
         histograms: HDR histograms by name (``create``, ``respond[0]``, ``conversation``,
             ``generator_lag``...), values in microseconds; read them with ``histogram()``.
-        counters: ``conversations_started``, ``calls``, ``requests``, ``errors_total``,
-            ``<endpoint>_count``... (see ``count()``).
+        counters: ``conversations_started``, ``calls`` (ended), ``calls_cancelled``,
+            ``requests`` (sent) and ``requests_ok``/``_failed``/``_cancelled``,
+            ``errors_total``, ``<endpoint>_count`` (ended), ``<endpoint>_ok_count``... (see
+            ``count()``).
         retries: retries by endpoint.
         errors: ``[count, first message]`` by error class.
         personas: counts by persona.
