@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ._client import PolyAIClient
 from ._config import REGIONS, PoolLimits, Timeouts
-from ._conversation import Conversation, Turn
+from ._conversation import Conversation, ConversationSnapshot, Turn
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -56,6 +56,7 @@ __all__ = [
     "ConfigurationError",
     "Conversation",
     "ConversationEndedError",
+    "ConversationSnapshot",
     "CreateChatRequest",
     "CreateChatResponse",
     "EventHook",

@@ -28,7 +28,7 @@ from ._config import (
     resolve_base_url,
     setting,
 )
-from ._conversation import Conversation
+from ._conversation import Conversation, ConversationRegistry, ConversationSnapshot
 from ._errors import (
     CORRELATION_HEADER,
     TRANSPORT_ERRORS,
@@ -381,6 +381,8 @@ class PolyAIClient:
         self._host: Host | None = None
         self._closed = False
         self._derived: weakref.WeakSet[PolyAIClient] | None = None
+        # Shared with the clients with_options makes: one ordering per conversation id.
+        self._conversations = ConversationRegistry()
 
         hooks = Hooks.from_argument(event_hooks)
         if check_bool(telemetry, "telemetry"):
@@ -591,6 +593,41 @@ class PolyAIClient:
             raise
         if close_after_handoff or chat.handoff is None:
             await chat.aclose()
+
+    def resume(self, conversation: str | ConversationSnapshot | Mapping[str, Any]) -> Conversation:
+        """A Conversation for one created elsewhere (another request, another process).
+
+        Nothing is sent: the Conversation continues from what it is given. Its sends and
+        those of every other Conversation of this client for the same id are serialised in
+        call order. Give it the ``conversation.state`` (or its ``to_dict()``) kept from before
+        rather than the id alone, so that an ended conversation stays ended: sending on it
+        raises ConversationEndedError without calling the API. Closing is the caller's:
+        ``await conversation.aclose()`` when the chat is over.
+
+        ``chat = client.resume(session["polyai"]); reply = await chat.send("hi")``.
+
+        Args:
+            conversation: a conversation id, a ConversationSnapshot, or the dict its
+                ``to_dict()`` gave (from a session store, say).
+
+        Raises:
+            ConfigurationError: the id or the state is invalid; the message names the field.
+            ClientClosedError: the client is closed.
+        """
+        if self._closed:
+            raise ClientClosedError("this PolyAIClient is closed; make a new one")
+        if isinstance(conversation, ConversationSnapshot):
+            state = conversation
+        elif isinstance(conversation, str):
+            state = ConversationSnapshot(conversation_id=_check_id(conversation))
+        elif isinstance(conversation, Mapping):
+            state = ConversationSnapshot.from_dict(conversation)
+        else:
+            raise ConfigurationError(
+                "resume() takes a conversation id, a ConversationSnapshot or the dict its "
+                f"to_dict() gave, not {type(conversation).__name__}"
+            )
+        return Conversation(self, state)
 
     # -- lifecycle -------------------------------------------------------------------------
 
