@@ -7,6 +7,7 @@ imports it only then, so the library never loads the server it does not use.
 
 from typing import TYPE_CHECKING
 
+from ._adaptive import AdaptiveConcurrency
 from ._client import PolyAIClient
 from ._config import REGIONS, PoolLimits, Timeouts
 from ._conversation import Conversation, ConversationSnapshot, Turn
@@ -46,6 +47,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AdaptiveConcurrency",
     "AuthenticationError",
     "BadRequestError",
     "CallEvent",
