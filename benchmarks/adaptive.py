@@ -145,9 +145,9 @@ def plot(runs: list[Run], ideal: float, path: Path) -> None:
     bins = max(1, math.ceil(end))
     for run, key in ((runs[0], "adaptive"), (runs[1], "without")):
         per_second = [0] * bins
-        for t, status, _ in run.answers:
-            if status == 429 and t < bins:
-                per_second[int(t)] += 1
+        for at, status, _ in run.answers:
+            if status == 429 and at < bins:
+                per_second[int(at)] += 1
         share = run.rate_limited / max(run.requests, 1)
         bottom.plot(
             [s + 0.5 for s in range(bins)],

@@ -131,8 +131,8 @@ async def test_retry_after_pauses_every_new_call(adaptive: bool) -> None:
     """With the cap, a 429's Retry-After holds back the client's next call, not only its own."""
     loop = asyncio.get_running_loop()
     async with RawServer(["429ms=300", "ok"]) as server:
-        options = {"base_url": server.url, "retry": ONCE, "adaptive_concurrency": adaptive}
-        async with PolyAIClient(**CREDS, **options) as client:
+        options: dict[str, Any] = {"base_url": server.url, "retry": ONCE}
+        async with PolyAIClient(**CREDS, **options, adaptive_concurrency=adaptive) as client:
             with pytest.raises(RateLimitError):
                 await client.create_chat()
             started = loop.time()
