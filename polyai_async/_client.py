@@ -608,7 +608,9 @@ class PolyAIClient:
         if close_after_handoff or chat.handoff is None:
             await chat.aclose()
 
-    def resume(self, conversation: str | ConversationSnapshot | Mapping[str, Any]) -> Conversation:
+    def resume(
+        self, conversation: str | ConversationSnapshot | CreateChatResponse | Mapping[str, Any]
+    ) -> Conversation:
         """A Conversation for one created elsewhere (another request, another process).
 
         Nothing is sent: the Conversation continues from what it is given. Its sends and
@@ -619,10 +621,12 @@ class PolyAIClient:
         ``await conversation.aclose()`` when the chat is over.
 
         ``chat = client.resume(session["polyai"]); reply = await chat.send("hi")``.
+        A web service starts one with ``client.resume(await client.create_chat())``.
 
         Args:
-            conversation: a conversation id, a ConversationSnapshot, or the dict its
-                ``to_dict()`` gave (from a session store, say).
+            conversation: a conversation id, a ConversationSnapshot, the dict its
+                ``to_dict()`` gave (from a session store, say), or the answer of
+                ``create_chat()``.
 
         Raises:
             ConfigurationError: the id or the state is invalid; the message names the field.
@@ -630,16 +634,16 @@ class PolyAIClient:
         """
         if self._closed:
             raise ClientClosedError("this PolyAIClient is closed; make a new one")
-        if isinstance(conversation, ConversationSnapshot):
-            state = conversation
-        elif isinstance(conversation, str):
+        if isinstance(conversation, ConversationSnapshot | CreateChatResponse):
+            return Conversation(self, conversation)
+        if isinstance(conversation, str):
             state = ConversationSnapshot(conversation_id=_check_id(conversation))
         elif isinstance(conversation, Mapping):
             state = ConversationSnapshot.from_dict(conversation)
         else:
             raise ConfigurationError(
-                "resume() takes a conversation id, a ConversationSnapshot or the dict its "
-                f"to_dict() gave, not {type(conversation).__name__}"
+                "resume() takes a conversation id, a ConversationSnapshot, the dict its "
+                f"to_dict() gave or a CreateChatResponse, not {type(conversation).__name__}"
             )
         return Conversation(self, state)
 
