@@ -224,3 +224,14 @@ async def test_resume_refuses_other_types_and_a_closed_client(
     await client.aclose()
     with pytest.raises(ClientClosedError):
         client.resume("CONV-1")
+
+
+async def test_resume_takes_the_answer_of_create(
+    polyai_fake: FakePolyAI, polyai_client: PolyAIClient
+) -> None:
+    """client.resume(await client.create_chat()) starts a conversation with its greeting."""
+    chat = polyai_client.resume(await polyai_client.create_chat())
+    assert chat.greeting == chat.history[0].text
+    await chat.send("hi")
+    assert chat.state.turns == 1
+    assert polyai_fake.turns[chat.conversation_id] == ["hi"]
