@@ -16,6 +16,8 @@ The rules, all of them (``PolyAIClient(adaptive_concurrency=True)`` turns them o
 - Multiplicative decrease: a 429 or 503 answer, or an attempt that timed out waiting for its
   answer, multiplies the cap by ``decrease_ratio`` (at least ``min_limit``), once per round
   trip: the overloads of calls that started before the last decrease are the same congestion.
+  Each of them lowers by one the cap where the API said no (a slow start that overshot by 8
+  calls gets 8 overloads: the API's limit is 8 below where it was crossed).
 - ``Retry-After`` on such an answer (up to the retry policy's ``max_retry_after``) pauses
   every new attempt of the client until it passes, not just the retry of the call that got it.
 
@@ -235,7 +237,11 @@ class Limiter:
 
     def _overloaded(self, ticket: int, why: str, pause: float) -> None:
         if ticket != self._epoch:
-            return  # started before the last decrease: the same congestion, counted once
+            # In flight with the call that brought the last decrease: the same congestion,
+            # decreased for once; but each such overload says the API took one call fewer.
+            if ticket == self._epoch - 1 and self._ceiling is not None:
+                self._ceiling = max(self._ceiling - 1.0, self._limit)
+            return
         if self._loop is not None:
             self._hold_until = self._loop.time() + _HOLD * pause
         self._epoch += 1

@@ -17,6 +17,7 @@ from polyai_async import (
     RateLimitError,
     RetryPolicy,
 )
+from polyai_async._adaptive import Limiter
 from polyai_async._gate import Gate
 from polyai_async.testing import FakePolyAI, Faults
 
@@ -220,6 +221,29 @@ async def test_without_it_there_is_no_cap(polyai_fake: FakePolyAI) -> None:
         assert client.concurrency_limit is None
         assert client.adaptive_concurrency is None
     assert events[0].concurrency_limit is None
+
+
+def test_after_an_overshoot_the_cap_holds_below_where_the_api_said_no() -> None:
+    """Slow start crossed the API's limit by 8: eight 429s put the cap at 8, and it grows slowly."""
+
+    async def scenario() -> int:
+        loop = asyncio.get_running_loop()
+        limiter = Limiter(AdaptiveConcurrency(initial_limit=16), max_pause=60)
+        tickets = [limiter.admit(loop) for _ in range(16)]
+        refused = RateLimitError("429", status=429)  # no Retry-After: no pause, no hold
+        for ticket in tickets[:8]:  # the eight calls past the API's limit of 8
+            assert ticket is not None
+            limiter.release(ticket, refused)
+        assert limiter.limit == 8
+        held = [t for t in tickets[8:] if t is not None]
+        for _ in range(40):  # calls keep every slot busy and succeed
+            limiter.release(held.pop(0), None)
+            ticket = limiter.admit(loop)
+            assert ticket is not None
+            held.append(ticket)
+        return limiter.limit
+
+    assert asyncio.run(scenario()) == 8
 
 
 def test_the_gate_shrinks_below_its_use_and_grows_in_arrival_order() -> None:
