@@ -197,9 +197,14 @@ class Limiter:
             raise
         return self._epoch
 
-    def release(self, ticket: int, error: BaseException | None) -> None:
-        """Give the slot back; ``error`` is what the attempt raised (None: it succeeded)."""
-        if error is None:
+    def release(self, ticket: int, error: BaseException | None, *, neutral: bool = False) -> None:
+        """Give the slot back; ``error`` is what the attempt raised (None: it succeeded).
+
+        ``neutral``: the slot was not used (nothing was sent): the cap does not move.
+        """
+        if neutral:
+            pass
+        elif error is None:
             self._grow()
         elif isinstance(error, APIStatusError):
             if error.status in self.config.overload_statuses:

@@ -834,13 +834,16 @@ class PolyAIClient:
                     raise  # the caller's cancellation, not the timer's
             finally:
                 timer.cancel()
+            seconds_left -= loop.time() - started
+            if ticket is not None and seconds_left <= 0:  # admitted as the deadline came
+                limiter.release(ticket, None, neutral=True)
+                ticket = None
             if ticket is None:
                 raise APITimeoutError(
                     f"{endpoint.what} failed: no slot came free under the adaptive "
                     f"concurrency cap ({limiter.limit}) before the call's deadline",
                     request_sent=False,
                 )
-            seconds_left -= loop.time() - started
         try:
             result = await self._attempt(endpoint, body, call, seconds_left, True)
         except BaseException as error:

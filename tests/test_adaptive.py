@@ -246,6 +246,23 @@ def test_after_an_overshoot_the_cap_holds_below_where_the_api_said_no() -> None:
     assert asyncio.run(scenario()) == 8
 
 
+def test_a_slot_given_back_unused_does_not_move_the_cap() -> None:
+    """A slot admitted as the deadline came is returned unused: no growth, unlike a success."""
+
+    async def scenario() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        limiter = Limiter(AdaptiveConcurrency(initial_limit=2), max_pause=60)
+        first, second = limiter.admit(loop), limiter.admit(loop)
+        assert first is not None
+        assert second is not None
+        limiter.release(first, None, neutral=True)
+        unused = limiter.limit
+        limiter.release(second, None)
+        return unused, limiter.limit
+
+    assert asyncio.run(scenario()) == (2, 3)
+
+
 def test_the_gate_shrinks_below_its_use_and_grows_in_arrival_order() -> None:
     """Shrunk, the gate takes back the slots in use as they come back; grown, it lets waiters in."""
 
