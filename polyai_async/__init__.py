@@ -7,9 +7,10 @@ imports it only then, so the library never loads the server it does not use.
 
 from typing import TYPE_CHECKING
 
+from ._adaptive import AdaptiveConcurrency
 from ._client import PolyAIClient
 from ._config import REGIONS, PoolLimits, Timeouts
-from ._conversation import Conversation, Turn
+from ._conversation import Conversation, ConversationSnapshot, Turn
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -46,6 +47,7 @@ __all__ = [
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
+    "AdaptiveConcurrency",
     "AuthenticationError",
     "BadRequestError",
     "CallEvent",
@@ -56,6 +58,7 @@ __all__ = [
     "ConfigurationError",
     "Conversation",
     "ConversationEndedError",
+    "ConversationSnapshot",
     "CreateChatRequest",
     "CreateChatResponse",
     "EventHook",

@@ -18,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import _logging, _models, _transport
+from ._adaptive import AdaptiveConcurrency, Limiter
 from ._config import (
     DEFAULT_REGION,
     PoolLimits,
@@ -28,7 +29,7 @@ from ._config import (
     resolve_base_url,
     setting,
 )
-from ._conversation import Conversation
+from ._conversation import Conversation, ConversationRegistry, ConversationSnapshot
 from ._errors import (
     CORRELATION_HEADER,
     TRANSPORT_ERRORS,
@@ -274,6 +275,10 @@ class PolyAIClient:
         meter_provider: the MeterProvider for the metrics; the global one when None.
         propagate_traceparent: send the W3C ``traceparent`` header of each call's span, so
             the API's traces could join yours (off: a header PolyAI did not ask for).
+        adaptive_concurrency: cap the calls in flight and move the cap as the API answers
+            (slow start, additive increase, multiplicative decrease on 429, 503 and
+            timeouts; a ``Retry-After`` pauses every new call): True for the defaults, or an
+            AdaptiveConcurrency. Off by default. See the Concurrency page.
 
     Raises:
         ConfigurationError: a setting is missing or invalid; the message names it.
@@ -288,6 +293,7 @@ class PolyAIClient:
         timeouts: the per-attempt Timeouts in force.
         max_response_bytes: the largest answer read before a call fails.
         pool: the SessionPool the client sends through.
+        adaptive_concurrency: the AdaptiveConcurrency in force, or None.
     """
 
     def __init__(
@@ -315,6 +321,7 @@ class PolyAIClient:
         tracer_provider: Any = None,
         meter_provider: Any = None,
         propagate_traceparent: bool = False,
+        adaptive_concurrency: bool | AdaptiveConcurrency = False,
     ) -> None:
         _logging.configure_from_env()
         allow_insecure_http = check_bool(allow_insecure_http, "allow_insecure_http")
@@ -381,6 +388,15 @@ class PolyAIClient:
         self._host: Host | None = None
         self._closed = False
         self._derived: weakref.WeakSet[PolyAIClient] | None = None
+        # Shared with the clients with_options makes: one ordering per conversation id.
+        self._conversations = ConversationRegistry()
+        # Shared with them too: the client backs off as one.
+        self.adaptive_concurrency = AdaptiveConcurrency.coerce(adaptive_concurrency)
+        self._limiter: Limiter | None = None
+        if self.adaptive_concurrency is not None:
+            self._limiter = Limiter(
+                self.adaptive_concurrency, max_pause=self.retry_policy.max_retry_after
+            )
 
         hooks = Hooks.from_argument(event_hooks)
         if check_bool(telemetry, "telemetry"):
@@ -592,6 +608,45 @@ class PolyAIClient:
         if close_after_handoff or chat.handoff is None:
             await chat.aclose()
 
+    def resume(
+        self, conversation: str | ConversationSnapshot | CreateChatResponse | Mapping[str, Any]
+    ) -> Conversation:
+        """A Conversation for one created elsewhere (another request, another process).
+
+        Nothing is sent: the Conversation continues from what it is given. Its sends and
+        those of every other Conversation of this client for the same id are serialised in
+        call order. Give it the ``conversation.state`` (or its ``to_dict()``) kept from before
+        rather than the id alone, so that an ended conversation stays ended: sending on it
+        raises ConversationEndedError without calling the API. Closing is the caller's:
+        ``await conversation.aclose()`` when the chat is over.
+
+        ``chat = client.resume(session["polyai"]); reply = await chat.send("hi")``.
+        A web service starts one with ``client.resume(await client.create_chat())``.
+
+        Args:
+            conversation: a conversation id, a ConversationSnapshot, the dict its
+                ``to_dict()`` gave (from a session store, say), or the answer of
+                ``create_chat()``.
+
+        Raises:
+            ConfigurationError: the id or the state is invalid; the message names the field.
+            ClientClosedError: the client is closed.
+        """
+        if self._closed:
+            raise ClientClosedError("this PolyAIClient is closed; make a new one")
+        if isinstance(conversation, ConversationSnapshot | CreateChatResponse):
+            return Conversation(self, conversation)
+        if isinstance(conversation, str):
+            state = ConversationSnapshot(conversation_id=_check_id(conversation))
+        elif isinstance(conversation, Mapping):
+            state = ConversationSnapshot.from_dict(conversation)
+        else:
+            raise ConfigurationError(
+                "resume() takes a conversation id, a ConversationSnapshot, the dict its "
+                f"to_dict() gave or a CreateChatResponse, not {type(conversation).__name__}"
+            )
+        return Conversation(self, state)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property
@@ -625,6 +680,11 @@ class PolyAIClient:
             f"<PolyAIClient {display_url(self.base_url)} account_id={self.account_id!r} "
             f"project_id={self.project_id!r}{' closed' if self._closed else ''}>"
         )
+
+    @property
+    def concurrency_limit(self) -> int | None:
+        """The adaptive concurrency cap now: attempts in flight at most (None when off)."""
+        return self._limiter.limit if self._limiter is not None else None
 
     @property
     def retry_budget(self) -> float | None:
@@ -667,7 +727,9 @@ class PolyAIClient:
         self, endpoint: _Endpoint[T], body: bytes, conversation_id: str | None, hooks: Hooks
     ) -> T:
         """``_call`` telling the event hooks what happens (only when there are hooks)."""
-        call = CallState(hooks, endpoint.what, conversation_id, asyncio.get_running_loop().time)
+        call = CallState(
+            hooks, endpoint.what, conversation_id, asyncio.get_running_loop().time, self._limiter
+        )
         attempt = functools.partial(self._observed_attempt, endpoint, body, call)
         try:
             try:
@@ -705,8 +767,15 @@ class PolyAIClient:
         return result
 
     async def _attempt(
-        self, endpoint: _Endpoint[T], body: bytes, call: CallState | None, seconds_left: float
+        self,
+        endpoint: _Endpoint[T],
+        body: bytes,
+        call: CallState | None,
+        seconds_left: float,
+        admitted_by_limiter: bool = False,
     ) -> T:
+        if self._limiter is not None and not admitted_by_limiter:
+            return await self._limited_attempt(self._limiter, endpoint, body, call, seconds_left)
         host = self._host
         if host is None or host.closed:
             if self._closed:
@@ -741,6 +810,47 @@ class PolyAIClient:
             f"{self.pool.limits.max_connections} were busy; see PoolLimits)",
             request_sent=False,
         )
+
+    async def _limited_attempt(
+        self,
+        limiter: Limiter,
+        endpoint: _Endpoint[T],
+        body: bytes,
+        call: CallState | None,
+        seconds_left: float,
+    ) -> T:
+        """``_attempt`` under the adaptive concurrency cap: a slot first, then the attempt."""
+        loop = asyncio.get_running_loop()
+        ticket = limiter.admit(loop)
+        if ticket is None:
+            # Wait in arrival order, for as long as the call's deadline allows.
+            started = loop.time()
+            expiry = Expiry(asyncio.current_task())  # type: ignore[arg-type]
+            timer = loop.call_at(started + seconds_left, expiry)
+            try:
+                ticket = await limiter.acquire()
+            except asyncio.CancelledError:
+                if not expiry.expired():
+                    raise  # the caller's cancellation, not the timer's
+            finally:
+                timer.cancel()
+            seconds_left -= loop.time() - started
+            if ticket is not None and seconds_left <= 0:  # admitted as the deadline came
+                limiter.release(ticket, None, neutral=True)
+                ticket = None
+            if ticket is None:
+                raise APITimeoutError(
+                    f"{endpoint.what} failed: no slot came free under the adaptive "
+                    f"concurrency cap ({limiter.limit}) before the call's deadline",
+                    request_sent=False,
+                )
+        try:
+            result = await self._attempt(endpoint, body, call, seconds_left, True)
+        except BaseException as error:
+            limiter.release(ticket, error)
+            raise
+        limiter.release(ticket, None)
+        return result
 
     async def _exchange(
         self, host: Host, endpoint: _Endpoint[Any], body: bytes, call: CallState | None

@@ -87,6 +87,8 @@ class CallEvent:
         extra_headers: for ``request_sent``, headers a hook may add to this attempt's
             request (a trace context, say); they can never replace the credentials or
             ``Content-Type``. None for the other events.
+        concurrency_limit: the client's adaptive concurrency cap when the event happened
+            (None when adaptive concurrency is off).
     """
 
     name: str
@@ -100,6 +102,7 @@ class CallEvent:
     delay: float | None = None
     call_id: int
     extra_headers: dict[str, str] | None = None
+    concurrency_limit: int | None = None
 
     @property
     def reason(self) -> str | None:
@@ -217,6 +220,7 @@ class CallState:
         "correlation_id",
         "endpoint",
         "hooks",
+        "limiter",
         "now",
         "started",
         "status",
@@ -228,8 +232,10 @@ class CallState:
         endpoint: str,
         conversation_id: str | None,
         now: Callable[[], float],
+        limiter: Any = None,
     ) -> None:
         self.hooks = hooks
+        self.limiter = limiter  # the client's _adaptive.Limiter, if any
         self.endpoint = endpoint
         self.conversation_id = conversation_id
         self.now = now
@@ -249,6 +255,7 @@ class CallState:
             elapsed=self.now() - self.started,
             correlation_id=self.correlation_id,
             call_id=self.call_id,
+            concurrency_limit=self.limiter.limit if self.limiter is not None else None,
             **fields,
         )
 

@@ -10,7 +10,8 @@ this cost little; with one, each call becomes:
   failure, ``error.type``; an event ``polyai.retry`` per retry with its reason and delay;
 - a point in the histogram ``polyai.client.call.duration`` (seconds, by endpoint and
   outcome) and, per retry, one in the counter ``polyai.client.retries`` (by endpoint and
-  reason).
+  reason); with adaptive concurrency, the gauge ``polyai.client.concurrency.limit`` (the
+  cap, at each answer).
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ class Telemetry:
             unit="{retry}",
             description="Retries of calls to the PolyAI Chat API, by endpoint and reason.",
         )
+        self._concurrency_limit = meter.create_gauge(
+            "polyai.client.concurrency.limit",
+            unit="{call}",
+            description="The client's adaptive concurrency cap: calls in flight at most.",
+        )
         self._server_address = server_address
         self._propagator = TraceContextTextMapPropagator() if propagate_traceparent else None
         # Each call's open span, by call id; removed when the call ends (every call ends
@@ -94,6 +100,9 @@ class Telemetry:
             self._propagator.inject(event.extra_headers, context=trace.set_span_in_context(span))
 
     def _answer_received(self, event: CallEvent) -> None:
+        if event.concurrency_limit is not None:
+            attributes = {"server.address": self._server_address}
+            self._concurrency_limit.set(event.concurrency_limit, attributes)
         if event.error is None:
             self._end(event, None)
 

@@ -214,3 +214,21 @@ def test_profile_run_writes_shares_that_add_up(tmp_path: Path) -> None:
         assert (tmp_path / f"profile-{contender}.txt").read_text().strip()
     assert shares["aiohttp"]["aiohttp's request path (with yarl, multidict)"] > 0.2
     assert "aiohttp's request path" in (tmp_path / "profile.md").read_text()
+
+
+@pytest.mark.usefixtures("bench_tools")
+def test_the_adaptive_concurrency_benchmark_writes_its_chart_and_figures(tmp_path: Path) -> None:
+    """benchmarks.adaptive with tiny counts writes the chart and every run's figures."""
+    figures_path = tmp_path / "adaptive.json"
+    _run(
+        "benchmarks.adaptive", "--conversations", "12", "--turns", "1", "--latency", "0.01",
+        "--retry-after", "0", "--out", str(tmp_path), "--json", str(figures_path),
+    )  # fmt: skip
+    figures = json.loads(figures_path.read_text())
+    runs = {run["run"]: run for run in figures["runs"]}
+    assert list(runs) == ["adaptive", "without", "without, default RetryPolicy"]
+    assert runs["adaptive"]["completed"] == runs["without"]["completed"] == 12
+    for run in runs.values():
+        assert run["completed"] + run["failed"] == 12
+        assert 0 <= run["rate_limited_share"] <= 1
+    assert (tmp_path / "adaptive-concurrency.png").stat().st_size > 10_000

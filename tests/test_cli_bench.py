@@ -18,6 +18,7 @@ from rich.console import Console
 
 from polyai_async.cli import _bench
 from polyai_async.load._live import PLAIN_WIDTH, LiveView, PlainProgress
+from polyai_async.testing import Faults
 
 from .cli_runner import CliRunner, ThreadedFake
 
@@ -302,3 +303,27 @@ def test_live_view_shows_the_figures_of_the_moment() -> None:
         "InternalServerError 3", "generator lag 30 ms > 10 ms",
     ):  # fmt: skip
         assert expected in text, expected
+
+
+def test_adaptive_concurrency_cuts_the_429s_of_a_limited_api(
+    bench: CliRunner, tmp_path: Path
+) -> None:
+    """--adaptive-concurrency: against an API admitting 4 calls, far fewer 429s, all completed."""
+    shares: dict[bool, float] = {}
+    for adaptive in (False, True):
+        faults = Faults(concurrency_limit=4, latency=0.01, retry_after=0)
+        with ThreadedFake(faults=faults) as fake:
+            out = tmp_path / f"{adaptive}.json"
+            done = bench(
+                "--turns", "2", "--conversations", "40", "--concurrency", "20",
+                "--retry-attempts", "50", "--retry-budget", "off", "--json", str(out), "-q",
+                "--base-url", fake.url, *(["--adaptive-concurrency"] if adaptive else []),
+                env=fake.env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            summary = json.loads(out.read_text())
+            assert summary["settings"]["adaptive_concurrency"] is adaptive
+            stats = fake.server.stats
+            shares[adaptive] = stats.faults["429"] / sum(stats.requests.values())
+    assert shares[False] > 0.3
+    assert shares[True] < shares[False] / 3

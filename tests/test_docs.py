@@ -13,10 +13,11 @@ from pathlib import Path
 from types import ModuleType
 
 import aiohttp
+import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from polyai_async.testing import DEFAULT_GREETING, DemoAgent, FakePolyAI
+from polyai_async.testing import DEFAULT_GREETING, DemoAgent, FakePolyAI, Faults
 
 from . import programs
 from .programs import ProgramRunner
@@ -95,24 +96,103 @@ async def relay(
 async def test_relay_answers_with_greeting_reply_and_handoff(
     relay: TestClient[aiohttp.web.Request, aiohttp.web.Application], polyai_fake: FakePolyAI
 ) -> None:
-    """The relay starts a conversation with greeting and reply, shows a handoff, then says 410."""
+    """The relay keeps the conversation in the session, shows the handoff, then starts anew."""
     first = await (await relay.post("/chat", json={"message": "hi"})).json()
-    assert first["replies"] == [DEFAULT_GREETING, "Hello! What can I do for you?"]
-    assert first["ended"] is False
-    assert first["handoff"] is None
-    cid = first["conversation_id"]
-    second = await (
-        await relay.post("/chat", json={"conversation_id": cid, "message": "a human please"})
-    ).json()
+    assert first == {
+        "replies": [DEFAULT_GREETING, "Hello! What can I do for you?"],
+        "ended": False,
+        "handoff": None,
+    }
+    (cid,) = polyai_fake.conversations
+    second = await (await relay.post("/chat", json={"message": "a human please"})).json()
     assert second["ended"] is True
     assert second["handoff"] == {
         "destination": "live_agent_queue",
         "reason": "user_requested_human",
     }
-    third = await relay.post("/chat", json={"conversation_id": cid, "message": "hello?"})
-    assert third.status == 410
+    assert polyai_fake.turns[cid] == ["hi", "a human please"]
+    third = await (await relay.post("/chat", json={"message": "hello?"})).json()
+    assert third["replies"][0] == DEFAULT_GREETING  # a new conversation; the ended one untouched
+    assert polyai_fake.turns[cid] == ["hi", "a human please"]
+    assert len(polyai_fake.conversations) == 2
     assert (await relay.post("/chat", data=b"not json")).status == 400
-    assert polyai_fake.turns[cid] == ["hi", "a human please"]  # the 410 records nothing
+    assert (await relay.delete("/chat")).status == 200
+    assert all(state.closed for state in polyai_fake.conversations.values() if not state.ended)
+
+
+@pytest.mark.polyai(faults=Faults(latency=0.02))
+async def test_relay_sends_a_double_click_in_order(
+    relay: TestClient[aiohttp.web.Request, aiohttp.web.Application], polyai_fake: FakePolyAI
+) -> None:
+    """Requests of one session at once reach the agent one after the other, in order."""
+    await relay.post("/chat", json={"message": "hi"})
+    (cid,) = polyai_fake.conversations
+    clicks = [f"click {i}" for i in range(4)]
+    answers = await asyncio.gather(*(relay.post("/chat", json={"message": m}) for m in clicks))
+    assert [a.status for a in answers] == [200] * 4
+    assert polyai_fake.turns[cid] == ["hi", *clicks]
+    assert polyai_fake.stats.max_in_flight == 1
+
+
+@pytest.fixture
+async def fastapi_relay(polyai_fake: FakePolyAI) -> AsyncIterator[httpx.AsyncClient]:
+    """The FastAPI relay's app, its lifespan run, talking to the fake, through httpx's ASGI."""
+    app = example("fastapi_relay").make_app(polyai_fake.client, secret_key="test-only")
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay") as client:
+            yield client
+
+
+async def test_fastapi_relay_keeps_the_conversation_in_the_session(
+    fastapi_relay: httpx.AsyncClient, polyai_fake: FakePolyAI
+) -> None:
+    """The FastAPI relay resumes the session's conversation, shows the handoff, then starts anew."""
+    first = (await fastapi_relay.post("/chat", json={"message": "hi"})).json()
+    assert first == {
+        "replies": [DEFAULT_GREETING, "Hello! What can I do for you?"],
+        "ended": False,
+        "handoff": None,
+    }
+    (cid,) = polyai_fake.conversations
+    second = (await fastapi_relay.post("/chat", json={"message": "a human please"})).json()
+    assert second["ended"] is True
+    assert second["handoff"] == {
+        "destination": "live_agent_queue",
+        "reason": "user_requested_human",
+    }
+    third = (await fastapi_relay.post("/chat", json={"message": "hello?"})).json()
+    assert third["replies"][0] == DEFAULT_GREETING
+    assert polyai_fake.turns[cid] == ["hi", "a human please"]
+    assert (await fastapi_relay.post("/chat", json={"text": "hi"})).status_code == 422
+    assert (await fastapi_relay.delete("/chat")).status_code == 200
+    assert all(state.closed for state in polyai_fake.conversations.values() if not state.ended)
+
+
+@pytest.mark.polyai(faults=Faults(latency=0.02))
+async def test_fastapi_relay_sends_a_double_click_in_order(
+    fastapi_relay: httpx.AsyncClient, polyai_fake: FakePolyAI
+) -> None:
+    """Requests of one session at once reach the agent one after the other, in order."""
+    await fastapi_relay.post("/chat", json={"message": "hi"})
+    (cid,) = polyai_fake.conversations
+    clicks = [f"click {i}" for i in range(4)]
+    answers = await asyncio.gather(
+        *(fastapi_relay.post("/chat", json={"message": m}) for m in clicks)
+    )
+    assert [a.status_code for a in answers] == [200] * 4
+    assert polyai_fake.turns[cid] == ["hi", *clicks]
+    assert polyai_fake.stats.max_in_flight == 1
+
+
+async def test_fastapi_relay_refuses_a_forged_state(
+    fastapi_relay: httpx.AsyncClient, polyai_fake: FakePolyAI
+) -> None:
+    """A session cookie not signed by the app is ignored: a new conversation starts."""
+    fastapi_relay.cookies.set("session", "forged")
+    answer = await fastapi_relay.post("/chat", json={"message": "hi"})
+    assert answer.status_code == 200
+    assert answer.json()["replies"][0] == DEFAULT_GREETING
 
 
 async def test_handoff_bot_routes_the_handoff(polyai_fake: FakePolyAI) -> None:

@@ -23,6 +23,7 @@ def test_no_public_name_is_left_out() -> None:
     """Every public class or function of the private modules is re-exported."""
     exported = set(polyai_async.__all__)
     for module_name in (
+        "_adaptive",
         "_client",
         "_config",
         "_conversation",

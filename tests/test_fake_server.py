@@ -580,12 +580,28 @@ async def test_faults_apply_only_to_their_endpoints(session: aiohttp.ClientSessi
         ({"script": ("500+later",)}, "suffix"),
         ({"script": ("429+after",)}, "never processed"),
         ({"endpoints": {"delete"}}, "unknown endpoints"),
+        ({"concurrency_limit": 0}, "concurrency_limit must be a whole number >= 1"),
+        ({"concurrency_limit": 2.5}, "concurrency_limit must be a whole number >= 1"),
     ],
 )
 def test_invalid_faults_are_refused(kwargs: dict[str, Any], match: str) -> None:
     """Faults checks its settings when made, not when a request meets them."""
     with pytest.raises(ValueError, match=match):
         Faults(**kwargs)
+
+
+async def test_a_concurrency_limit_answers_429_beyond_it() -> None:
+    """With concurrency_limit=2, a third request at once gets a 429 and is not processed."""
+    faults = Faults(concurrency_limit=2, latency=0.05, retry_after=0)
+    async with FakePolyAI(faults=faults) as fake:
+        async with fake.client(retry=RetryPolicy(max_attempts=1)) as client:
+            results = await asyncio.gather(
+                *(client.create_chat() for _ in range(3)), return_exceptions=True
+            )
+    assert sum(isinstance(r, RateLimitError) for r in results) == 1
+    assert len(fake.conversations) == 2
+    assert fake.stats.max_in_flight == 2
+    assert fake.stats.faults["429"] == 1
 
 
 def test_script_from_a_string() -> None:

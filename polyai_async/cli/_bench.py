@@ -216,6 +216,13 @@ def add_parser(commands: Any) -> None:
         f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
         f"(default {RetryPolicy().retry_budget})",
     )
+    client.add_argument(
+        "--adaptive-concurrency",
+        action="store_true",
+        help="cap the client's calls in flight and move the cap as the API answers (slow "
+        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
+        "PolyAIClient(adaptive_concurrency=True) would",
+    )
     _add_target_options(bench, "load-test")
     _add_fault_options(bench)
     output = bench.add_argument_group("pass/fail and output")
@@ -537,6 +544,7 @@ def _report_settings(
         "retry_ambiguous": not args.no_retry_ambiguous,
         "deadline": args.deadline,
         "retry_budget": args.retry_budget,
+        "adaptive_concurrency": args.adaptive_concurrency,
         "threshold": "; ".join(args.threshold) or None,
         "max_error_rate": args.max_error_rate,
     }
@@ -595,7 +603,12 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
-        settings = {**settings, "retry": policy, "limits": limits}
+        settings = {
+            **settings,
+            "retry": policy,
+            "limits": limits,
+            "adaptive_concurrency": args.adaptive_concurrency,
+        }
         try:
             base_url = _display_url(PolyAIClient(**settings).base_url)
         except ConfigurationError as exc:

@@ -86,6 +86,11 @@ def _status(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         raise ValueError(f"{attribute.name} must be an HTTP status from 400 to 599")
 
 
+def _limit(_: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{attribute.name} must be a whole number >= 1 or None, got {value!r}")
+
+
 def _script(value: Iterable[str] | str) -> tuple[str, ...]:
     if isinstance(value, str):  # "500,reset,ok" from a command line
         return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -123,6 +128,9 @@ class Faults:
             module's docstring); a comma-separated string is accepted.
         endpoints: the endpoints faults apply to; the others are never faulted and do not
             advance the script.
+        concurrency_limit: requests (to any endpoint) processed at once at most, as an API
+            that admits so many calls at once: one more is answered 429 with ``Retry-After:
+            retry_after`` and never processed. None: no limit.
     """
 
     error_rate: float = attrs.field(default=0.0, validator=_rate)
@@ -136,6 +144,7 @@ class Faults:
     after_processing: bool = False
     script: tuple[str, ...] = attrs.field(default=(), converter=_script)
     endpoints: frozenset[str] = attrs.field(default=ENDPOINTS, converter=_endpoints)
+    concurrency_limit: int | None = attrs.field(default=None, validator=_limit)
 
     def __attrs_post_init__(self) -> None:
         if self.error_rate + self.rate_limit_rate + self.reset_rate + self.malformed_rate > 1:

@@ -51,6 +51,8 @@ _METHODS = {"create": "POST", "respond": "POST", "close": "PUT"}
 _CLOSED = orjson.dumps({"success": True})
 # A 200 cut off mid-object, as a broken proxy or a truncated write would leave it.
 _MALFORMED = b'{"conversation_id": "CONV-'
+# A request past Faults.concurrency_limit: a 429 with Retry-After, never processed.
+_OVER_CAPACITY = Fault("status", "429", 429)
 # Thousands of clients connect at once in load benchmarks; the default backlog (128) drops SYNs.
 _BACKLOG = 4096
 # How long stopping waits for a handler doing real work (an async agent) before cancelling it.
@@ -136,6 +138,9 @@ class Stats:
         connections_accepted: TCP connections accepted.
         open_connections: TCP connections open now.
         max_open_connections: the most TCP connections open at once.
+        in_flight: requests being processed now (from their arrival at an endpoint to
+            their answer), those refused by ``Faults.concurrency_limit`` not included.
+        max_in_flight: the most requests processed at once.
     """
 
     requests: Counter[str] = attrs.Factory(Counter)
@@ -145,6 +150,8 @@ class Stats:
     connections_accepted: int = 0
     open_connections: int = 0
     max_open_connections: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the CLI prints it on exit)."""
@@ -356,6 +363,24 @@ class FakePolyAI:
             if conversation_id is not None:
                 self.stats.attempts[conversation_id] += 1
             plan = self._plan
+            stats = self.stats
+            limit = plan.faults.concurrency_limit
+            if limit is not None and stats.in_flight >= limit:
+                stats.faults["429"] += 1  # over capacity: refused before it is processed
+                return self._inject(request, _OVER_CAPACITY, plan)
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                return await self._handle_admitted(request, endpoint, body, plan)
+            finally:
+                stats.in_flight -= 1
+        except _Reject as reject:
+            return self._error(reject.status, reject.code, reject.message)
+
+    async def _handle_admitted(
+        self, request: web.BaseRequest, endpoint: str, body: dict[str, Any], plan: FaultPlan
+    ) -> web.StreamResponse:
+        try:
             fault = None
             if endpoint in plan.faults.endpoints:
                 if plan.delays:
