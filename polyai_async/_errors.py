@@ -18,7 +18,10 @@ The hierarchy::
         └── InternalServerError     5xx
 
 Every error carries ``attempts``: the number of HTTP attempts the call made (0 when it was refused
-before sending). No error message ever contains the API key or the connector token.
+before sending). No error message holds a secret: each is redacted when the error is made
+(``_redact``: the client's key, token and proxy password, secrets from the environment, URL
+userinfo, bearer tokens), also where it quotes a server that repeated them. The attributes
+that keep what the server sent (``body``, ``error_message``, ``headers``) are as received.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from typing import Any, ClassVar
 import aiohttp
 import orjson
 from yarl import URL
+
+from ._redact import redact
 
 __all__ = [
     "APIConnectionError",
@@ -62,12 +67,13 @@ _BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 
 
 def one_line(text: str, limit: int = _QUOTE_LIMIT) -> str:
-    """``text`` on one line, at most ``limit`` characters (private helper).
+    """``text`` on one line, at most ``limit`` characters, secrets hidden (private helper).
 
-    Line breaks and control characters become single spaces; a longer text is cut and ends
-    with an ellipsis. The whole text stays wherever it came from (``error.body``...).
+    Secrets are hidden first (so a cut cannot leave half of one); line breaks and control
+    characters become single spaces; a longer text is cut and ends with an ellipsis. The
+    whole text stays wherever it came from (``error.body``...).
     """
-    text = _BREAKS.sub(" ", text).strip()
+    text = _BREAKS.sub(" ", redact(text)).strip()
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
@@ -94,6 +100,8 @@ class PolyAIError(Exception):
     attempts: int
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
+        # Whatever a message quotes, no secret this process knows reaches it.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.attempts = attempts
@@ -333,7 +341,8 @@ def status_error(
         cls = _STATUS_CLASSES.get(status, APIStatusError)
     detail = error_message
     if detail is None and raw:
-        detail = raw[:_BODY_EXCERPT].decode("utf-8", "replace")
+        # More than is quoted: secrets are hidden before the cut, so none is cut in half.
+        detail = raw[: _BODY_EXCERPT * 8].decode("utf-8", "replace")
     parts = [f"{what} failed: HTTP {status}" + (f" {one_line(reason, 60)}" if reason else "")]
     if status < 400:
         location = headers.get("Location")
@@ -393,15 +402,31 @@ def detach(error: BaseException) -> None:
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def transport_error(exc: BaseException, what: str) -> APIConnectionError:  # noqa: PLR0911 - a table
+def transport_error(  # noqa: PLR0911 - a table
+    exc: BaseException, what: str, *, proxy: URL | None = None
+) -> PolyAIError:
     """Translate an aiohttp, asyncio or OS error into ours (private helper).
 
     The one place such exceptions are interpreted: above it, only PolyAIError is seen.
     ``asyncio.CancelledError`` is never passed here, so cancellation works as asyncio intends.
     The error returned must be raised without chaining ``exc``: aiohttp's exceptions hold the
     request, and so the credentials, in ``request_info``. Only a one-line, capped excerpt of
-    their text is quoted.
+    their text is quoted. ``proxy`` is the proxy the request went through, if any: a proxy
+    that refuses our login (407) is a ConfigurationError naming it (never its password), as
+    no retry can fix it.
     """
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        where = "the proxy" if proxy is None else f"the proxy {display_url(proxy.origin())}"
+        if exc.status == 407:
+            return ConfigurationError(
+                f"{what} failed: {where} answered HTTP 407 (Proxy Authentication Required): "
+                "check the proxy's user and password"
+            )
+        return APIConnectionError(
+            f"{what} failed: {where} refused to open a tunnel: HTTP {exc.status} "
+            f"{one_line(exc.message, 60)}",
+            request_sent=False,
+        )
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(
             f"{what} failed: timed out connecting to the server", request_sent=False
