@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, one_line
 from ._hooks import CallEvent, Hooks
 from ._redact import RedactingFormatter
 
@@ -83,7 +83,10 @@ def subscribe(hooks: Hooks, endpoints: Mapping[str, Any]) -> None:
             outcome,
             event.attempt,
             event.elapsed * 1000,
-            f" (correlation id {event.correlation_id})" if event.correlation_id else "",
+            # A server may put anything in it: no secret reaches any handler.
+            f" (correlation id {one_line(event.correlation_id, 80)})"
+            if event.correlation_id
+            else "",
         )
 
     hooks.add("answer_received", log)

@@ -79,7 +79,7 @@ _SECRET_KEY = re.compile(
 _USERINFO = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://)[^/\s@?#\"'<>]+@", re.IGNORECASE)
 _SCHEME_CREDENTIAL = re.compile(r"(?P<head>\b(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+", re.I)
 _CREDENTIAL_HEADER = re.compile(
-    r"(?P<head>\b(?:x-api-key|x-token)\s*[:=]\s*[\"']?)[^\s\"',;]+", re.IGNORECASE
+    r"(?P<head>\b(?:x-api-key|x-token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;]+", re.IGNORECASE
 )
 # C0 and C1 control characters (and DEL), except newline and tab.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -165,7 +165,9 @@ def redact(text: str) -> str:
 def redact_value(value: T, *, terminal: bool = False) -> T:
     """``value`` with every string in it redacted, dicts, lists and tuples walked.
 
-    Keys are redacted too; the value of a key named like a credential (``api_key``,
+    Keys are names (the report's own, a scenario's personas, error classes) and are kept as
+    they are, so a credential that happens to be a field's name (``requests``) cannot change
+    the report's shape; the value of a key named like a credential (``api_key``,
     ``proxy_password``, ``auth``) is hidden whole unless it is a number, a bool or None.
     Numbers and other values are kept as they are, so the result encodes as the input did.
     With ``terminal``, control characters in the strings are shown as escapes too
@@ -183,16 +185,15 @@ def _walk(value: Any, clean: Callable[[str], str]) -> Any:
     if isinstance(value, Mapping):
         walked: dict[Any, Any] = {}
         for key, item in value.items():
-            shown_key = clean(key) if isinstance(key, str) else key
             if (
                 isinstance(key, str)
                 and _SECRET_KEY.search(key)
                 and item is not None
                 and not isinstance(item, (bool, int, float))
             ):
-                walked[shown_key] = MASK
+                walked[key] = MASK
             else:
-                walked[shown_key] = _walk(item, clean)
+                walked[key] = _walk(item, clean)
         return walked
     if isinstance(value, list):
         return [_walk(item, clean) for item in value]
