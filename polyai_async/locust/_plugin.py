@@ -17,6 +17,7 @@ as Locust plugins do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -26,7 +27,9 @@ import gevent
 from locust import events
 from locust.runners import STATE_MISSING, LocalRunner, MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
+from yarl import URL
 
+from .. import _redact
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
@@ -266,6 +269,10 @@ def _ours(user_class: type) -> TypeGuard[type[PolyAIUser]]:
 
 def _check(environment: Environment) -> None:
     """Fail at start, in one line and with exit code 2, on a bad scenario or bad settings."""
+    # --host may hold a password: every process hides it from its reports and logs (a worker
+    # remembers it again when it makes its client).
+    with contextlib.suppress(ValueError, TypeError):
+        _redact.remember(URL(environment.host or "").password)
     try:
         for user_class in environment.user_classes:
             if _ours(user_class):
