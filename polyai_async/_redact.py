@@ -65,7 +65,8 @@ _remembered: dict[str, None] = {}
 _SECRET_VARIABLE = re.compile(
     r"KEY|TOKEN|SECRET|PASSW(?:OR)?D|PWD|AUTH|CREDENTIAL|COOKIE|SIGNATURE", re.IGNORECASE
 )
-_PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+_PROXY_VARIABLES = frozenset({"HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"})
+_PROXY_BYTES = frozenset(n.encode() for n in (*_PROXY_VARIABLES, *map(str.lower, _PROXY_VARIABLES)))
 
 # A mapping key naming a credential, as a whole word of a snake_case or kebab-case name
 # ("api_key", "proxy_password", "X-API-KEY", "auth"; not "AuthenticationError", not "key").
@@ -107,16 +108,37 @@ def _proxy_password(value: str) -> str | None:
     return unquote(parts.password) if parts.password else None
 
 
+def _candidate_variables() -> list[str]:
+    """The names of the POLYAI_* and proxy variables set now.
+
+    Every error message is redacted, so this is on the path of every failed call: it reads
+    the names from ``os.environ``'s own mapping when it can (no decoding of every name and
+    value, a few microseconds instead of some 15), else through ``os.environ``.
+    """
+    data = getattr(os.environ, "_data", None)
+    if isinstance(data, dict) and isinstance(next(iter(data), b""), bytes):  # POSIX
+        return [
+            key.decode(errors="surrogateescape")
+            for key in data
+            if key.startswith(b"POLYAI_") or key in _PROXY_BYTES
+        ]
+    return [n for n in os.environ if n[:7].upper() == "POLYAI_" or n.upper() in _PROXY_VARIABLES]
+
+
 def known_secrets() -> tuple[str, ...]:
     """Every secret known now: remembered ones and the environment's, longest first."""
     found = set(_remembered)
-    for name, value in os.environ.items():
-        if name.upper().startswith("POLYAI_") and _SECRET_VARIABLE.search(name[7:]):
+    environ = os.environ
+    for name in _candidate_variables():
+        value = environ.get(name)
+        if value is None:
+            continue
+        if name.upper() in _PROXY_VARIABLES:
+            password = _proxy_password(value)
+            if password:
+                found.add(password)
+        elif _SECRET_VARIABLE.search(name, 7):
             found.add(value)
-    for name in (*_PROXY_VARIABLES, *(n.lower() for n in _PROXY_VARIABLES)):
-        password = _proxy_password(os.environ.get(name) or "")
-        if password:
-            found.add(password)
     # Longest first, so a secret holding another is hidden whole.
     return tuple(
         sorted((s for s in found if len(s) >= MIN_SECRET_LENGTH), key=lambda s: (-len(s), s))
@@ -151,10 +173,15 @@ def _pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
 def _redact_text(text: str, pattern: re.Pattern[str] | None) -> str:
     if pattern is not None:
         text = pattern.sub(MASK, text)
+    # Each shape is looked for only where its words are: most texts have none of them.
     if "://" in text:
         text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", text)
-    text = _SCHEME_CREDENTIAL.sub(lambda m: m["head"] + MASK, text)
-    return _CREDENTIAL_HEADER.sub(lambda m: m["head"] + MASK, text)
+    lower = text.lower()
+    if "bearer" in lower or "basic" in lower:
+        text = _SCHEME_CREDENTIAL.sub(lambda m: m["head"] + MASK, text)
+    if "x-api-key" in lower or "x-token" in lower:
+        text = _CREDENTIAL_HEADER.sub(lambda m: m["head"] + MASK, text)
+    return text
 
 
 def redact(text: str) -> str:

@@ -399,6 +399,29 @@ def test_a_log_line_quoting_server_text_is_safe_in_the_command(
     assert "\\x1b]52;c;" in out.getvalue()
 
 
+def test_the_polyai_log_handler_redacts_and_shows_controls_as_escapes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outside the command, POLYAI_LOG's own handler writes lines with no secret, no control."""
+    from polyai_async import _logging
+
+    monkeypatch.setenv("POLYAI_LOG", "info")
+    monkeypatch.setenv("POLYAI_TOKEN", TOKEN)
+    library = logging.getLogger("polyai_async")
+    monkeypatch.setattr(_logging, "_configured", [])
+    monkeypatch.setattr(library, "handlers", [])
+    monkeypatch.setattr(library, "level", library.level)
+    _logging.configure_from_env()
+    (handler,) = library.handlers
+    record = library.makeRecord(
+        "polyai_async", logging.WARNING, __file__, 1, "agent said %s", (f"{ESCAPES}{TOKEN}",), None
+    )
+    line = handler.format(record)
+    assert not CONTROL.search(line)
+    assert_hidden(line, "the POLYAI_LOG line")
+    assert line.endswith("agent said \\x1b]52;c;ZXZpbA==\\x07\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m***")
+
+
 # -- the Locust bridge ---------------------------------------------------------------------------
 
 LOCUSTFILE = """

@@ -23,7 +23,7 @@ import orjson
 
 from .._config import PoolLimits
 from .._errors import ConfigurationError
-from .._redact import redact_value
+from .._redact import redact_value, safe_text
 from .._retry import RetryPolicy
 from ..testing.__main__ import option_names
 from ._common import (
@@ -587,7 +587,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
         view: Any = None
         if not args.quiet:
             if console.is_terminal:
-                view = LiveView(console, title=description.splitlines()[0])
+                view = LiveView(console, title=safe_text(description.splitlines()[0]))
             else:
                 view = PlainProgress(sys.stdout)
         context: dict[str, Any] = {
