@@ -30,14 +30,14 @@ import asyncio
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 from yarl import URL
 
-from ._redact import redact
+from ._redact import redact, redactor
 
 __all__ = [
     "APIConnectionError",
@@ -66,14 +66,15 @@ _QUOTE_LIMIT = 200
 _BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 
 
-def one_line(text: str, limit: int = _QUOTE_LIMIT) -> str:
+def one_line(text: str, limit: int = _QUOTE_LIMIT, *, clean: Callable[[str], str] = redact) -> str:
     """``text`` on one line, at most ``limit`` characters, secrets hidden (private helper).
 
     Secrets are hidden first (so a cut cannot leave half of one); line breaks and control
     characters become single spaces; a longer text is cut and ends with an ellipsis. The
-    whole text stays wherever it came from (``error.body``...).
+    whole text stays wherever it came from (``error.body``...). ``clean`` hides them: a
+    caller quoting several pieces passes one ``redactor()`` to look the secrets up once.
     """
-    text = _BREAKS.sub(" ", redact(text)).strip()
+    text = _BREAKS.sub(" ", clean(text)).strip()
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
@@ -343,21 +344,25 @@ def status_error(
     if detail is None and raw:
         # More than is quoted: secrets are hidden before the cut, so none is cut in half.
         detail = raw[: _BODY_EXCERPT * 8].decode("utf-8", "replace")
-    parts = [f"{what} failed: HTTP {status}" + (f" {one_line(reason, 60)}" if reason else "")]
+    clean = redactor()
+    parts = [
+        f"{what} failed: HTTP {status}"
+        + (f" {one_line(reason, 60, clean=clean)}" if reason else "")
+    ]
     if status < 400:
         location = headers.get("Location")
         parts.append(
-            f"- a redirect to {one_line(display_url(location))} was not followed (the API "
-            "never redirects: check base_url)"
+            f"- a redirect to {one_line(display_url(location), clean=clean)} was not followed "
+            "(the API never redirects: check base_url)"
             if location
             else "- not an answer the API gives"
         )
     if error_code:
-        parts.append(f"[{one_line(error_code, 60)}]")
-    if detail and (detail := one_line(detail)):
+        parts.append(f"[{one_line(error_code, 60, clean=clean)}]")
+    if detail and (detail := one_line(detail, clean=clean)):
         parts.append(f"- {detail}")
     if correlation_id:
-        parts.append(f"(correlation id {one_line(correlation_id, 80)})")
+        parts.append(f"(correlation id {one_line(correlation_id, 80, clean=clean)})")
     return cls(
         " ".join(parts),
         status=status,

@@ -36,9 +36,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def _forget_secrets() -> Iterator[None]:
     """Each test starts with no credential remembered by another test's clients (_redact)."""
-    _redact._remembered.clear()
+    _redact.forget()
     yield
-    _redact._remembered.clear()
+    _redact.forget()
 
 
 CREDS: dict[str, Any] = {
