@@ -29,7 +29,8 @@ import pytest
 from aiohttp import web
 
 from polyai_async import APIStatusError, ConfigurationError, PolyAIClient, RetryPolicy
-from polyai_async._redact import redact, redact_value, visible
+from polyai_async._errors import status_error
+from polyai_async._redact import redact, redact_value, remember, visible
 from polyai_async.load import render_html, write_csv, write_json
 
 from .cli_runner import CliRunner
@@ -209,6 +210,28 @@ def test_a_credential_that_is_a_common_word_cannot_break_a_csv(
     loaded = json.loads((tmp_path / "run.json").read_text())
     assert loaded["timeseries"] == [{"t": 0, "requests": 3}]  # the names stay
     assert loaded["note"] == 'a "***", b'
+
+
+def test_a_secret_set_or_changed_in_the_environment_is_hidden_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment's secrets are read anew whenever a variable changes (no stale cache)."""
+    assert redact("old-secret-1 new-secret-2") == "old-secret-1 new-secret-2"
+    monkeypatch.setenv("POLYAI_SERVICE_TOKEN", "old-secret-1")
+    assert redact("old-secret-1 new-secret-2") == "*** new-secret-2"
+    monkeypatch.setenv("POLYAI_SERVICE_TOKEN", "new-secret-2")
+    assert redact("old-secret-1 new-secret-2") == "old-secret-1 ***"
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:proxy-pass-3@proxy:3128")
+    assert redact("proxy-pass-3") == "***"
+
+
+def test_a_secret_near_the_end_of_a_quoted_body_is_not_cut_in_half() -> None:
+    """Secrets are hidden before the message is cut to length: no prefix of one survives."""
+    remember(KEY)
+    body = ("x" * 190 + KEY).encode()
+    error = status_error(503, "Service Unavailable", {}, body, what="respond")
+    assert KEY[:5] not in str(error)
+    assert "***" in str(error)
 
 
 @pytest.mark.parametrize(
