@@ -350,7 +350,7 @@ def test_bench_outputs_hold_no_secret(
     done = bench(
         *("--base-url", quoting.url, "--scenario", str(tmp_path / "quoted.yaml")),
         *("--conversations", "12", "--concurrency", "3", "--retry-attempts", "2"),
-        *("--deadline", "5", "--max-error-rate", "1", "-q"),
+        *("--deadline", "5", "--max-error-rate", "1"),
         *(arg for name, path in outputs.items() for arg in (f"--{name}", str(path))),
         env={**CREDENTIALS, "POLYAI_LOG": "debug"},
     )
