@@ -212,7 +212,7 @@ def redactor() -> Callable[[str], str]:
     return functools.partial(_redact_text, pattern=_pattern(known_secrets()))
 
 
-def redact_value(value: T, *, terminal: bool = False) -> T:
+def redact_value(value: T, *, terminal: bool = False, by_name: bool = True) -> T:
     """``value`` with every string in it redacted, dicts, lists and tuples walked.
 
     Keys are names (the report's own, a scenario's personas, error classes) and are kept as
@@ -221,34 +221,37 @@ def redact_value(value: T, *, terminal: bool = False) -> T:
     ``proxy_password``, ``auth``) is hidden whole unless it is a number, a bool or None.
     Numbers and other values are kept as they are, so the result encodes as the input did.
     With ``terminal``, control characters in the strings are shown as escapes too
-    (``visible``).
+    (``visible``). With ``by_name=False`` no value is hidden whole for its key's name (for
+    structures someone else reads, such as Locust's web UI, where a task or an option named
+    ``login_token`` holds a dict its page needs): only the strings are redacted.
     """
     pattern = _pattern(known_secrets())
     if terminal:
-        return _walk(value, lambda text: visible(_redact_text(text, pattern)))  # type: ignore[no-any-return]
-    return _walk(value, lambda text: _redact_text(text, pattern))  # type: ignore[no-any-return]
+        return _walk(value, lambda text: visible(_redact_text(text, pattern)), by_name)  # type: ignore[no-any-return]
+    return _walk(value, lambda text: _redact_text(text, pattern), by_name)  # type: ignore[no-any-return]
 
 
-def _walk(value: Any, clean: Callable[[str], str]) -> Any:
+def _walk(value: Any, clean: Callable[[str], str], by_name: bool = True) -> Any:
     if isinstance(value, str):
         return clean(value)
     if isinstance(value, Mapping):
         walked: dict[Any, Any] = {}
         for key, item in value.items():
             if (
-                isinstance(key, str)
+                by_name
+                and isinstance(key, str)
                 and _SECRET_KEY.search(key)
                 and item is not None
                 and not isinstance(item, (bool, int, float))
             ):
                 walked[key] = MASK
             else:
-                walked[key] = _walk(item, clean)
+                walked[key] = _walk(item, clean, by_name)
         return walked
     if isinstance(value, list):
-        return [_walk(item, clean) for item in value]
+        return [_walk(item, clean, by_name) for item in value]
     if isinstance(value, tuple):
-        return tuple(_walk(item, clean) for item in value)
+        return tuple(_walk(item, clean, by_name) for item in value)
     return value
 
 

@@ -10,16 +10,21 @@ JSON-escaped or HTML-escaped, and the JSON still parses.
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import html
 import io
 import json
 import logging
 import re
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -35,6 +40,7 @@ from polyai_async.load import render_html, write_csv, write_json
 
 from .cli_runner import CliRunner
 from .proxy_server import ProxyServer
+from .test_locust import free_port
 from .test_telemetry import Telemetry
 
 KEY = "sk-live-Pl41nKey0123456789"
@@ -88,6 +94,7 @@ class QuotingServer:
         self.errors = errors
         self.count = 0
         self.statuses: list[int] = []
+        self.authorizations: list[str] = []
         self.url = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -95,6 +102,7 @@ class QuotingServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         await request.read()
+        self.authorizations.append(request.headers.get("Authorization", ""))
         action = ("ok", "401", "ok", "429", "ok", "500")[self.count % 6] if self.errors else "ok"
         self.count += 1
         quoted = f"invalid key {KEY} for token {TOKEN}"
@@ -193,6 +201,18 @@ def test_a_secret_is_found_in_every_encoding_and_the_json_still_parses(
     assert shown["raw"] == "token *** end"
     assert shown["list"][1:] == [3, None, True]
     assert shown["nested"] == {"deep": ["***"]}
+
+
+def test_by_name_false_redacts_strings_but_keeps_values_named_like_credentials() -> None:
+    """Locust's structures keep a task or an option named like a credential (its page reads
+    them); the strings in them are still redacted."""
+    remember(KEY)
+    value = {"login_token": {"ratio": 0.5, "help": f"uses {KEY}"}, "api_key": "plain"}
+    assert redact_value(value, by_name=False) == {
+        "login_token": {"ratio": 0.5, "help": "uses ***"},
+        "api_key": "plain",
+    }
+    assert redact_value(value) == {"login_token": "***", "api_key": "***"}
 
 
 def test_a_credential_that_is_a_common_word_cannot_break_a_csv(
@@ -455,36 +475,103 @@ class Chat(PolyAIUser):
 """
 
 
+def get(url: str, **form: str) -> tuple[str, dict[str, str]]:
+    """GET ``url`` (POST ``form`` if any): the body and the headers."""
+    data = urllib.parse.urlencode(form).encode() if form else None
+    with urllib.request.urlopen(url, data=data, timeout=10) as answer:  # noqa: S310 - loopback
+        return answer.read().decode(), dict(answer.headers)
+
+
+def wait_for_web_ui(url: str, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
+    """Wait until Locust's web UI at ``url`` answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, "locust exited before its web UI answered"
+        try:
+            get(url)
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "locust's web UI never answered"
+            time.sleep(0.1)
+
+
+def template_args(page: str) -> dict[str, Any]:
+    """The settings Locust's web UI page (or its HTML report) holds as JSON."""
+    start = page.index("templateArgs = ") + len("templateArgs = ")
+    args: dict[str, Any] = json.JSONDecoder().raw_decode(page, start)[0]
+    return args
+
+
 @pytest.mark.e2e
 def test_the_locust_bridge_outputs_hold_no_secret(quoting: QuotingServer, tmp_path: Path) -> None:
-    """--host with a password, a server quoting the key and token: JSON, HTML, Locust's CSV
-    stats and failures, and the log hold no secret; the JSON parses."""
+    """--host with a password, a server quoting the key and token: the JSON and HTML reports,
+    Locust's web UI (its page, the answer to starting a test from it, its stats and its
+    report download), Locust's --html report, CSV stats and failures, and the log hold no
+    secret; the JSON parses. Starting the test from the form, which shows the host without
+    its password, still runs the users on the real host (the server gets the password)."""
     (tmp_path / "locustfile.py").write_text(textwrap.dedent(LOCUSTFILE))
     host = quoting.url.replace("://", f"://user:{PASSWORD}@")
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [
-            *(sys.executable, "-m", "locust", "-f", "locustfile.py", "--headless"),
-            *("-u", "2", "-r", "2", "--run-time", "2s", "--host", host),
-            *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
-            *("--polyai-html", "polyai.html"),
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", **CREDENTIALS, "POLYAI_LOG": "debug"},
-        timeout=90,
-        check=False,
-    )
-    assert (tmp_path / "polyai.json").exists(), done.stderr
+    shown_host = quoting.url.replace("://", "://***@")
+    ui = f"http://127.0.0.1:{free_port()}"
+    with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                *(sys.executable, "-m", "locust", "-f", "locustfile.py", "--host", host),
+                *("--web-host", "127.0.0.1", "--web-port", ui.rsplit(":", 1)[1]),
+                *("--csv", "stats", "--only-summary", "--html", "locust.html"),
+                *("--polyai-json", "polyai.json", "--polyai-html", "polyai.html"),
+            ],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **CREDENTIALS, "POLYAI_LOG": "debug"},
+        )
+    web: dict[str, str] = {}
+    try:
+        wait_for_web_ui(ui, process)
+        web["the web UI page"], _ = get(ui)
+        assert template_args(web["the web UI page"])["host"] == shown_host
+        # Start the test as the web UI's form does: with the host it shows.
+        web["/swarm"], _ = get(
+            f"{ui}/swarm", user_count="2", spawn_rate="2", host=shown_host, run_time="2s"
+        )
+        assert json.loads(web["/swarm"]) == {
+            "success": True,
+            "message": "Swarming started",
+            "host": shown_host,
+            "run_time": 2,
+        }
+        deadline = time.monotonic() + 30
+        while True:
+            web["/stats/requests"], _ = get(f"{ui}/stats/requests")
+            stats = json.loads(web["/stats/requests"])
+            if stats["state"] == "stopped" and stats["errors"]:
+                break
+            assert time.monotonic() < deadline, stats["state"]
+            time.sleep(0.2)
+        web["/exceptions"], _ = get(f"{ui}/exceptions")
+        web["the report download"], headers = get(f"{ui}/stats/report?download=1")
+        web["its file name"] = headers["Content-Disposition"]
+        assert template_args(web["the report download"])["host"] == shown_host
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C: Locust writes --html and quits
+        process.wait(timeout=60)
+    assert (tmp_path / "polyai.json").exists(), (tmp_path / "err.txt").read_text()
     report = json.loads((tmp_path / "polyai.json").read_text())
-    assert report["base_url"] == quoting.url.replace("://", "://***@")
+    assert report["base_url"] == shown_host
     assert report["errors_total"] > 0
+    assert template_args((tmp_path / "locust.html").read_text())["host"] == shown_host
+    # The users ran on the real host: the password reached the server (as basic auth).
+    basic = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
+    assert quoting.authorizations
+    assert set(quoting.authorizations) == {basic}
     texts = {
-        "stdout": done.stdout,
-        "stderr": done.stderr,
+        **web,
         **{p.name: p.read_text() for p in tmp_path.iterdir() if p.suffix in {".json", ".html"}},
+        **{p.name: p.read_text() for p in tmp_path.glob("*.txt")},
         **{p.name: p.read_text() for p in tmp_path.glob("stats*.csv")},
     }
-    assert "stats_failures.csv" in texts
+    assert {"stats_failures.csv", "locust.html", "err.txt"} <= set(texts)
     for where, text in texts.items():
         assert_hidden(text, where)
