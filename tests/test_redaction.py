@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
 import html
 import io
@@ -482,17 +483,29 @@ def get(url: str, **form: str) -> tuple[str, dict[str, str]]:
         return answer.read().decode(), dict(answer.headers)
 
 
-def wait_for_web_ui(url: str, process: subprocess.Popen[str], timeout: float = 30.0) -> None:
-    """Wait until Locust's web UI at ``url`` answers."""
-    deadline = time.monotonic() + timeout
+def locust(*args: str, cwd: Path, name: str) -> subprocess.Popen[str]:
+    """``python -m locust ARGS`` in ``cwd``, its output in ``NAME-out.txt`` and ``NAME-err.txt``."""
+    with (cwd / f"{name}-out.txt").open("w") as out, (cwd / f"{name}-err.txt").open("w") as err:
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "locust", "-f", "locustfile.py", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=err,
+            text=True,
+            env={"PATH": "/usr/bin:/bin", **CREDENTIALS, "POLYAI_LOG": "debug"},
+        )
+
+
+def wait_for_workers(url: str, workers: int, process: subprocess.Popen[str]) -> None:
+    """Wait until Locust's web UI at ``url`` answers and counts ``workers`` workers."""
+    deadline = time.monotonic() + 30
     while True:
         assert process.poll() is None, "locust exited before its web UI answered"
-        try:
-            get(url)
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "locust's web UI never answered"
-            time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            if json.loads(get(f"{url}/worker-count")[0])["worker_count"] == workers:
+                return
+        assert time.monotonic() < deadline, "locust's web UI never answered, or no worker came"
+        time.sleep(0.1)
 
 
 def template_args(page: str) -> dict[str, Any]:
@@ -503,33 +516,46 @@ def template_args(page: str) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_the_locust_bridge_outputs_hold_no_secret(quoting: QuotingServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1], ids=["local", "master-and-worker"])
+def test_the_locust_bridge_outputs_hold_no_secret(
+    quoting: QuotingServer, tmp_path: Path, workers: int
+) -> None:
     """--host with a password, a server quoting the key and token: the JSON and HTML reports,
     Locust's web UI (its page, the answer to starting a test from it, its stats and its
-    report download), Locust's --html report, CSV stats and failures, and the log hold no
+    report download), Locust's --html report, CSV stats and failures, and the logs hold no
     secret; the JSON parses. Starting the test from the form, which shows the host without
-    its password, still runs the users on the real host (the server gets the password)."""
+    its password, still runs the users (on the worker) on the real host."""
     (tmp_path / "locustfile.py").write_text(textwrap.dedent(LOCUSTFILE))
     host = quoting.url.replace("://", f"://user:{PASSWORD}@")
     shown_host = quoting.url.replace("://", "://***@")
-    ui = f"http://127.0.0.1:{free_port()}"
-    with (tmp_path / "out.txt").open("w") as out, (tmp_path / "err.txt").open("w") as err:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [
-                *(sys.executable, "-m", "locust", "-f", "locustfile.py", "--host", host),
-                *("--web-host", "127.0.0.1", "--web-port", ui.rsplit(":", 1)[1]),
-                *("--csv", "stats", "--only-summary", "--html", "locust.html"),
-                *("--polyai-json", "polyai.json", "--polyai-html", "polyai.html"),
-            ],
+    ui_port, master_port = free_port(), str(free_port())
+    ui = f"http://127.0.0.1:{ui_port}"
+    role = ("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", master_port)
+    processes = [
+        locust(
+            *("--host", host, "--web-host", "127.0.0.1", "--web-port", str(ui_port)),
+            *("--csv", "stats", "--only-summary", "--html", "locust.html"),
+            *("--polyai-json", "polyai.json", "--polyai-html", "polyai.html"),
+            *(role if workers else ()),
             cwd=tmp_path,
-            stdout=out,
-            stderr=err,
-            text=True,
-            env={"PATH": "/usr/bin:/bin", **CREDENTIALS, "POLYAI_LOG": "debug"},
-        )
+            name="locust",
+        ),
+        *(
+            locust(
+                "--worker",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                master_port,
+                cwd=tmp_path,
+                name=f"worker{n}",
+            )
+            for n in range(workers)
+        ),
+    ]
     web: dict[str, str] = {}
     try:
-        wait_for_web_ui(ui, process)
+        wait_for_workers(ui, workers, processes[0])
         web["the web UI page"], _ = get(ui)
         assert template_args(web["the web UI page"])["host"] == shown_host
         # Start the test as the web UI's form does: with the host it shows.
@@ -555,12 +581,18 @@ def test_the_locust_bridge_outputs_hold_no_secret(quoting: QuotingServer, tmp_pa
         web["its file name"] = headers["Content-Disposition"]
         assert template_args(web["the report download"])["host"] == shown_host
     finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C: Locust writes --html and quits
-        process.wait(timeout=60)
-    assert (tmp_path / "polyai.json").exists(), (tmp_path / "err.txt").read_text()
+        processes[0].send_signal(signal.SIGINT)  # Ctrl-C: Locust writes --html and quits
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    assert (tmp_path / "polyai.json").exists(), (tmp_path / "locust-err.txt").read_text()
     report = json.loads((tmp_path / "polyai.json").read_text())
     assert report["base_url"] == shown_host
     assert report["errors_total"] > 0
+    assert len(report["workers"]) == max(1, workers)
     assert template_args((tmp_path / "locust.html").read_text())["host"] == shown_host
     # The users ran on the real host: the password reached the server (as basic auth).
     basic = "Basic " + base64.b64encode(f"user:{PASSWORD}".encode()).decode()
@@ -572,6 +604,6 @@ def test_the_locust_bridge_outputs_hold_no_secret(quoting: QuotingServer, tmp_pa
         **{p.name: p.read_text() for p in tmp_path.glob("*.txt")},
         **{p.name: p.read_text() for p in tmp_path.glob("stats*.csv")},
     }
-    assert {"stats_failures.csv", "locust.html", "err.txt"} <= set(texts)
+    assert {"stats_failures.csv", "locust.html", "locust-err.txt"} <= set(texts)
     for where, text in texts.items():
         assert_hidden(text, where)
