@@ -17,7 +17,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import _logging, _models, _transport
+from . import _logging, _models, _redact, _transport
 from ._adaptive import AdaptiveConcurrency, Limiter
 from ._config import (
     DEFAULT_REGION,
@@ -340,6 +340,8 @@ class PolyAIClient:
         self.base_url = resolve_base_url(
             base_url, self.region, allow_insecure_http=allow_insecure_http
         )
+        # From now on every output of this process hides them (error messages included).
+        _redact.remember(api_key, token, self.base_url.password)
         self.retry_policy = _check_retry(retry) if retry is not None else RetryPolicy()
         self.timeouts = Timeouts.coerce(timeout)
         self.max_response_bytes = _check_max_response_bytes(max_response_bytes)
@@ -890,7 +892,7 @@ class PolyAIClient:
             if self._closed or host.closed:
                 failure = _closed_during(what)
             else:
-                failure = transport_error(exc, what)
+                failure = transport_error(exc, what, proxy=host.proxy)
         except RuntimeError as exc:  # aiohttp: "Session is closed"
             if session.closed or self._closed:
                 failure = _closed_during(what)
@@ -954,7 +956,8 @@ class PolyAIClient:
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            excerpt = raw[:_EXCERPT].decode("utf-8", "replace")
+            # Secrets are hidden before the cut, so none is cut in half.
+            excerpt = _redact.redact(raw[: _EXCERPT * 8].decode("utf-8", "replace"))[:_EXCERPT]
             raise ResponseValidationError(
                 f"{what}: the answer (HTTP {status}) is not JSON: {excerpt!r}",
                 status=status,

@@ -18,7 +18,10 @@ The hierarchy::
         └── InternalServerError     5xx
 
 Every error carries ``attempts``: the number of HTTP attempts the call made (0 when it was refused
-before sending). No error message ever contains the API key or the connector token.
+before sending). No error message holds a secret: each is redacted when the error is made
+(``_redact``: the client's key, token and proxy password, secrets from the environment, URL
+userinfo, bearer tokens), also where it quotes a server that repeated them. The attributes
+that keep what the server sent (``body``, ``error_message``, ``headers``) are as received.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import asyncio
 import email.utils
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 from yarl import URL
+
+from ._redact import redact, redactor
 
 __all__ = [
     "APIConnectionError",
@@ -61,13 +66,15 @@ _QUOTE_LIMIT = 200
 _BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 
 
-def one_line(text: str, limit: int = _QUOTE_LIMIT) -> str:
-    """``text`` on one line, at most ``limit`` characters (private helper).
+def one_line(text: str, limit: int = _QUOTE_LIMIT, *, clean: Callable[[str], str] = redact) -> str:
+    """``text`` on one line, at most ``limit`` characters, secrets hidden (private helper).
 
-    Line breaks and control characters become single spaces; a longer text is cut and ends
-    with an ellipsis. The whole text stays wherever it came from (``error.body``...).
+    Secrets are hidden first (so a cut cannot leave half of one); line breaks and control
+    characters become single spaces; a longer text is cut and ends with an ellipsis. The
+    whole text stays wherever it came from (``error.body``...). ``clean`` hides them: a
+    caller quoting several pieces passes one ``redactor()`` to look the secrets up once.
     """
-    text = _BREAKS.sub(" ", text).strip()
+    text = _BREAKS.sub(" ", clean(text)).strip()
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
@@ -94,6 +101,8 @@ class PolyAIError(Exception):
     attempts: int
 
     def __init__(self, message: str, *, attempts: int = 0) -> None:
+        # Whatever a message quotes, no secret this process knows reaches it.
+        message = redact(message)
         super().__init__(message)
         self.message = message
         self.attempts = attempts
@@ -333,22 +342,27 @@ def status_error(
         cls = _STATUS_CLASSES.get(status, APIStatusError)
     detail = error_message
     if detail is None and raw:
-        detail = raw[:_BODY_EXCERPT].decode("utf-8", "replace")
-    parts = [f"{what} failed: HTTP {status}" + (f" {one_line(reason, 60)}" if reason else "")]
+        # More than is quoted: secrets are hidden before the cut, so none is cut in half.
+        detail = raw[: _BODY_EXCERPT * 8].decode("utf-8", "replace")
+    clean = redactor()
+    parts = [
+        f"{what} failed: HTTP {status}"
+        + (f" {one_line(reason, 60, clean=clean)}" if reason else "")
+    ]
     if status < 400:
         location = headers.get("Location")
         parts.append(
-            f"- a redirect to {one_line(display_url(location))} was not followed (the API "
-            "never redirects: check base_url)"
+            f"- a redirect to {one_line(display_url(location), clean=clean)} was not followed "
+            "(the API never redirects: check base_url)"
             if location
             else "- not an answer the API gives"
         )
     if error_code:
-        parts.append(f"[{one_line(error_code, 60)}]")
-    if detail and (detail := one_line(detail)):
+        parts.append(f"[{one_line(error_code, 60, clean=clean)}]")
+    if detail and (detail := one_line(detail, clean=clean)):
         parts.append(f"- {detail}")
     if correlation_id:
-        parts.append(f"(correlation id {one_line(correlation_id, 80)})")
+        parts.append(f"(correlation id {one_line(correlation_id, 80, clean=clean)})")
     return cls(
         " ".join(parts),
         status=status,
@@ -393,15 +407,31 @@ def detach(error: BaseException) -> None:
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def transport_error(exc: BaseException, what: str) -> APIConnectionError:  # noqa: PLR0911 - a table
+def transport_error(  # noqa: PLR0911 - a table
+    exc: BaseException, what: str, *, proxy: URL | None = None
+) -> PolyAIError:
     """Translate an aiohttp, asyncio or OS error into ours (private helper).
 
     The one place such exceptions are interpreted: above it, only PolyAIError is seen.
     ``asyncio.CancelledError`` is never passed here, so cancellation works as asyncio intends.
     The error returned must be raised without chaining ``exc``: aiohttp's exceptions hold the
     request, and so the credentials, in ``request_info``. Only a one-line, capped excerpt of
-    their text is quoted.
+    their text is quoted. ``proxy`` is the proxy the request went through, if any: a proxy
+    that refuses our login (407) is a ConfigurationError naming it (never its password), as
+    no retry can fix it.
     """
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        where = "the proxy" if proxy is None else f"the proxy {display_url(proxy.origin())}"
+        if exc.status == 407:
+            return ConfigurationError(
+                f"{what} failed: {where} answered HTTP 407 (Proxy Authentication Required): "
+                "check the proxy's user and password"
+            )
+        return APIConnectionError(
+            f"{what} failed: {where} refused to open a tunnel: HTTP {exc.status} "
+            f"{one_line(exc.message, 60)}",
+            request_sent=False,
+        )
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return APITimeoutError(
             f"{what} failed: timed out connecting to the server", request_sent=False

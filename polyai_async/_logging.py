@@ -8,8 +8,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, one_line
 from ._hooks import CallEvent, Hooks
+from ._redact import RedactingFormatter
 
 logger = logging.getLogger("polyai_async")
 
@@ -21,7 +22,10 @@ def configure_from_env() -> None:
     """Send the ``polyai_async`` logger to stderr at ``POLYAI_LOG``'s level (private helper).
 
     As ``OPENAI_LOG`` does: for a quick look without configuring logging. Once per process;
-    unset or empty, it does nothing, so an application's own logging set-up stands.
+    unset or empty, it does nothing, so an application's own logging set-up stands. Its lines
+    are redacted (``_redact``: no secret, control characters shown as escapes). When a
+    handler was adopted (the command line's), that one handler takes the level instead, so
+    no line is printed twice.
     """
     value = os.environ.get("POLYAI_LOG", "").strip().lower()
     if not value:
@@ -31,16 +35,30 @@ def configure_from_env() -> None:
         raise ConfigurationError(
             f"POLYAI_LOG={value!r} is not a log level: use info or debug, or unset it"
         )
-    if _configured:
-        _configured[0].setLevel(level)
-        logger.setLevel(level)
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    handler.setLevel(level)
-    logger.addHandler(handler)
+    attached = (*logger.handlers, *logging.getLogger().handlers)
+    if _configured and _configured[0] not in attached:
+        _configured.clear()  # the adopted handler was taken away: ours again
+    if not _configured:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        _configured.append(handler)
+    _configured[0].setLevel(level)
     logger.setLevel(level)
-    _configured.append(handler)
+
+
+def adopt(handler: logging.Handler) -> None:
+    """Make ``handler`` the one ``POLYAI_LOG`` sets the level of (private helper).
+
+    The command line logs everything through one handler of its own (redacted, one line a
+    record); ``POLYAI_LOG`` then sets that handler's level instead of adding a second one.
+    The handler must hide secrets itself.
+    """
+    for previous in _configured:
+        if previous is not handler:
+            logger.removeHandler(previous)
+    _configured[:] = [handler]
+    configure_from_env()
 
 
 def subscribe(hooks: Hooks, endpoints: Mapping[str, Any]) -> None:
@@ -65,7 +83,10 @@ def subscribe(hooks: Hooks, endpoints: Mapping[str, Any]) -> None:
             outcome,
             event.attempt,
             event.elapsed * 1000,
-            f" (correlation id {event.correlation_id})" if event.correlation_id else "",
+            # A server may put anything in it: no secret reaches any handler.
+            f" (correlation id {one_line(event.correlation_id, 80)})"
+            if event.correlation_id
+            else "",
         )
 
     hooks.add("answer_received", log)

@@ -13,7 +13,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from . import _transport
+from . import _redact, _transport
 from ._config import PoolLimits
 from ._errors import ClientClosedError, ConfigurationError
 from ._gate import Gate
@@ -58,15 +58,18 @@ class Host:
     concurrent conversations over 100 connections) and woken waiters loop for nothing.
     """
 
-    __slots__ = ("closed", "direct", "gate", "loop", "session")
+    __slots__ = ("closed", "direct", "gate", "loop", "proxy", "session")
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         max_connections: int,
         loop: asyncio.AbstractEventLoop,
+        proxy: URL | None = None,
     ) -> None:
         self.session = session
+        # The proxy its requests go through, to name it when it refuses them.
+        self.proxy = proxy
         self.gate = Gate(max_connections)
         # aiohttp binds a session to the loop it was made in: another loop needs another one.
         self.loop = loop
@@ -140,6 +143,8 @@ class SessionPool:
         if not isinstance(self.limits, PoolLimits):
             raise ConfigurationError("SessionPool.limits must be a PoolLimits")
         self._proxy_url = check_proxy(self.proxy)
+        if self._proxy_url is not None:
+            _redact.remember(self._proxy_url.password)
         if not isinstance(self.trust_env, bool):
             raise ConfigurationError("SessionPool.trust_env must be True or False")
         if self.trust_env and self.proxy is not None:
@@ -195,7 +200,7 @@ class SessionPool:
                     other.abandon()
             proxy = self._proxy_for(origin)
             host = self._hosts[key] = Host(
-                self._make_session(proxy), self.limits.max_connections, loop
+                self._make_session(proxy), self.limits.max_connections, loop, proxy
             )
             host.direct = _transport.usable(host.session, proxy)
         return host

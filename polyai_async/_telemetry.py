@@ -21,6 +21,7 @@ from typing import Any
 
 from ._errors import ConfigurationError
 from ._hooks import CallEvent, Hooks, failure_reason
+from ._redact import redact
 from ._version import __version__
 
 try:
@@ -124,11 +125,12 @@ class Telemetry:
     def _end(self, event: CallEvent, error: BaseException | None) -> None:
         span = self._span(event)
         del self._spans[event.call_id]
+        # Ids come from the server, which may put anything in them: no secret reaches a span.
         if event.conversation_id is not None:
-            span.set_attribute("polyai.conversation_id", event.conversation_id)
+            span.set_attribute("polyai.conversation_id", redact(event.conversation_id))
         span.set_attribute("polyai.attempts", event.attempt)
         if event.correlation_id is not None:
-            span.set_attribute("polyai.correlation_id", event.correlation_id)
+            span.set_attribute("polyai.correlation_id", redact(event.correlation_id))
         if event.status is not None:
             span.set_attribute("http.response.status_code", event.status)
         outcome = "success"

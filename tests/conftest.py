@@ -17,7 +17,7 @@ import pytest
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 
-from polyai_async import PolyAIClient, RetryPolicy
+from polyai_async import PolyAIClient, RetryPolicy, _redact
 
 from .programs import ProgramRunner
 
@@ -31,6 +31,14 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove POLYAI_* settings that the machine running the tests might have."""
     for name in (*ENV, "POLYAI_REGION", "POLYAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Each test starts with no credential remembered by another test's clients (_redact)."""
+    _redact.forget()
+    yield
+    _redact.forget()
 
 
 CREDS: dict[str, Any] = {

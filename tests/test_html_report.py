@@ -170,10 +170,10 @@ def test_credentials_in_settings_are_redacted() -> None:
         "pa55word",
     ):
         assert secret not in page, secret
-    assert page.count("[redacted]") >= 7
+    assert page.count("***") >= 7
     assert "eu-west-1" in page
     assert "us-1" in page
-    assert "http://alice:[redacted]@proxy.internal:3128" in page
+    assert "http://***@proxy.internal:3128" in page
 
 
 @pytest.mark.parametrize(

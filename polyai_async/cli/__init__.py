@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .._errors import PolyAIError
+from .._redact import redact
 from . import _bench, _chat, _serve
 from ._common import (
     PROG,
@@ -23,7 +24,6 @@ from ._common import (
     _Parser,
     cli_words,
     prog,
-    redact,
     set_command,
 )
 

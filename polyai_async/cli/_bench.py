@@ -23,6 +23,7 @@ import orjson
 
 from .._config import PoolLimits
 from .._errors import ConfigurationError
+from .._redact import redact_value, safe_text
 from .._retry import RetryPolicy
 from ..testing.__main__ import option_names
 from ._common import (
@@ -40,7 +41,6 @@ from ._common import (
     _positive_seconds,
     _rate,
     _whole,
-    redact,
 )
 
 try:
@@ -622,7 +622,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
         view: Any = None
         if not args.quiet:
             if console.is_terminal:
-                view = LiveView(console, title=description.splitlines()[0])
+                view = LiveView(console, title=safe_text(description.splitlines()[0]))
             else:
                 view = PlainProgress(sys.stdout)
         context: dict[str, Any] = {
@@ -655,10 +655,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
         # the final summary (thresholds on server_* included).
         result = result.with_figures(_server_figures(server))
     summary = result.summary
-    examples = {
-        name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
-    }
-    render(summary, console, description=description, examples=examples)
+    render(summary, console, description=description)
     if not _write_reports(args, summary, write_csv, write_html):
         return 1
     code = result.exit_code
@@ -717,8 +714,9 @@ def _write_reports(
     """Write --json, --csv and --html; False (after one error line) if one could not be."""
 
     def write_json(path: Path) -> None:
-        text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
-        path.write_text(redact(text) + "\n", encoding="utf-8")
+        # Redacted as values, before encoding: a credential JSON escapes is still found.
+        text = orjson.dumps(redact_value(summary), option=orjson.OPT_INDENT_2).decode()
+        path.write_text(text + "\n", encoding="utf-8")
 
     writers = (
         (args.json, write_json),

@@ -27,6 +27,7 @@ from .._client import PolyAIClient
 from .._conversation import Conversation
 from .._errors import ConfigurationError, PolyAIError
 from .._models import RespondChatResponse
+from .._redact import safe_text
 from ._common import (
     UsageError,
     _add_target_options,
@@ -221,7 +222,8 @@ class _Chat:
         except _Interrupted:
             print("\n-- interrupted before the conversation started")
             return False
-        print(f"{announce}agent: {self.conversation.greeting}", flush=True)
+        # The agent's words as text: redacted, control characters shown as escapes.
+        print(f"{announce}agent: {safe_text(self.conversation.greeting)}", flush=True)
         return True
 
     def _command(self, command: str) -> int | None:
@@ -246,7 +248,7 @@ class _Chat:
             print("-- the agent has ended this conversation: /new starts another", flush=True)
             return None
         if not self.interactive:
-            print(f"you: {message}")
+            print(f"you: {safe_text(message)}")
         try:
             reply = self._wait(self._reply(self.conversation, message))
         except _Interrupted:
@@ -289,10 +291,10 @@ class _Chat:
 
     @staticmethod
     def _show(reply: RespondChatResponse) -> None:
-        print(f"agent: {reply.response}")
+        print(f"agent: {safe_text(reply.response)}")
         if reply.handoff is not None:
-            why = f" ({reply.handoff.reason})" if reply.handoff.reason else ""
-            print(f"-- handed off to {reply.handoff.destination}{why}")
+            why = f" ({safe_text(reply.handoff.reason)})" if reply.handoff.reason else ""
+            print(f"-- handed off to {safe_text(reply.handoff.destination or '')}{why}")
         if reply.end_conversation:
             print("-- the agent ended the conversation")
         sys.stdout.flush()
@@ -308,7 +310,7 @@ class _Chat:
         conversation = self.conversation
         if conversation is None:
             return True
-        cid = conversation.conversation_id
+        cid = safe_text(conversation.conversation_id)
         timeout = self.args.close_timeout
         print(f"-- {why}: closing conversation {cid} (at most {timeout:g} s)", flush=True)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -19,7 +20,10 @@ from typing import Any
 
 from yarl import URL
 
+from .. import _logging
 from .._config import DEFAULT_REGION, REGIONS, is_loopback
+from .._errors import ConfigurationError
+from .._redact import safe_text
 from ..testing import FakePolyAI, Faults
 from ..testing.__main__ import OneLineParser, option_names
 from ..testing._agents import _AGENTS
@@ -27,7 +31,6 @@ from ..testing._server import _DEFAULT_CREDENTIALS
 
 PROG = "polyai-async"
 _CREDENTIAL_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN", "POLYAI_ACCOUNT_ID", "POLYAI_PROJECT_ID")
-_SECRET_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN")
 # The embedded server's credentials: made up, the fake's defaults (the same as FakePolyAI's and
 # ``python -m polyai_async.testing``'s), accepted only by the fake this command starts.
 _FAKE_CREDENTIALS: dict[str, str] = dict(_DEFAULT_CREDENTIALS)
@@ -201,20 +204,6 @@ def _add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
 # -- shared helpers ------------------------------------------------------------------------
 
 
-def _secrets() -> list[str]:
-    secrets = [os.environ.get(name, "") for name in _SECRET_VARIABLES]
-    secrets += [_FAKE_CREDENTIALS["api_key"], _FAKE_CREDENTIALS["token"]]
-    # Longest first, so a secret that contains another is hidden whole.
-    return sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True)
-
-
-def redact(text: str) -> str:
-    """Hide any credential from the environment in ``text`` (a last line of defence)."""
-    for secret in _secrets():
-        text = text.replace(secret, "***")
-    return text
-
-
 # The command running, for the prefix of every line this program writes to stderr.
 _running: list[str] = []
 
@@ -230,7 +219,7 @@ def prog() -> str:
 
 
 def _fail(message: str) -> None:
-    print(f"{prog()}: error: {redact(' '.join(message.split()))}", file=sys.stderr, flush=True)
+    print(f"{prog()}: error: {safe_text(' '.join(message.split()))}", file=sys.stderr, flush=True)
 
 
 def reason(exc: BaseException) -> str:
@@ -325,7 +314,9 @@ def _fake(
 class _OneLineHandler(logging.Handler):
     """Log records to stderr (whatever it is now), one line each, never a traceback.
 
-    The library's messages start ``polyai_async:`` for a log without a prefix of its own; here
+    The command's one log handler: ``POLYAI_LOG`` sets its level (it adds no other), and every
+    line is redacted, its control characters shown as escapes (``_redact.safe_text``). The
+    library's messages start ``polyai_async:`` for a log without a prefix of its own; here
     the line already starts with the command's name, so that is dropped. A record's exception
     is told as its reason, at the end of the line.
     """
@@ -334,12 +325,17 @@ class _OneLineHandler(logging.Handler):
         message = " ".join(record.getMessage().split()).removeprefix("polyai_async: ")
         if record.exc_info and record.exc_info[1] is not None:
             message += f": {reason(record.exc_info[1])}"
-        print(redact(f"{prog()}: {record.levelname.lower()}: {message}"), file=sys.stderr)
+        print(safe_text(f"{prog()}: {record.levelname.lower()}: {message}"), file=sys.stderr)
 
 
 def _configure_logging() -> None:
     # On the root logger, so bench can silence the client's retry warnings while it counts
     # them (it stops their propagation for the run).
     root = logging.getLogger()
-    if not any(isinstance(h, _OneLineHandler) for h in root.handlers):
-        root.addHandler(_OneLineHandler(logging.WARNING))
+    handler = next((h for h in root.handlers if isinstance(h, _OneLineHandler)), None)
+    if handler is None:
+        handler = _OneLineHandler(logging.WARNING)
+        root.addHandler(handler)
+    # A bad POLYAI_LOG: the first client made says so, as one error line.
+    with contextlib.suppress(ConfigurationError):
+        _logging.adopt(handler)

@@ -15,9 +15,10 @@ uPlot was picked for size and look: 51 KB minified with no dependencies (a whole
 85 KB; Chart.js alone is 205 KB), made for time series, drawn on canvas (thousands of points stay
 fast), with a clean default look.
 
-Settings never carry secrets, and the report makes sure: a setting whose name looks like a
-credential (key, token, secret, password, auth, ...) is shown as ``[redacted]``, and a password in
-a URL (``http://user:pass@host``) or a bearer token inside any string is masked.
+Settings never carry secrets, and the report makes sure: the whole summary goes through
+``polyai_async._redact.redact_value`` before anything is rendered, so every secret the process
+knows, a setting whose name looks like a credential (key, token, secret, password, auth, ...),
+a URL's userinfo (``http://user:pass@host``) and a bearer token show as ``***``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 import orjson
 
 from .._errors import ConfigurationError
+from .._redact import redact_value
 from ._thresholds import measured_text
 
 __all__ = ["render_html", "write_html"]
@@ -65,16 +67,6 @@ _LATENCY_COLUMNS = (
 )
 # The highest percentile the spectrum's axis shows: 99.9999 % sits at 6 on the log axis.
 _MAX_PERCENTILE = 99.9999
-_REDACTED = "[redacted]"
-# Names of settings that hold credentials, wherever they sit in the name ("proxy_password").
-_SECRET_NAME = re.compile(
-    r"api[-_]?key|apikey|token|secret|passw(?:or)?d|passwd|pwd|auth|credential|cookie|"
-    r"bearer|private[-_]?key|signature|session[-_]?id",
-    re.IGNORECASE,
-)
-# A password in a URL's userinfo, and a bearer token, inside any string shown.
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE)
-_BEARER = re.compile(r"(?P<head>\bbearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # A threshold on a latency (``respond.p99<1500ms``, ``generator_lag_p99_ms<10``): its value is ms.
 _LATENCY_EXPRESSION = re.compile(r"\.(?:p\d+|max|mean)\b|_ms\b")
 
@@ -103,6 +95,8 @@ def render_html(summary: Mapping[str, Any]) -> str:
             "summary must be a mapping (the run's JSON summary), "
             f"got {type(summary).__name__}{hint}"
         )
+    # Secrets hidden in the values, before any of them is encoded as HTML or JSON.
+    summary = redact_value(summary)
     charts = _charts(summary)
     data = _script_json({"charts": charts})
     report_js = _inline(_asset("report.js"), "script")
@@ -223,7 +217,7 @@ def _text_setting(summary: Mapping[str, Any], key: str) -> str | None:
     value = _mapping(summary.get("settings"), "settings").get(key)
     if value is None:
         value = summary.get(key)
-    return _scrub(value) if isinstance(value, str) and value else None
+    return value if isinstance(value, str) and value else None
 
 
 # --- charts -------------------------------------------------------------------------------------
@@ -434,7 +428,7 @@ def _header(summary: Mapping[str, Any], title: str, name: str | None) -> str:
         facts.append(f"{_esc(_duration(float(window)))} of load")
     target = summary.get("base_url") or summary.get("target")
     if target is not None:
-        facts.append(f"against <code>{_esc(_scrub(_plain(target)))}</code>")
+        facts.append(f"against <code>{_esc(_plain(target))}</code>")
     passed = summary.get("passed")
     if passed is True:
         verdict = '<div class="verdict pass" data-verdict="pass">Passed</div>'
@@ -489,7 +483,7 @@ def _warnings(summary: Mapping[str, Any]) -> str:
     warnings = _sequence(summary.get("warnings"), "warnings")
     if not warnings:
         return ""
-    items = "".join(f"<li>{_esc(_scrub(_plain(w)))}</li>" for w in warnings)
+    items = "".join(f"<li>{_esc(_plain(w))}</li>" for w in warnings)
     return (
         '<section class="warnings" role="alert"><h2>Warnings</h2>'
         "<p>The load generator was itself under strain, so some figures describe it, not the "
@@ -520,7 +514,7 @@ def _thresholds(summary: Mapping[str, Any]) -> str:
             measured = _ms(value) if _LATENCY_EXPRESSION.search(expression) else _value(value)
         reason = item.get("reason")
         if value is None and isinstance(reason, str) and reason:
-            measured = f'<span class="reason">{_esc(_scrub(reason))}</span>'
+            measured = f'<span class="reason">{_esc(reason)}</span>'
         rows.append(
             f'<tr class="{state}"><td><code>{_esc(expression)}</code></td>'
             f'<td class="num">{measured}</td><td>{result}</td></tr>'
@@ -644,7 +638,7 @@ def _counts_table(
     if largest_first:
         items.sort(key=lambda kv: -_sort_key(kv[1]))
     rows = "".join(
-        f"<tr><td>{_esc(_scrub(str(key)))}</td><td class='num'>{_count(n)}</td>"
+        f"<tr><td>{_esc(str(key))}</td><td class='num'>{_count(n)}</td>"
         f"<td class='bar-cell'>{_bar(n, most, _COLORS['conversation'])}</td></tr>"
         for key, n in items
     )
@@ -731,7 +725,7 @@ def _personas(summary: Mapping[str, Any]) -> str:
         figures = _mapping(entry, "personas", str(name))
         example = figures.get("example_failure")
         rows.append(
-            f"<tr><td>{_esc(_scrub(str(name)))}</td>"
+            f"<tr><td>{_esc(str(name))}</td>"
             + "".join(
                 f'<td class="num">{_count(figures.get(key))}</td>'
                 for key in (
@@ -762,7 +756,7 @@ def _errors(summary: Mapping[str, Any]) -> str:
     for name, entry in errors.items():
         detail = _mapping(entry, "errors_by_class", str(name))
         rows.append(
-            f"<tr><td><code>{_esc(_scrub(str(name)))}</code></td>"
+            f"<tr><td><code>{_esc(str(name))}</code></td>"
             f'<td class="num">{_count(detail.get("count"))}</td>'
             f'<td class="example">{_text(detail.get("example"))}</td></tr>'
         )
@@ -815,8 +809,7 @@ def _settings(summary: Mapping[str, Any]) -> str:
             "Settings", '<p class="empty">The summary lists no settings.</p>', "settings"
         )
     rows = "".join(
-        f"<tr><th scope='row'><code>{_esc(str(key))}</code></th>"
-        f"<td>{_text(_redact(str(key), value))}</td></tr>"
+        f"<tr><th scope='row'><code>{_esc(str(key))}</code></th><td>{_text(value)}</td></tr>"
         for key, value in settings.items()
     )
     table = f'<table class="settings"><tbody>{rows}</tbody></table>'
@@ -942,28 +935,11 @@ def _plain(value: object) -> str:
 def _text(value: object) -> str:
     if value is None:
         return _NONE
-    return _esc(_scrub(_plain(value)))
+    return _esc(_plain(value))
 
 
 def _esc(text: str) -> str:
     return html.escape(text, quote=True)
-
-
-def _redact(key: str, value: object) -> object:
-    """A setting as it may be shown: credential-like names hidden, nested ones too."""
-    if value is not None and _SECRET_NAME.search(key):
-        return _REDACTED
-    if isinstance(value, Mapping):
-        return {str(k): _redact(str(k), v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redact(key, v) for v in value]
-    return value
-
-
-def _scrub(text: str) -> str:
-    """Mask a URL's password and a bearer token wherever they appear in a string."""
-    text = _URL_PASSWORD.sub(lambda m: m["head"] + _REDACTED, text)
-    return _BEARER.sub(lambda m: m["head"] + _REDACTED, text)
 
 
 # --- assets and inlining ------------------------------------------------------------------------

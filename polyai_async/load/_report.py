@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._redact import redact_value
 from ._metrics import ENDPOINTS
 from ._result import LoadResult
 from ._thresholds import measured_text
@@ -38,7 +39,8 @@ _LATENCY_KEYS = ("p50", "p90", "p99", "p999", "max")
 
 
 def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
-    return result.summary if isinstance(result, LoadResult) else result
+    """The summary to write: every string redacted before it is encoded (see ``_redact``)."""
+    return redact_value(result.summary if isinstance(result, LoadResult) else result)
 
 
 def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
@@ -112,14 +114,17 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         summary: ``LoadResult.summary``.
         console: where to print.
         description: printed first: what was run against what.
-        examples: one message per error class (redacted by the caller), beside its count;
-            default: the summary's own examples.
+        examples: one message per error class, beside its count; default: the summary's
+            own examples.
+
+    Every string shown is redacted and its control characters shown as escapes.
     """
     from rich import box  # noqa: PLC0415 - rich is optional: the cli extra
     from rich.table import Table  # noqa: PLC0415
 
-    s = summary
-    console.print(description, soft_wrap=True)
+    s = redact_value(summary, terminal=True)
+    examples = redact_value(examples, terminal=True)
+    console.print(redact_value(description, terminal=True), soft_wrap=True)
     totals = Table(box=box.SIMPLE_HEAD, show_header=False)
     totals.add_column("figure", style="bold")
     totals.add_column("value", justify="right")

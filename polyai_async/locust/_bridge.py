@@ -32,6 +32,7 @@ import gevent.lock
 from .._client import PolyAIClient
 from .._errors import ConversationEndedError, NotFoundError, PolyAIError
 from .._models import CloseChatResponse, CreateChatResponse, Handoff
+from .._redact import redact
 from ..load import Metrics, Scenario, ThinkTime, run_conversation
 from ..load._retries import retry_counter
 from ..load._sent import request_hooks
@@ -151,7 +152,7 @@ class _Firing:
             name="expectation",
             response_time=0,
             response_length=0,
-            exception=None if passed else ExpectationFailed(f"{persona}: {expectation}"),
+            exception=None if passed else ExpectationFailed(redact(f"{persona}: {expectation}")),
             context={},
         )
 

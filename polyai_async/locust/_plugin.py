@@ -32,6 +32,7 @@ from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
 from ._bridge import bridge_of
 from ._user import PolyAIUser
+from ._webui import hide_host_password, remember_host_password
 
 if TYPE_CHECKING:
     from locust.env import Environment
@@ -266,6 +267,9 @@ def _ours(user_class: type) -> TypeGuard[type[PolyAIUser]]:
 
 def _check(environment: Environment) -> None:
     """Fail at start, in one line and with exit code 2, on a bad scenario or bad settings."""
+    # --host may hold a password: every process hides it from its reports and logs (a worker
+    # remembers it again when it makes its client).
+    remember_host_password(environment.host)
     try:
         for user_class in environment.user_classes:
             if _ours(user_class):
@@ -298,6 +302,9 @@ def _let_locust_write_its_csv(environment: Environment) -> None:
 def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
     runner = environment.runner
     _check(environment)
+    if isinstance(runner, (MasterRunner, LocalRunner)):
+        # Locust's own web UI and HTML report: the host without its password.
+        hide_host_password(environment)
     if isinstance(runner, MasterRunner):
         collector = Collector(environment)
         runner.register_message(METRICS, collector.on_metrics)
