@@ -223,7 +223,7 @@ class _Chat:
             print("\n-- interrupted before the conversation started")
             return False
         # The agent's words as text: redacted, control characters shown as escapes.
-        print(f"{announce}agent: {safe_text(self.conversation.greeting)}", flush=True)
+        print(f"{announce}agent: {safe_text(self.conversation.greeting or '')}", flush=True)
         return True
 
     def _command(self, command: str) -> int | None:

@@ -117,7 +117,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
     # The scenario's name, as the terminal names it (the settings hold the file's path).
     scenario = summary.get("scenario")
     name = (
-        _scrub(scenario)
+        scenario
         if isinstance(scenario, str) and scenario
         else _text_setting(summary, "scenario") or _text_setting(summary, "name")
     )
