@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
-from polyai_async import RetryPolicy
-from polyai_async.load import Load, demo_scenario, run_load_async
+from polyai_async import RetryPolicy, _errors
+from polyai_async.load import Load, Summary, _summary, demo_scenario, run_load_async
 from polyai_async.testing import FakePolyAI, Faults
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "load-testing.md"
@@ -95,3 +98,73 @@ async def test_every_key_is_documented_with_its_type() -> None:
     point = summary["latency_spectrum"]["respond"][-1]
     assert set(point) == {"percentile", "ms"}
     assert point["percentile"] <= 99.999
+
+
+# What each documented type is as a Python annotation (TypedDicts are objects).
+KINDS: dict[object, str] = {
+    int: "int", float: "number", str: "string", bool: "bool", type(None): "null",
+    list: "list", dict: "object",
+}  # fmt: skip
+
+
+def kinds(annotation: object) -> set[str]:
+    """The documented kinds an annotation allows: ``int | None`` -> {"int", "null"}."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return set().union(*(kinds(arg) for arg in typing.get_args(annotation)))
+    return {KINDS[typing.get_origin(annotation) or annotation]}
+
+
+def test_the_documented_keys_are_the_summary_type() -> None:
+    """Every key of the docs' table is in the Summary type with its type, and nothing more."""
+    keys = documented()
+    classes = [name for name in _errors.__all__ if name != "PolyAIError"]
+    kind = keys.pop("error_<ClassName>")
+    keys.update({f"error_{name}": kind for name in classes})
+    hints = typing.get_type_hints(Summary)
+    assert sorted(hints) == sorted(keys)
+    for key, documented_kind in keys.items():
+        assert kinds(hints[key]) == set(documented_kind.split("|")), key
+
+
+def test_the_worker_figures_are_the_flat_figures() -> None:
+    """A worker reports the flat figures (no lists or tables) plus its index."""
+    flat = {
+        k for k, v in typing.get_type_hints(Summary).items() if not kinds(v) & {"list", "object"}
+    }
+    assert set(typing.get_type_hints(_summary.Figures)) == flat
+    assert set(typing.get_type_hints(_summary.WorkerFigures)) == flat | {"worker"}
+
+
+@pytest.mark.parametrize(
+    ("key", "entry_type"),
+    [
+        ("thresholds", _summary.ThresholdVerdict),
+        ("respond_by_turn", _summary.TurnLatency),
+        ("timeseries", _summary.TimeseriesRow),
+        ("workers", _summary.WorkerFigures),
+    ],
+)
+def test_a_real_summarys_lists_hold_the_typed_entries(key: str, entry_type: Any) -> None:
+    """The sample summary (a real run's, tests/data) has exactly the typed keys in its lists."""
+    sample = json.loads((Path(__file__).parent / "data" / "load_summary.json").read_text())
+    assert set(sample) == set(typing.get_type_hints(Summary))
+    entries = sample[key]
+    assert entries
+    for entry in entries:
+        assert set(entry) == set(typing.get_type_hints(entry_type)), key
+
+
+@pytest.mark.parametrize(
+    ("key", "entry_type"),
+    [("errors_by_class", _summary.ErrorExample), ("personas", _summary.PersonaFigures)],
+)
+def test_a_real_summarys_tables_hold_the_typed_entries(key: str, entry_type: Any) -> None:
+    """The tables by name hold the typed entries; the spectrum's points are typed too."""
+    sample = json.loads((Path(__file__).parent / "data" / "load_summary.json").read_text())
+    assert sample[key]
+    for entry in sample[key].values():
+        assert set(entry) == set(typing.get_type_hints(entry_type)), key
+    for points in sample["latency_spectrum"].values():
+        assert {frozenset(p) for p in points} == {
+            frozenset(typing.get_type_hints(_summary.SpectrumPoint))
+        }
