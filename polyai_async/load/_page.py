@@ -33,8 +33,9 @@ from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
     import jinja2
+    from markupsafe import Markup
 
-__all__ = ["asset", "chart", "inline", "render_page", "script_hash", "series"]
+__all__ = ["asset", "chart", "inline", "render_page", "script_hash", "script_json", "series"]
 
 
 def render_page(template: str, /, *, title: str, data: Mapping[str, Any], **context: Any) -> str:
@@ -58,9 +59,21 @@ def render_page(template: str, /, *, title: str, data: Mapping[str, Any], **cont
     )
 
 
-def _dumps(value: Any, **_: Any) -> str:
-    # orjson as the summary's own writer does: compact, and NaN/inf become null.
-    return orjson.dumps(value).decode()
+def script_json(data: object) -> Markup:
+    r"""JSON for a <script type="application/json">: ``<``, ``>`` and ``&`` as \u escapes.
+
+    The templates' ``|tojson``: no string in ``data`` can close the element or start a
+    comment, and the text still parses to ``data`` (orjson, as the summary's own writer:
+    compact, NaN and infinities as null).
+    """
+    from markupsafe import Markup  # noqa: PLC0415 - comes with jinja2
+
+    text = orjson.dumps(data).decode()
+    escaped = re.sub("[<>&]", lambda m: _JSON_ESCAPES[m[0]], text)
+    return Markup(escaped)  # noqa: S704 - no <, > or & is left in it
+
+
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
 @functools.cache
@@ -79,8 +92,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    environment.policies["json.dumps_function"] = _dumps
-    environment.policies["json.dumps_kwargs"] = {}
+    environment.filters["tojson"] = script_json
     return environment
 
 
@@ -92,7 +104,8 @@ def _page_assets() -> Mapping[str, Any]:
     report_js = inline(asset("report.js"), "script")
     uplot_js = inline(asset("uPlot.iife.min.js"), "script")
     style = inline(asset("uPlot.min.css") + "\n" + asset("report.css"), "style")
-    # Made of constants and hashes only; the template escapes it all the same.
+    # Made of constants and hashes only (no summary string): marked safe so that its quotes
+    # stay quotes ('none', 'sha256-...'), as a reader of the page's source expects.
     csp = "; ".join(
         (
             "default-src 'none'",
@@ -104,7 +117,7 @@ def _page_assets() -> Mapping[str, Any]:
         )
     )
     return {
-        "csp": csp,
+        "csp": Markup(csp),  # noqa: S704 - constants and hashes
         "style": Markup(style),  # noqa: S704 - the package's own CSS, inlined
         "uplot_js": Markup(uplot_js),  # noqa: S704 - vendored uPlot, inlined
         "report_js": Markup(report_js),  # noqa: S704 - the report's own script, inlined
