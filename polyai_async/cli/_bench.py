@@ -40,6 +40,7 @@ from ._common import (
     _positive_seconds,
     _rate,
     _whole,
+    prog,
     redact,
 )
 
@@ -285,8 +286,14 @@ class _EmbeddedServer:
 
     def start(self) -> str:
         """Start the server and return its URL, read from its first line of output."""
+        # In a session of its own: a terminal's Ctrl-C reaches bench's process group, and the
+        # server must outlive it to see the conversations in flight closed; stop() stops it.
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            start_new_session=True,
         )
         lines: queue.Queue[bytes] = queue.Queue()
         stdout = self.process.stdout
@@ -347,12 +354,19 @@ def _children_cpu() -> float | None:
     return usage.ru_utime + usage.ru_stime
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the load (run_load handles it during the load): exit 143."""
+
+
 @contextlib.contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped)."""
+    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped).
+
+    During the load itself, run_load handles both signals and keeps the run.
+    """
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
@@ -538,7 +552,7 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
         raise UsageError(option_names(str(exc), ("processes",))) from None
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step by step
+def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
     _import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
@@ -624,9 +638,28 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0915 - the command, step b
         name: redact(entry["example"]) for name, entry in summary["errors_by_class"].items()
     }
     render(summary, console, description=description, examples=examples)
-    if not _write_reports(args, summary, write_csv, write_html):
+    written = _write_reports(args, summary, write_csv, write_html)
+    return _conclude(args, result, written)
+
+
+def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
+    """The exit status, and the line on stderr that says why it is not 0."""
+    summary = result.summary
+    code: int = result.exit_code
+    if result.interrupted:
+        print(
+            f"{prog()}: interrupted ({result.interrupted_by}): the load was stopped early; the "
+            "report covers what was measured",
+            file=sys.stderr,
+            flush=True,
+        )
+        return code
+    if result.partial:
+        lost = ", ".join(f"worker {w['worker']}" for w in summary["missing_workers"])
+        _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
+        return code
+    if not written:
         return 1
-    code = result.exit_code
     if code == 1:
         _fail(
             f"{summary['conversation_error_rate']:.2%} of conversations failed, above "

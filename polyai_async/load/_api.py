@@ -7,12 +7,14 @@ the metrics, summarize, judge the thresholds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
+from ._interrupt import Interrupt, on_loop_signals
 from ._live import live_figures
 from ._metrics import Metrics
 from ._result import LoadResult, figure_names, make_result, summarize
@@ -60,8 +62,14 @@ async def run_load_async(
     on_tick: OnTick | None = None,
     settings: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LoadResult:
     """Apply ``load`` through an open ``client`` on the running event loop (one process).
+
+    It handles no signal: the caller owns the loop. Setting ``stop`` interrupts the run as
+    ``run_load``'s Ctrl-C does: no conversation starts, those in flight are cancelled and
+    closed, and the result holds what was measured, with ``interrupted`` true. Cancelling
+    the call instead closes the conversations too, then raises CancelledError (no result).
 
     Args:
         client: an open PolyAIClient (the caller closes it).
@@ -72,13 +80,44 @@ async def run_load_async(
         on_tick: called about once a second with the live figures.
         settings: the run's options, for the report (never a secret).
         context: keys added to the summary (target, base_url...).
+        stop: once set, the run ends early with what was measured (see above).
     """
+    return await _run_async(
+        client,
+        load,
+        scenario,
+        thresholds=thresholds,
+        max_error_rate=max_error_rate,
+        on_tick=on_tick,
+        settings=settings,
+        context=context,
+        stop=stop,
+        interrupt=None,
+    )
+
+
+async def _run_async(
+    client: PolyAIClient,
+    load: Load,
+    scenario: Scenario | None,
+    *,
+    thresholds: Iterable[str | Threshold],
+    max_error_rate: float | None,
+    on_tick: OnTick | None,
+    settings: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    stop: asyncio.Event | None,
+    interrupt: Interrupt | None,
+) -> LoadResult:
     scenario = _check(scenario, load)
     parsed = parse_thresholds(thresholds)
     metrics = Metrics()
     tick = None if on_tick is None else _ticker(on_tick, load)
     cpu = time.process_time()
-    await drive(client, scenario, load, metrics, on_tick=tick)
+    interrupted = await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
+    by = None
+    if interrupted:
+        by = "stop" if interrupt is None or interrupt.signal is None else interrupt.signal
     return make_result(
         metrics,
         thresholds=parsed,
@@ -89,6 +128,7 @@ async def run_load_async(
         max_error_rate=max_error_rate,
         settings=settings,
         context=context,
+        interrupted_by=by,
     )
 
 
@@ -139,6 +179,12 @@ def run_load(
 ) -> LoadResult:
     """Apply ``load`` and wait for the result (blocking; starts its own event loop).
 
+    Called from the main thread, it handles SIGINT (Ctrl-C) and SIGTERM while it runs: the
+    first stops the load (in every worker process), closes the conversations in flight, and
+    returns what was measured with ``LoadResult.interrupted`` true (``interrupted_by`` names
+    the signal); a second raises KeyboardInterrupt at once. A worker process that sends no
+    result in time is left out: the result is then ``partial`` (see ``run_processes``).
+
     Args:
         load: what to apply: ``Load.closed(...)`` or ``Load.open(...)``.
         scenario: what the users say (default: ``demo_scenario()``).
@@ -173,17 +219,22 @@ def run_load(
     if processes == 1:
 
         async def main() -> LoadResult:
-            async with PolyAIClient(**client_options) as client:
-                return await run_load_async(
-                    client,
-                    load,
-                    scenario,
-                    thresholds=parsed,
-                    max_error_rate=max_error_rate,
-                    on_tick=on_tick,
-                    settings=common["settings"],
-                    context=context,
-                )
+            stop = asyncio.Event()
+            interrupt = Interrupt(stop.set)
+            with on_loop_signals(asyncio.get_running_loop(), interrupt):
+                async with PolyAIClient(**client_options) as client:
+                    return await _run_async(
+                        client,
+                        load,
+                        scenario,
+                        thresholds=parsed,
+                        max_error_rate=max_error_rate,
+                        on_tick=on_tick,
+                        settings=common["settings"],
+                        context=context,
+                        stop=stop,
+                        interrupt=interrupt,
+                    )
 
         return run_with_loop(main, chosen)
 
@@ -191,15 +242,16 @@ def run_load(
         if on_tick is not None:
             on_tick(live_figures(snapshots, planned=load.planned_seconds()))
 
-    runs, wall = run_processes(
+    outcome = run_processes(
         scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick
     )
+    runs, wall = outcome.runs, outcome.wall_seconds
     merged = Metrics()
     for run in runs:
         merged.merge(run.metrics)
     worker_summaries = [
         {
-            "worker": index,
+            "worker": run.index,
             **summarize(
                 run.metrics,
                 load=run.load,
@@ -209,7 +261,7 @@ def run_load(
                 detail=False,
             ),
         }
-        for index, run in enumerate(runs)
+        for run in runs
     ]
     return make_result(
         merged,
@@ -218,5 +270,7 @@ def run_load(
         worker_summaries=worker_summaries,
         wall_seconds=wall,
         client_cpu_seconds=sum(run.cpu_seconds for run in runs),
+        interrupted_by=outcome.interrupted_by,
+        missing_workers=outcome.missing,
         **common,
     )

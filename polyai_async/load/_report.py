@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._interrupt import stop_notes
 from ._metrics import ENDPOINTS
 from ._result import LoadResult
 
@@ -88,6 +89,8 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
 
     s = summary
     console.print(description, soft_wrap=True)
+    for line in stop_notes(s):
+        console.print(line, style="bold red", markup=False, soft_wrap=True)
     totals = Table(box=box.SIMPLE_HEAD, show_header=False)
     totals.add_column("figure", style="bold")
     totals.add_column("value", justify="right")

@@ -62,21 +62,22 @@ async def drive(
     metrics: Metrics,
     *,
     on_tick: Callable[[Metrics], None] | None = None,
-) -> None:
+    stop: asyncio.Event | None = None,
+) -> bool:
     """Apply ``load`` with ``scenario`` through an open ``client``, recording into ``metrics``.
 
     Returns when the load is over and every conversation has ended (or was cancelled after
-    ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second.
+    ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second. Once
+    ``stop`` is set, no conversation starts and those in flight are cancelled (each still
+    closes); True then: the run was interrupted.
     """
     rng = random.Random(load.seed)  # noqa: S311 - simulated users, not secrets
     metrics.start = time.perf_counter()
     ticker = asyncio.create_task(_tick(metrics, on_tick))
     try:
         with count_retries(client, metrics.retry):
-            if load.closed_model:
-                await _closed(client, scenario, load, metrics, rng)
-            else:
-                await _open(client, scenario, load, metrics, rng)
+            model = _closed if load.closed_model else _open
+            return await _unless_stopped(model(client, scenario, load, metrics, rng), stop)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -84,6 +85,29 @@ async def drive(
         metrics.finish()
         if on_tick is not None:
             on_tick(metrics)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event | None) -> bool:
+    """Run ``work`` to its end, or cancel it once ``stop`` is set; True if stopped."""
+    if stop is None:
+        await work
+        return False
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the run itself was cancelled: its conversations close
+        task.cancel()
+        await asyncio.wait({task}, timeout=CLOSE_ON_CANCEL_SECONDS + 1)
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()  # the models cancel their conversations, and each closes itself
+        await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        task.result()  # the model's own failure, raised as it was
+    return stop.is_set()
 
 
 async def _tick(metrics: Metrics, on_tick: Callable[[Metrics], None] | None) -> None:

@@ -1,0 +1,185 @@
+"""A run is never lost: Ctrl-C and SIGTERM keep it, a stalled worker cannot hang it.
+
+The signals are real: sent to a real ``polyai-async bench`` process (or to this one, for the
+handlers alone), against a fake server this test starts on 127.0.0.1, which then says whether
+every conversation was closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from polyai_async.load import Load, Persona, Scenario, TurnSpec, run_load_async
+from polyai_async.load._html import render_html
+from polyai_async.load._interrupt import Interrupt, on_signals
+from polyai_async.load._metrics import Metrics
+from polyai_async.load._report import render
+from polyai_async.load._result import make_result
+from polyai_async.testing import FakePolyAI, Faults
+
+from .threaded_fake import ThreadedFake
+
+TWO_TURNS = Scenario(
+    name="two-turns",
+    personas=(Persona(name="p", turns=(TurnSpec(say=("a",)), TurnSpec(say=("b",)))),),
+)
+
+
+def _bench(fake: ThreadedFake, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
+    env.update(fake.env)
+    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "polyai_async.cli", "bench", "--base-url", fake.url, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for(condition: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_keeps_the_run_writes_every_report_and_closes_every_conversation(
+    tmp_path: Path, sig: signal.Signals, code: int, processes: int
+) -> None:
+    """A signal to bench alone (with --processes, to the parent alone) stops the load: every
+    conversation in flight is closed on the server, the JSON, CSV and HTML are written from
+    what was measured and say "interrupted", and bench exits 130 (SIGINT) or 143 (SIGTERM)."""
+    paths = {ext: tmp_path / f"r.{ext}" for ext in ("json", "csv", "html")}
+    with ThreadedFake() as fake:
+        process = _bench(
+            fake,
+            "--rate", "20", "--arrival", "constant", "--duration", "2m", "--think-time", "1s",
+            "--processes", str(processes), "-q",
+            "--json", str(paths["json"]), "--csv", str(paths["csv"]), "--html", str(paths["html"]),
+        )  # fmt: skip
+        try:
+            # Conversations that think for 1 s between turns: many are in flight at any time.
+            _wait_for(lambda: fake.server.requests["create"] >= 20, 60)
+            process.send_signal(sig)
+            signalled = time.monotonic()
+            out, err = process.communicate(timeout=30)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        conversations = dict(fake.server.conversations)
+        created = fake.server.requests["create"]
+    assert process.returncode == code, err
+    assert f"interrupted ({sig.name})" in err
+    assert "Traceback" not in err
+    assert f"INTERRUPTED ({sig.name})" in out
+    assert took < 10
+    report = json.loads(paths["json"].read_text())
+    assert report["interrupted"] is True
+    assert report["interrupted_by"] == sig.name
+    assert report["partial"] is False
+    assert report["processes"] == processes
+    assert report["conversations_started"] >= 20
+    assert report["conversations_interrupted"] > 0  # some were in flight, and were closed
+    rows = list(csv.DictReader(io.StringIO(paths["csv"].read_text())))
+    assert sum(int(r["conversations_started"]) for r in rows) == report["conversations_started"]
+    assert 'data-stopped="interrupted"' in paths["html"].read_text()
+    # The server saw every conversation it created closed: none left open.
+    assert created == report["conversations_started"]
+    assert [cid for cid, state in conversations.items() if not state.closed] == []
+
+
+async def test_stop_ends_run_load_async_with_what_was_measured() -> None:
+    """run_load_async's ``stop`` interrupts the run as Ctrl-C does: the conversations in flight
+    are closed, and the result holds the figures, marked interrupted (exit code 130)."""
+    async with FakePolyAI(faults=Faults(latency=0.1)) as fake, fake.client() as client:
+        stop = asyncio.Event()
+        load = Load.open(rate=50, duration=60, arrival="constant")
+        run = asyncio.create_task(run_load_async(client, load, TWO_TURNS, stop=stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        result = await asyncio.wait_for(run, 5)
+        assert all(state.closed for state in fake.conversations.values())
+        assert fake.requests["create"] == result.figure("conversations_started")
+    assert result.interrupted
+    assert result.interrupted_by == "stop"
+    assert result.summary["interrupted"] is True
+    assert result.exit_code == 130
+    assert 10 <= result.figure("conversations_started") <= 40
+    assert result.figure("conversations_interrupted") > 0
+
+
+async def test_a_run_that_is_not_stopped_is_not_marked() -> None:
+    """A run that ends by itself says interrupted false and partial false."""
+    async with FakePolyAI() as fake, fake.client() as client:
+        result = await run_load_async(
+            client, Load.closed(concurrency=2, conversations=4), TWO_TURNS, stop=asyncio.Event()
+        )
+    assert not result.interrupted
+    assert result.interrupted_by is None
+    assert (result.summary["interrupted"], result.summary["partial"]) == (False, False)
+    assert result.summary["missing_workers"] == []
+    assert result.exit_code == 0
+
+
+def test_the_first_signal_stops_and_a_second_one_quits() -> None:
+    """A real SIGINT calls the stop once; a second raises KeyboardInterrupt (force quit) unless
+    it is a worker's handler, which leaves quitting to the parent."""
+    stops: list[str] = []
+    interrupt = Interrupt(lambda: stops.append("stop"), say=False)
+    with on_signals(interrupt):
+        signal.raise_signal(signal.SIGINT)  # its handler has run when this returns
+        assert (stops, interrupt.signal) == (["stop"], "SIGINT")
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+    worker = Interrupt(lambda: stops.append("worker"), force_quit=False, say=False)
+    with on_signals(worker):
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGINT)
+    assert (stops, worker.signal) == (["stop", "worker"], "SIGTERM")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize(
+    ("options", "marker", "line"),
+    [
+        ({"interrupted_by": "SIGTERM"}, 'data-stopped="interrupted"', "INTERRUPTED (SIGTERM)"),
+        (
+            {"missing_workers": [{"worker": 1, "name": "w-1", "reason": "sent nothing"}]},
+            'data-stopped="partial"',
+            "PARTIAL: worker 1 (w-1) sent nothing",
+        ),
+    ],
+)
+def test_the_terminal_and_html_reports_say_interrupted_or_partial(
+    options: dict[str, object], marker: str, line: str
+) -> None:
+    """The terminal summary starts with the marker line, the HTML report shows it first."""
+    summary = make_result(Metrics(), **options).summary  # type: ignore[arg-type]
+    console = Console(record=True, width=200)
+    render(summary, console, description="a run")
+    assert console.export_text().splitlines()[1].startswith(line)
+    assert marker in render_html(summary)
+    plain = make_result(Metrics()).summary
+    assert "INTERRUPTED" not in render_html(plain)
+    assert "data-stopped" not in render_html(plain)
