@@ -1,4 +1,5 @@
-"""A run is never lost: Ctrl-C and SIGTERM keep it, a stalled worker cannot hang it.
+"""A run is never lost: Ctrl-C and SIGTERM keep it, a stalled worker cannot hang it, a bad
+output path or an impossible load is refused before anything is sent.
 
 The signals are real: sent to a real ``polyai-async bench`` process (or to this one, for the
 handlers alone), against a fake server this test starts on 127.0.0.1, which then says whether
@@ -7,6 +8,7 @@ every conversation was closed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import io
@@ -21,14 +23,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from polyai_async.cli import _bench
 from polyai_async.load import Load, Persona, Scenario, TurnSpec, run_load_async
 from polyai_async.load._html import render_html
 from polyai_async.load._interrupt import Interrupt, on_signals
 from polyai_async.load._metrics import Metrics
-from polyai_async.load._report import render
+from polyai_async.load._report import output_path_problem, render
 from polyai_async.load._result import make_result
 from polyai_async.testing import FakePolyAI, Faults
 
+from .cli_runner import CliRunner
 from .threaded_fake import ThreadedFake
 
 TWO_TURNS = Scenario(
@@ -37,7 +41,26 @@ TWO_TURNS = Scenario(
 )
 
 
-def _bench(fake: ThreadedFake, *args: str) -> subprocess.Popen[str]:
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """``bench(*args)`` runs ``polyai-async bench ARGS`` in this process (tests/cli_runner.py)."""
+    return CliRunner(monkeypatch, capsys, command="bench")
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The embedded fake servers bench started (none, when it refuses its options)."""
+    started: list[object] = []
+
+    def start(server: object) -> str:
+        started.append(server)
+        return "http://127.0.0.1:9"
+
+    monkeypatch.setattr(_bench._EmbeddedServer, "start", start)
+    return started
+
+
+def _bench_process(fake: ThreadedFake, *args: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
     env.update(fake.env)
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -70,7 +93,7 @@ def test_a_signal_keeps_the_run_writes_every_report_and_closes_every_conversatio
     what was measured and say "interrupted", and bench exits 130 (SIGINT) or 143 (SIGTERM)."""
     paths = {ext: tmp_path / f"r.{ext}" for ext in ("json", "csv", "html")}
     with ThreadedFake() as fake:
-        process = _bench(
+        process = _bench_process(
             fake,
             "--rate", "20", "--arrival", "constant", "--duration", "2m", "--think-time", "1s",
             "--processes", str(processes), "-q",
@@ -138,7 +161,7 @@ async def test_a_run_that_is_not_stopped_is_not_marked() -> None:
     assert not result.interrupted
     assert result.interrupted_by is None
     assert (result.summary["interrupted"], result.summary["partial"]) == (False, False)
-    assert result.summary["missing_workers"] == []
+    assert result.summary["workers_missing"] == []
     assert result.exit_code == 0
 
 
@@ -165,7 +188,7 @@ def test_the_first_signal_stops_and_a_second_one_quits() -> None:
     [
         ({"interrupted_by": "SIGTERM"}, 'data-stopped="interrupted"', "INTERRUPTED (SIGTERM)"),
         (
-            {"missing_workers": [{"worker": 1, "name": "w-1", "reason": "sent nothing"}]},
+            {"workers_missing": [{"worker": 1, "name": "w-1", "reason": "sent nothing"}]},
             'data-stopped="partial"',
             "PARTIAL: worker 1 (w-1) sent nothing",
         ),
@@ -180,6 +203,66 @@ def test_the_terminal_and_html_reports_say_interrupted_or_partial(
     render(summary, console, description="a run")
     assert console.export_text().splitlines()[1].startswith(line)
     assert marker in render_html(summary)
+    locust = {**make_result(Metrics()).summary, "workers_missing": ["host_abc"]}
+    assert "PARTIAL: worker host_abc sent no figures" in render_html(locust)
     plain = make_result(Metrics()).summary
     assert "INTERRUPTED" not in render_html(plain)
     assert "data-stopped" not in render_html(plain)
+
+
+# procfs lets nobody, root included, create a file: a path that cannot be written, anywhere.
+UNWRITABLE = "/proc/polyai-report.json"
+
+
+@pytest.mark.usefixtures("cli_state")
+@pytest.mark.parametrize(
+    ("option", "path", "message"),
+    [
+        ("--json", UNWRITABLE, "argument --json: '/proc/polyai-report.json' cannot be written"),
+        ("--csv", ".", "argument --csv: '.' is a directory"),
+        ("--html", "no/such/folder/r.html", "argument --html: 'no/such/folder/r.html' its folder"),
+    ],
+)
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_run(
+    bench: CliRunner, no_server: list[object], option: str, path: str, message: str
+) -> None:
+    """--json, --csv or --html that could not be written: exit 2, one line naming the option,
+    before the embedded fake starts (so before any load)."""
+    done = bench("--conversations", "1", option, path)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.count("\n") == 1
+    assert message in done.stderr
+    assert no_server == []
+
+
+def test_checking_a_path_writes_nothing(tmp_path: Path) -> None:
+    """The check opens an existing report unchanged, and leaves no new file behind."""
+    existing = tmp_path / "old.json"
+    existing.write_text("kept")
+    assert output_path_problem(existing) is None
+    assert existing.read_text() == "kept"
+    assert output_path_problem(tmp_path / "new.json") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+
+
+def test_a_report_that_fails_at_the_end_is_named_and_the_others_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """If --csv fails to be written after the run, --json and --html still are, and one error
+    line names --csv."""
+    summary = make_result(Metrics()).summary
+    paths = {ext: tmp_path / f"r.{ext}" for ext in ("json", "csv", "html")}
+    args = argparse.Namespace(**paths)
+
+    def full_disk(summary: object, path: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    written = _bench._write_reports(args, summary, full_disk, lambda s, p: Path(p).write_text("h"))
+    assert written is False
+    assert json.loads(paths["json"].read_text())["schema"] == "polyai-async-bench/2"
+    assert paths["html"].read_text() == "h"
+    assert not paths["csv"].exists()
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"polyai-async: error: --csv: could not write {paths['csv']}: No space left on device"
+    ]

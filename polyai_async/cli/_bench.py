@@ -655,7 +655,7 @@ def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
         )
         return code
     if result.partial:
-        lost = ", ".join(f"worker {w['worker']}" for w in summary["missing_workers"])
+        lost = ", ".join(f"worker {w['worker']}" for w in summary["workers_missing"])
         _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
         return code
     if not written:
@@ -704,23 +704,27 @@ def _verdict_detail(threshold: Mapping[str, Any]) -> str:
 def _write_reports(
     args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any, write_html: Any
 ) -> bool:
-    """Write --json, --csv and --html; False (after one error line) if one could not be."""
+    """Write --json, --csv and --html; False if one could not be.
+
+    Each failure is one error line naming its option; the other reports are still written.
+    """
 
     def write_json(path: Path) -> None:
         text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
         path.write_text(redact(text) + "\n", encoding="utf-8")
 
     writers = (
-        (args.json, write_json),
-        (args.csv, lambda p: write_csv(summary, p)),
-        (args.html, lambda p: write_html(summary, p)),
+        ("--json", args.json, write_json),
+        ("--csv", args.csv, lambda p: write_csv(summary, p)),
+        ("--html", args.html, lambda p: write_html(summary, p)),
     )
-    for path, write in writers:
+    written = True
+    for option, path, write in writers:
         if path is None:
             continue
         try:
             write(path)
         except OSError as exc:
-            _fail(f"could not write {path}: {exc.strerror or exc}")
-            return False
-    return True
+            _fail(f"{option}: could not write {path}: {exc.strerror or exc}")
+            written = False
+    return written

@@ -271,6 +271,6 @@ def run_load(
         wall_seconds=wall,
         client_cpu_seconds=sum(run.cpu_seconds for run in runs),
         interrupted_by=outcome.interrupted_by,
-        missing_workers=outcome.missing,
+        workers_missing=outcome.missing,
         **common,
     )

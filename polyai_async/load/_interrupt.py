@@ -110,9 +110,10 @@ def stop_notes(summary: Mapping[str, Any]) -> list[str]:
             f"INTERRUPTED ({summary.get('interrupted_by') or 'stop'}): the load was stopped "
             "early; these figures cover what was measured until then"
         )
-    for worker in summary.get("missing_workers") or ():
-        notes.append(
-            f"PARTIAL: worker {worker.get('worker')} ({worker.get('name')}) "
-            f"{worker.get('reason')}; these figures are the other workers' only"
-        )
+    for worker in summary.get("workers_missing") or ():
+        if isinstance(worker, Mapping):  # bench: index, name, reason
+            what = f"worker {worker.get('worker')} ({worker.get('name')}) {worker.get('reason')}"
+        else:  # the Locust bridge: the worker's id
+            what = f"worker {worker} sent no figures"
+        notes.append(f"PARTIAL: {what}; these figures are the other workers' only")
     return notes

@@ -5,6 +5,7 @@ rich is imported inside ``render`` alone, so the engine and the file reports run
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from ._result import LoadResult
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["CSV_COLUMNS", "render", "write_csv", "write_json"]
+__all__ = ["CSV_COLUMNS", "output_path_problem", "render", "write_csv", "write_json"]
 
 #: The columns of ``write_csv``: the time series, one row a second.
 CSV_COLUMNS = (
@@ -42,6 +43,32 @@ def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
 def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write the run's summary (schema ``polyai-async-bench/2``) as indented JSON to ``path``."""
     Path(path).write_bytes(orjson.dumps(_summary(result), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def output_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a report could not be written to ``path`` (None: it can), found by trying.
+
+    Checked before a run, so a bad ``--json`` costs no load: the path must not be a folder,
+    and its folder must exist and let us create (or open for writing) the file. Nothing is
+    written: an existing file is opened for appending and closed unchanged, a new one is
+    created and removed. Trying, rather than asking ``os.access``, holds for root too.
+    """
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory"
+    folder = target.absolute().parent
+    if not folder.is_dir():
+        return f"its folder {str(folder)!r} does not exist"
+    existed = target.exists()
+    try:
+        with target.open("a" if existed else "x", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc})"
+    if not existed:
+        with contextlib.suppress(OSError):
+            target.unlink()
+    return None
 
 
 def write_csv(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:

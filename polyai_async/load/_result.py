@@ -313,20 +313,20 @@ def make_result(
     workers: Sequence[Metrics] = (),
     worker_summaries: Sequence[Mapping[str, Any]] = (),
     interrupted_by: str | None = None,
-    missing_workers: Sequence[Mapping[str, Any]] = (),
+    workers_missing: Sequence[Mapping[str, Any]] = (),
     **options: Any,
 ) -> LoadResult:
     """Summarize ``metrics``, judge the thresholds, and wrap it all in a LoadResult.
 
     ``interrupted_by`` (a signal's name, or ``stop``) marks a run cut short;
-    ``missing_workers`` (index, name, reason) marks it partial.
+    ``workers_missing`` (index, name, reason) marks it partial.
     """
     summary = summarize(metrics, **options)
     summary["workers"] = [dict(w) for w in worker_summaries]
     summary["interrupted"] = interrupted_by is not None
     summary["interrupted_by"] = interrupted_by
-    summary["partial"] = bool(missing_workers)
-    summary["missing_workers"] = [dict(m) for m in missing_workers]
+    summary["partial"] = bool(workers_missing)
+    summary["workers_missing"] = [dict(m) for m in workers_missing]
     rules = tuple(thresholds)
     verdicts = judge(summary, rules)
     return LoadResult(
