@@ -24,7 +24,7 @@ import pytest
 from rich.console import Console
 
 from polyai_async.cli import _bench
-from polyai_async.load import Load, Persona, Scenario, TurnSpec, run_load_async
+from polyai_async.load import Load, Persona, Scenario, TurnSpec, _workers, run_load, run_load_async
 from polyai_async.load._html import render_html
 from polyai_async.load._interrupt import Interrupt, on_signals
 from polyai_async.load._metrics import Metrics
@@ -266,3 +266,54 @@ def test_a_report_that_fails_at_the_end_is_named_and_the_others_are_written(
     assert err.splitlines() == [
         f"polyai-async: error: --csv: could not write {paths['csv']}: No space left on device"
     ]
+
+
+# -- a stalled worker -------------------------------------------------------------------------
+
+STALL_MARKER = "POLYAI_ASYNC_TEST_STALL_MARKER"
+
+
+def stall_one_worker(event: object) -> None:
+    """An answer_received hook: the first worker process to see an answer blocks its event
+    loop for good (it wins the marker file); the others carry on."""
+    try:
+        os.close(os.open(os.environ[STALL_MARKER], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    time.sleep(60)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("load", "bound"),
+    [
+        (Load.open(rate=20, duration=1, graceful_stop=0.5, arrival="constant"), "by the end"),
+        (Load.closed(concurrency=2, conversations=400, think_time=None), "sent nothing for"),
+    ],
+    ids=["duration + graceful stop + margin", "silence"],
+)
+def test_a_stalled_worker_is_named_and_the_others_figures_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, load: Load, bound: str
+) -> None:
+    """A worker whose loop stalls cannot hang run_load: after the load's duration, its
+    graceful stop and a margin (or, with no set length, a silence), the result has the
+    other worker's figures, names the missing one, is partial, and does not pass."""
+    monkeypatch.setattr(_workers, "RESULT_MARGIN_SECONDS", 1.0)
+    monkeypatch.setattr(_workers, "SILENCE_SECONDS", 3.0)
+    monkeypatch.setenv(STALL_MARKER, str(tmp_path / "stalled"))
+    with ThreadedFake() as fake:
+        settings = {**fake.settings, "event_hooks": {"answer_received": stall_one_worker}}
+        started = time.monotonic()
+        result = run_load(load, TWO_TURNS, client_settings=settings, processes=2)
+        took = time.monotonic() - started
+    assert took < 20
+    assert result.partial
+    [missing] = result.summary["workers_missing"]
+    assert missing["name"] == f"polyai-async-load-{missing['worker']}"
+    assert bound in missing["reason"]
+    [kept] = result.summary["workers"]
+    assert kept["worker"] != missing["worker"]
+    assert kept["conversations_completed"] > 0
+    assert result.figure("conversations_completed") == kept["conversations_completed"]
+    assert result.passed is False
+    assert result.exit_code == 1

@@ -283,11 +283,12 @@ def run_processes(  # noqa: PLR0912, PLR0915 - one loop reads every kind of mess
                 if index in runs:
                     worker.join(10)
     finally:
-        for worker in workers:
-            if worker.is_alive():
+        stalled = {m["worker"] for m in missing}
+        for index, worker in enumerate(workers):
+            if worker.is_alive() and index not in stalled:
                 worker.terminate()
                 worker.join(5)
-            if worker.is_alive():  # a stalled loop never runs its SIGTERM handler
+            if worker.is_alive():  # a stalled loop would never run its SIGTERM handler
                 worker.kill()
                 worker.join(5)
         messages.close()
