@@ -23,8 +23,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from polyai_async import ConfigurationError
 from polyai_async.cli import _bench
 from polyai_async.load import Load, Persona, Scenario, TurnSpec, _workers, run_load, run_load_async
+from polyai_async.load._api import check_processes
 from polyai_async.load._html import render_html
 from polyai_async.load._interrupt import Interrupt, on_signals
 from polyai_async.load._metrics import Metrics
@@ -317,3 +319,63 @@ def test_a_stalled_worker_is_named_and_the_others_figures_are_kept(
     assert result.figure("conversations_completed") == kept["conversations_completed"]
     assert result.passed is False
     assert result.exit_code == 1
+
+
+# -- limits that keep one process honest ------------------------------------------------------
+
+
+def test_processes_are_bounded_by_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """processes may be 4 per CPU, not one more: the error names processes and the bound."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    load = Load.closed(concurrency=100, conversations=100)
+    check_processes(load, 8)
+    with pytest.raises(ConfigurationError, match=r"^processes=9 is above 8: at most 4 per CPU"):
+        check_processes(load, 9)
+
+
+def test_a_setting_that_cannot_be_pickled_is_refused_before_any_worker_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_load(processes=2) with a lambda hook: one ConfigurationError naming the setting,
+    not a pickling AttributeError from a worker's start."""
+
+    def no_workers(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker was started")
+
+    monkeypatch.setattr("polyai_async.load._api.run_processes", no_workers)
+    settings = {
+        "base_url": "http://127.0.0.1:9",
+        "api_key": "k",
+        "token": "t",
+        "account_id": "a",
+        "project_id": "p",
+        "event_hooks": {"request_sent": lambda event: None},
+    }
+    load = Load.closed(concurrency=2, conversations=2)
+    with pytest.raises(ConfigurationError) as caught:
+        run_load(load, TWO_TURNS, client_settings=settings, processes=2)
+    message = str(caught.value)
+    assert message.startswith("client_settings['event_hooks'] cannot be sent to the worker")
+    assert "lambda" in message
+    assert "\n" not in message
+
+
+@pytest.mark.usefixtures("cli_state")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--processes", "100000"], "--processes=100000 is above"),
+        (["--rate", "1e12", "--duration", "1s"], "--rate=1e+12 a second is more than"),
+        (["--rate", "0", "--stages", "1s:25000", "--processes", "2"], "(the stages' peak)"),
+    ],
+)
+def test_an_impossible_load_exits_2_before_the_run(
+    bench: CliRunner, no_server: list[object], args: list[str], message: str
+) -> None:
+    """Too many processes, or a rate no process can start: one line naming the option and
+    what to do instead, exit 2, nothing started."""
+    done = bench("--conversations", "10", *args)
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.count("\n") == 1
+    assert message in done.stderr
+    assert no_server == []

@@ -538,7 +538,7 @@ def _report_settings(args: argparse.Namespace, target: str, base_url: str) -> di
 
 
 def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
-    """Refuse a bad --processes or --loop before the embedded fake starts.
+    """Refuse a bad --processes, --rate or --loop before the embedded fake starts.
 
     run_load checks both again, for its other callers.
     """
@@ -549,7 +549,7 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
         check_processes(load, args.processes)
         choose_loop(args.loop)
     except ConfigurationError as exc:
-        raise UsageError(option_names(str(exc), ("processes",))) from None
+        raise UsageError(option_names(str(exc), ("processes", "rate"))) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ the metrics, summarize, judge the thresholds.
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +27,11 @@ from ._thresholds import Threshold
 from ._workers import run_processes
 
 __all__ = ["parse_thresholds", "run_load", "run_load_async"]
+
+#: ``processes`` at most this many per CPU: more workers than cores only share them.
+MAX_PROCESSES_PER_CPU = 4
+#: Conversations a second one process may be asked to start (open model, stages included).
+MAX_RATE_PER_PROCESS = 10_000
 
 #: Called about once a second with the figures of the moment (see ``live_figures``).
 OnTick = Callable[[Mapping[str, Any]], None]
@@ -110,6 +117,7 @@ async def _run_async(
     interrupt: Interrupt | None,
 ) -> LoadResult:
     scenario = _check(scenario, load)
+    check_rate(load)
     parsed = parse_thresholds(thresholds)
     metrics = Metrics()
     tick = None if on_tick is None else _ticker(on_tick, load)
@@ -144,6 +152,29 @@ def _ticker(on_tick: OnTick, load: Load) -> Callable[[Metrics], None]:
     return tick
 
 
+def check_rate(load: Load, processes: int = 1) -> None:
+    """Refuse an open-model rate that ``processes`` processes cannot start.
+
+    Past ``MAX_RATE_PER_PROCESS`` conversations a second per process, the generator measures
+    only its own backlog (and would grow it without bound).
+
+    Raises:
+        ConfigurationError: naming ``rate`` and what to do instead.
+    """
+    if load.closed_model:
+        return
+    peak = max([load.rate or 0.0] + [stage.target for stage in load.stages])
+    if peak > MAX_RATE_PER_PROCESS * processes:
+        where = "" if peak == (load.rate or 0.0) else " (the stages' peak)"
+        raise ConfigurationError(
+            f"rate={peak:g} a second{where} is more than processes={processes} can start "
+            f"(at most {MAX_RATE_PER_PROCESS:,} conversations a second each; past that a "
+            "process measures only its own backlog): raise processes (up to "
+            f"{MAX_PROCESSES_PER_CPU * (os.cpu_count() or 1)} here), or spread the load over "
+            "several machines (the Locust bridge)"
+        )
+
+
 def check_processes(load: Load, processes: int) -> None:
     """Refuse ``processes`` unless it is a whole number >= 1 that ``load`` splits into.
 
@@ -155,12 +186,39 @@ def check_processes(load: Load, processes: int) -> None:
     """
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ConfigurationError(f"processes must be a whole number >= 1, got {processes!r}")
+    cpus = os.cpu_count() or 1
+    limit = MAX_PROCESSES_PER_CPU * cpus
+    if processes > limit:
+        raise ConfigurationError(
+            f"processes={processes} is above {limit}: at most {MAX_PROCESSES_PER_CPU} per CPU "
+            f"({cpus} here), as more workers than cores only share the same cores; for more "
+            "load, use several machines (the Locust bridge)"
+        )
+    check_rate(load, processes)
     for index in range(processes):
         try:
             load.split(processes, index)
         except ConfigurationError as exc:
             raise ConfigurationError(
                 f"processes={processes}: the load does not split that many ways ({exc})"
+            ) from None
+
+
+def _check_picklable(
+    processes: int, client_options: Mapping[str, Any], scenario: Scenario, load: Load
+) -> None:
+    """Refuse, naming it, what cannot be sent to a worker process (a lambda hook...)."""
+    values: dict[str, Any] = {f"client_settings[{k!r}]": v for k, v in client_options.items()}
+    values.update(scenario=scenario, load=load)
+    for name, value in values.items():
+        try:
+            pickle.dumps(value)
+        # AttributeError, TypeError, PicklingError...: each means it cannot be sent.
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{name} cannot be sent to the worker processes (processes={processes}), "
+                f"which get a pickled copy: {exc}; use functions and classes defined at a "
+                "module's top level (no lambda or local function), or processes=1"
             ) from None
 
 
@@ -208,6 +266,8 @@ def run_load(
     chosen = choose_loop(loop)
     client_options = dict(client_settings or {})
     PolyAIClient(**client_options)  # refuse bad settings here, not in a worker process
+    if processes > 1:
+        _check_picklable(processes, client_options, scenario, load)
     common: dict[str, Any] = {
         "load": load,
         "scenario": scenario,
