@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -379,3 +380,83 @@ def test_an_impossible_load_exits_2_before_the_run(
     assert done.stderr.count("\n") == 1
     assert message in done.stderr
     assert no_server == []
+
+
+async def test_the_open_scheduler_yields_when_behind_so_a_stop_is_heard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """100,000 arrivals all overdue at once (the generator far behind): the scheduler still
+    gives the event loop a turn every few milliseconds, so other tasks run and a stop ends
+    the run at once instead of after the whole backlog."""
+    monkeypatch.setattr("polyai_async.load._runner.arrivals", lambda load, rng: iter([0.0] * 10**5))
+    gaps: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    load = Load.open(rate=1, conversations=10**5, max_in_flight=1)
+    async with FakePolyAI() as fake, fake.client() as client:
+        stop = asyncio.Event()
+        beating = asyncio.create_task(heartbeat())
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        started = time.perf_counter()
+        result = await run_load_async(client, load, TWO_TURNS, stop=stop)
+        took = time.perf_counter() - started
+        beating.cancel()
+    assert result.interrupted
+    assert took < 1.5
+    assert result.figure("conversations_dropped") < 10**5 - 1
+    assert max(gaps) < 0.1
+
+
+async def test_the_closed_model_starts_only_the_users_it_can_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--conversations 5 --concurrency 500000 starts 5 simulated users, not 500,000."""
+    users: list[str] = []
+    create_task = asyncio.create_task
+
+    def counting(coro: Any, **options: Any) -> asyncio.Task[Any]:
+        if coro.__qualname__.endswith(".user"):
+            users.append(coro.__qualname__)
+        return create_task(coro, **options)
+
+    monkeypatch.setattr(asyncio, "create_task", counting)
+    async with FakePolyAI() as fake, fake.client() as client:
+        load = Load.closed(concurrency=500_000, conversations=5)
+        result = await run_load_async(client, load, TWO_TURNS)
+    assert result.figure("conversations_completed") == 5
+    assert len(users) == 5
+
+
+@pytest.mark.e2e
+def test_ctrl_c_is_heard_within_a_second_at_the_highest_rate(tmp_path: Path) -> None:
+    """At 10,000 conversations a second (most dropped: the generator is behind), a real SIGINT
+    still ends bench within a second or so, with its report, exit 130."""
+    report = tmp_path / "r.json"
+    with ThreadedFake() as fake:
+        process = _bench_process(
+            fake,
+            "--rate", "10000", "--max-in-flight", "20", "--duration", "1m", "--turns", "1",
+            "-q", "--json", str(report),
+        )  # fmt: skip
+        try:
+            _wait_for(lambda: fake.server.requests["create"] >= 200, 60)
+            process.send_signal(signal.SIGINT)
+            signalled = time.monotonic()
+            _, err = process.communicate(timeout=30)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert process.returncode == 130, err
+    assert took < 2.5  # about 0.3 s on a quiet machine; the closes of those in flight
+    summary = json.loads(report.read_text())
+    assert summary["interrupted_by"] == "SIGINT"
+    assert summary["conversations_dropped"] > 0

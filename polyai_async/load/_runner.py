@@ -29,6 +29,8 @@ T = TypeVar("T")
 LOOPS = ("auto", "asyncio", "uvloop")
 #: How often the closed model's supervisor wakes: to follow the stages, and to measure lag.
 _SUPERVISOR_SECONDS = 0.05
+#: The longest the schedulers keep the event loop to themselves when they are behind.
+_YIELD_SECONDS = 0.005
 #: How often the tick (series, live view) runs.
 TICK_SECONDS = 1.0
 
@@ -194,7 +196,7 @@ async def _closed(
             await _conversation(client, scenario, load, metrics, rng, None)
 
     try:
-        await _supervise(load, metrics, running, more, user)
+        await _supervise(load, metrics, running, more, user, lambda: remaining)
         await _finish(set(running.values()), None if deadline is None else load.graceful_stop)
     except asyncio.CancelledError:
         await _cancel(set(running.values()))
@@ -207,17 +209,29 @@ async def _supervise(
     running: dict[int, asyncio.Task[None]],
     more: Callable[[], bool],
     user: Callable[[int], Coroutine[Any, Any, None]],
+    left: Callable[[], int | None],
 ) -> None:
-    """Keep as many users running as the load's target, until there is no more to do."""
+    """Keep as many users running as the load's target, until there is no more to do.
+
+    Never more new users than ``left()`` (the conversations not yet started; None: no
+    bound): ``conversations=5`` with ``concurrency=500_000`` starts 5 users, not 500,000.
+    """
     start = metrics.start
     planned_wake = time.perf_counter()
     while more():
         target = load.users_at(time.perf_counter() - start)
+        room = left()
         for index in range(target):
+            if room is not None and room <= 0:
+                break
             if index not in running:
                 task = asyncio.create_task(user(index))
                 running[index] = task
                 task.add_done_callback(lambda _, i=index: running.pop(i, None))  # type: ignore[misc]
+                if room is not None:
+                    room -= 1
+                if len(running) % 1000 == 0:  # a huge concurrency: let the loop breathe
+                    await asyncio.sleep(0)
         planned_wake += _SUPERVISOR_SECONDS
         await asyncio.sleep(max(0.0, planned_wake - time.perf_counter()))
         # How late the loop woke us: the closed model's measure of the generator's lag.
@@ -233,6 +247,7 @@ async def _open(
     tasks: set[asyncio.Task[None]] = set()
     count = 0
     clock = time.perf_counter
+    awake = clock()  # when this loop last gave the event loop a turn
     try:
         for offset in arrivals(load, rng):
             if load.conversations is not None and count >= load.conversations:
@@ -242,6 +257,10 @@ async def _open(
             delay = when - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+                awake = clock()
+            elif clock() - awake > _YIELD_SECONDS:  # behind: arrivals come back to back
+                await asyncio.sleep(0)  # the loop still serves I/O, ticks and signals
+                awake = clock()
             # How late this arrival starts against its plan: the open model's generator lag.
             metrics.lag(clock() - when)
             if metrics.in_flight >= load.max_in_flight:
