@@ -123,7 +123,8 @@ def add_parser(commands: Any) -> None:
         "--rate",
         type=_positive_number,
         metavar="R",
-        help="open model: new conversations a second (with --stages, the starting rate)",
+        help="open model: new conversations a second (with --stages, the starting rate); at "
+        "most 10000 per process",
     )
     load.add_argument(
         "--arrival",
@@ -171,7 +172,8 @@ def add_parser(commands: Any) -> None:
         type=_whole(1),
         default=1,
         metavar="N",
-        help="worker processes sharing the load; their histograms merge exactly (default 1)",
+        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
+        "exactly (default 1)",
     )
     load.add_argument(
         "--loop",
