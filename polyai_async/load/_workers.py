@@ -217,9 +217,7 @@ def run_processes(  # noqa: PLR0912, PLR0915 - one loop reads every kind of mess
                 worker.start()
             ready = 0
             deadline = time.monotonic() + _START_TIMEOUT
-            while ready < processes:
-                if interrupt.signal is not None:  # nothing was sent yet: nothing to report
-                    raise KeyboardInterrupt
+            while ready < processes:  # a signal now stops the workers as soon as they start
                 message = _next(messages, workers, deadline)
                 if message is None:
                     continue
