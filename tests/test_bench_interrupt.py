@@ -459,3 +459,18 @@ def test_ctrl_c_is_heard_within_a_second_at_the_highest_rate(tmp_path: Path) -> 
     summary = json.loads(report.read_text())
     assert summary["interrupted_by"] == "SIGINT"
     assert summary["conversations_dropped"] > 0
+
+
+def test_bench_exits_1_on_a_partial_run_naming_the_worker(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A partial run fails (exit 1) with one line naming the worker that sent nothing, even
+    when its figures would pass."""
+    missing = [{"worker": 1, "name": "polyai-async-load-1", "reason": "sent nothing for 30 s"}]
+    result = make_result(Metrics(), workers_missing=missing)
+    args = argparse.Namespace(max_error_rate=0.01)
+    assert _bench._conclude(args, result, True) == 1
+    assert capsys.readouterr().err == (
+        "polyai-async: error: partial run: no result from worker 1; the report has the other "
+        "workers' figures\n"
+    )
