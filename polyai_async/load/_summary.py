@@ -17,6 +17,7 @@ from typing import Any, TypedDict
 __all__ = [
     "ErrorExample",
     "Figures",
+    "MissingWorker",
     "PersonaFigures",
     "SpectrumPoint",
     "Summary",
@@ -225,6 +226,14 @@ class TimeseriesRow(TypedDict):
     close_ok_p99_ms: float | None
 
 
+class MissingWorker(TypedDict):
+    """A worker process that sent no result in time (bench; the Locust bridge lists ids)."""
+
+    worker: int
+    name: str
+    reason: str
+
+
 class WorkerFigures(Figures):
     """One worker process's own flat figures (``Summary.workers``, with ``--processes``)."""
 
@@ -232,7 +241,15 @@ class WorkerFigures(Figures):
 
 
 class Summary(Figures):
-    """The whole summary: the flat figures, then the lists and tables the reports draw."""
+    """The whole summary: the flat figures, how the run ended, the lists and tables."""
+
+    #: Stopped early (Ctrl-C, SIGTERM, ``stop``): the figures cover what was measured until then.
+    interrupted: bool
+    #: ``SIGINT``, ``SIGTERM`` or ``stop`` when interrupted, else null.
+    interrupted_by: str | None
+    #: A worker sent no result in time: the figures are the other workers' only.
+    partial: bool
+    workers_missing: list[MissingWorker | str]
 
     thresholds: list[ThresholdVerdict]
     warnings: list[str]
