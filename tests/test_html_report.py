@@ -573,3 +573,16 @@ def test_every_string_of_the_summary_is_escaped_by_the_template() -> None:
     source = Path(_html.__file__).read_text(encoding="utf-8")
     assert "escape(" not in source
     assert "Markup(" not in source
+
+
+def test_without_jinja2_the_report_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jinja2 is an optional dependency: without it, one clear error names the extras."""
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    _page._environment.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=r"jinja2: install polyai-async\[load\]"):
+            render_html(sample())
+    finally:
+        _page._environment.cache_clear()
