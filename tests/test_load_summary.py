@@ -75,10 +75,8 @@ def schema(keys: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def test_every_key_is_documented_with_its_type() -> None:
-    """A run with errors, thresholds and handoffs writes exactly the documented keys and types."""
-    keys = documented()
-    assert len(keys) > 80  # the table was found and expanded
+async def summary_of_a_run_with_errors() -> dict[str, Any]:
+    """The summary, as JSON reads it back, of a run with errors, thresholds and handoffs."""
     faults = Faults(error_rate=0.2)
     async with FakePolyAI(faults=faults, seed=3) as fake:
         async with fake.client(retry=RetryPolicy(max_attempts=1)) as client:
@@ -89,7 +87,15 @@ async def test_every_key_is_documented_with_its_type() -> None:
                 thresholds=["respond.p99<5s", "conversations_dropped==0"],
                 max_error_rate=1.0,
             )
-    summary = json.loads(json.dumps(result.summary))
+    summary: dict[str, Any] = json.loads(json.dumps(result.summary))
+    return summary
+
+
+async def test_every_key_is_documented_with_its_type() -> None:
+    """A run with errors, thresholds and handoffs writes exactly the documented keys and types."""
+    keys = documented()
+    assert len(keys) > 80  # the table was found and expanded
+    summary = await summary_of_a_run_with_errors()
     assert summary["errors_total"] > 0
     jsonschema.validate(summary, schema(keys))
     assert summary["schema"] == "polyai-async-bench/3"
@@ -142,17 +148,7 @@ def test_the_worker_figures_are_the_flat_figures() -> None:
 
 async def test_a_real_summarys_entries_have_the_typed_keys() -> None:
     """The lists and tables of a run's summary hold exactly the keys their types say."""
-    faults = Faults(error_rate=0.2)
-    async with FakePolyAI(faults=faults, seed=3) as fake:
-        async with fake.client(retry=RetryPolicy(max_attempts=1)) as client:
-            result = await run_load_async(
-                client,
-                Load.closed(concurrency=4, conversations=20),
-                demo_scenario(turns=2),
-                thresholds=["respond.p99<5s"],
-                max_error_rate=1.0,
-            )
-    summary = json.loads(json.dumps(result.summary))
+    summary = await summary_of_a_run_with_errors()
     assert set(summary) == set(typing.get_type_hints(Summary))
     entries: dict[Any, list[Any]] = {
         _summary.ThresholdVerdict: summary["thresholds"],
