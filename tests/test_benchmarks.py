@@ -152,6 +152,25 @@ def test_smoke_run_writes_every_figure(smoke_run: Path) -> None:
     assert "p50 error ms" in (tmp_path / "generator.md").read_text()
 
 
+@pytest.mark.usefixtures("bench_tools")
+@pytest.mark.timeout(900)
+def test_smoke_run_puts_the_generators_side_by_side(smoke_run: Path) -> None:
+    """The smoke run measures bench, k6 and Locust against nginx, or says why it skipped one."""
+    side = json.loads((smoke_run / "generators.json").read_text())
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        assert side["skipped"] == {"all": "nginx is not installed (apt-get install -y nginx)"}
+    else:
+        measured = {step["name"] for step in side["steps"]}
+        assert measured | set(side["skipped"]) >= {"bench-asyncio", "bench-uvloop", "k6", "locust"}
+        assert "bench-asyncio" in measured
+        for step in side["steps"]:
+            assert step["started_per_second"] > 0, step
+            assert step["requests_per_second"] > 0, step
+            assert step["respond_p50_ms"] is not None, step
+            assert step["failed"] == 0, step
+        assert "honest" in (smoke_run / "generators.md").read_text()
+
+
 def test_instruction_count_is_read_from_cachegrind_output() -> None:
     """The count valgrind prints on exit is found among its other lines, commas removed."""
     stderr = (
