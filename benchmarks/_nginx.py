@@ -1,4 +1,4 @@
-"""nginx from Debian's packages as a fixed-answer Chat API, in a temporary directory (private).
+"""nginx from Debian's packages as a fixed-answer Chat API, in a temporary directory.
 
 One worker on 127.0.0.1, pinned to one CPU when given one, answering the
 three calls (POST create, POST respond, PUT close) with fixed JSON bodies. Nobody here wrote

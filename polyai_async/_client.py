@@ -423,7 +423,7 @@ class PolyAIClient:
         self._hooks: Hooks | None = hooks if hooks else None
 
     def _connections_short(self) -> bool:
-        """A pool's worth of calls waits for a connection (private: the load runner's drop rule)."""
+        """A pool's worth of calls waits for a connection (the load runner drops arrivals then)."""
         host = self._host
         return host is not None and host.gate.waiting >= host.gate.size
 

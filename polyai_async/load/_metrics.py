@@ -93,7 +93,7 @@ def _decode(text: str) -> Any:
 
 
 class _Names:
-    """The counter and histogram names of one endpoint, made once (private)."""
+    """The counter and histogram names of one endpoint, made once."""
 
     __slots__ = ("count", "endpoint", "ok", "ok_count", "turns")
 
