@@ -22,7 +22,7 @@ from ._shape import Load
 from ._thresholds import Threshold
 from ._workers import run_processes
 
-__all__ = ["parse_thresholds", "run_load", "run_load_async"]
+__all__ = ["check_processes", "parse_thresholds", "run_load", "run_load_async"]
 
 #: Called about once a second with the figures of the moment (see ``live_figures``).
 OnTick = Callable[[Mapping[str, Any]], None]

@@ -7,6 +7,7 @@ the package installed, pytest gets the ``polyai_fake`` and ``polyai_client`` fix
 """
 
 from ._agents import (
+    AGENTS,
     DEFAULT_GREETING,
     Agent,
     AgentReply,
@@ -18,9 +19,11 @@ from ._agents import (
 )
 from ._faults import Faults
 from ._process import FakeServerError, FakeServerProcess
-from ._server import FakePolyAI, Stats, run_server
+from ._server import DEFAULT_CREDENTIALS, FakePolyAI, Stats, run_server
 
 __all__ = [
+    "AGENTS",
+    "DEFAULT_CREDENTIALS",
     "DEFAULT_GREETING",
     "Agent",
     "AgentReply",
