@@ -36,6 +36,7 @@ from ._common import (
     _positive_seconds,
     _rate,
     _whole,
+    prog,
 )
 
 # Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
@@ -109,7 +110,8 @@ def add_parser(commands: Any) -> None:
         "--rate",
         type=_positive_number,
         metavar="R",
-        help="open model: new conversations a second (with --stages, the starting rate)",
+        help="open model: new conversations a second (with --stages, the starting rate); at "
+        "most 10000 per process",
     )
     load.add_argument(
         "--arrival",
@@ -157,7 +159,8 @@ def add_parser(commands: Any) -> None:
         type=_whole(1),
         default=1,
         metavar="N",
-        help="worker processes sharing the load; their histograms merge exactly (default 1)",
+        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
+        "exactly (default 1)",
     )
     load.add_argument(
         "--loop",
@@ -265,12 +268,19 @@ def _server_options(args: argparse.Namespace) -> list[str]:
     return options
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the load (run_load handles it during the load): exit 143."""
+
+
 @contextlib.contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped)."""
+    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped).
+
+    During the load itself, run_load handles both signals and keeps the run.
+    """
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
@@ -425,7 +435,7 @@ def _report_settings(
 
 
 def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
-    """Refuse a bad --processes or --loop before the embedded fake starts.
+    """Refuse a bad --processes, --rate or --loop before the embedded fake starts.
 
     run_load checks both again, for its other callers.
     """
@@ -435,10 +445,10 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
         check_processes(load, args.processes)
         choose_loop(args.loop)
     except ConfigurationError as exc:
-        raise UsageError(option_names(str(exc), ("processes",))) from None
+        raise UsageError(option_names(str(exc), ("processes", "rate"))) from None
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the command, step by step
+def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
     _import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
@@ -524,9 +534,28 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
         result = result.with_server(server.counters, server.cpu_seconds)
     summary = result.summary
     render(summary, console, description=description)
-    if not _write_reports(args, result):
+    written = _write_reports(args, result)
+    return _conclude(args, result, written)
+
+
+def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
+    """The exit status, and the line on stderr that says why it is not 0."""
+    summary = result.summary
+    code: int = result.exit_code
+    if result.interrupted:
+        print(
+            f"{prog()}: interrupted ({result.interrupted_by}): the load was stopped early; the "
+            "report covers what was measured",
+            file=sys.stderr,
+            flush=True,
+        )
+        return code
+    if result.partial:
+        lost = ", ".join(f"worker {w['worker']}" for w in summary["workers_missing"])
+        _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
+        return code
+    if not written:
         return 1
-    code = result.exit_code
     if code == 1 and not result.completed_any:
         _fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "

@@ -19,7 +19,7 @@ from ._html import render_html, write_html
 from ._live import LiveView, PlainProgress
 from ._metrics import Metrics
 from ._output import write_reports
-from ._report import render, write_csv, write_json
+from ._report import output_path_problem, render, write_csv, write_json
 from ._result import SCHEMA, LoadResult, summarize
 from ._runner import choose_loop
 from ._scenario import (
@@ -61,6 +61,7 @@ __all__ = [
     "choose_loop",
     "demo_scenario",
     "load_scenario",
+    "output_path_problem",
     "parse_duration",
     "parse_stages",
     "parse_think_time",
