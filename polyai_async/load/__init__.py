@@ -34,6 +34,7 @@ from ._scenario import (
     parse_think_time,
 )
 from ._shape import Load, Stage, arrivals, parse_stages
+from ._summary import Summary
 from ._thresholds import Threshold, ThresholdResult
 from ._units import parse_duration
 from ._workers import WorkerError
@@ -51,6 +52,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "Stage",
+    "Summary",
     "ThinkTime",
     "Threshold",
     "ThresholdResult",
