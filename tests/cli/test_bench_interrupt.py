@@ -45,9 +45,8 @@ from polyai_async.load._metrics import Metrics
 from polyai_async.load._report import output_path_problem, render
 from polyai_async.load._result import make_result
 from polyai_async.testing import FakePolyAI, FakeServerProcess, Faults
-
-from .cli_runner import CliRunner
-from .threaded_fake import ThreadedFake
+from tests.cli_runner import CliRunner
+from tests.threaded_fake import ThreadedFake
 
 TWO_TURNS = Scenario(
     name="two-turns",

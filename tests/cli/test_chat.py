@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from polyai_async.testing import AgentReply, ConversationState, FakePolyAI, Faults
-
-from .cli_runner import CliRunner
+from tests.cli_runner import CliRunner
 
 TIMEOUT = 30.0
 

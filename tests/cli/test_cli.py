@@ -25,8 +25,7 @@ from polyai_async import REGIONS, PolyAIClient
 from polyai_async.cli import build_parser, main
 from polyai_async.cli._common import _configure_logging, set_command
 from polyai_async.testing import Faults
-
-from .cli_runner import CliRunner, ThreadedFake
+from tests.cli_runner import CliRunner, ThreadedFake
 
 SMALL = ["--conversations", "20", "--turns", "2", "--concurrency", "10"]
 FAKE_CREDS = {

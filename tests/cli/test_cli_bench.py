@@ -18,8 +18,7 @@ from rich.console import Console
 
 from polyai_async.load._live import PLAIN_WIDTH, LiveView, PlainProgress
 from polyai_async.testing import FakeServerProcess, Faults
-
-from .cli_runner import CliRunner, ThreadedFake
+from tests.cli_runner import CliRunner, ThreadedFake
 
 FAST = ["--turns", "2", "--conversations", "20", "--concurrency", "5"]
 

@@ -16,10 +16,9 @@ from rich.console import Console
 from polyai_async.load import Load, render_html, run_load
 from polyai_async.load._report import render
 from polyai_async.testing import Faults
+from tests.cli_runner import CliRunner, ThreadedFake
 
-from .cli_runner import CliRunner, ThreadedFake
-
-FIXTURE = Path(__file__).parent / "data" / "load_summary.json"
+FIXTURE = Path(__file__).parent.parent / "data" / "load_summary.json"
 SMALL = ["--turns", "1", "--conversations", "8", "--concurrency", "4"]
 
 # Whatever a run of main() here changes for the whole process is put back (conftest.py).

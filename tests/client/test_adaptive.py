@@ -20,10 +20,9 @@ from polyai_async import (
 from polyai_async._adaptive import Limiter
 from polyai_async._gate import Gate
 from polyai_async.testing import FakePolyAI, Faults
-
-from .conftest import CREDS
-from .servers import RawServer
-from .test_telemetry import Telemetry
+from tests.client.test_telemetry import Telemetry
+from tests.conftest import CREDS
+from tests.servers import RawServer
 
 # Enough attempts for every conversation to complete, with or without the cap.
 PATIENT = RetryPolicy(max_attempts=100, deadline=60, retry_budget=None)

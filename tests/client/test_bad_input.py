@@ -24,8 +24,7 @@ from polyai_async import (
     ResponseValidationError,
     RetryPolicy,
 )
-
-from .conftest import CREDS
+from tests.conftest import CREDS
 
 T = TypeVar("T")
 

@@ -15,8 +15,7 @@ from polyai_async import (
     SessionPool,
     Timeouts,
 )
-
-from .conftest import CREDS
+from tests.conftest import CREDS
 
 
 @pytest.mark.parametrize(

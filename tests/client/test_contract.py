@@ -25,10 +25,9 @@ from polyai_async import (
 from polyai_async._client import _Endpoint
 from polyai_async._models import dumps
 from polyai_async.testing import AgentReply, FakePolyAI, ScriptedAgent
+from tests.conftest import CREDS
 
-from .conftest import CREDS
-
-CONTRACT = Path(__file__).parent / "contract" / "chat-openapi.yaml"
+CONTRACT = Path(__file__).parent.parent / "contract" / "chat-openapi.yaml"
 
 
 @cache

@@ -12,9 +12,8 @@ from polyai_async import (
     PolyAIClient,
     Turn,
 )
-
-from .conftest import BASE, CREDS
-from .test_requests import body_of, sent
+from tests.client.test_requests import body_of, sent
+from tests.conftest import BASE, CREDS
 
 GREETING = {"conversation_id": "CONV-1", "response": "Hello, how can I help?"}
 
@@ -126,8 +125,7 @@ async def test_cancelled_block_closes_within_a_bound(monkeypatch: pytest.MonkeyP
     import time
 
     from polyai_async import _conversation
-
-    from .servers import RawServer
+    from tests.servers import RawServer
 
     monkeypatch.setattr(_conversation, "QUIET_CLOSE_TIMEOUT", 0.2)
     greeting = b'{"conversation_id": "CONV-1", "response": "hi"}'

@@ -20,8 +20,7 @@ from polyai_async import (
     RateLimitError,
     ResponseValidationError,
 )
-
-from .conftest import BASE
+from tests.conftest import BASE
 
 STATUS_CLASSES = [
     (400, BadRequestError),

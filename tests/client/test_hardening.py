@@ -47,9 +47,8 @@ from polyai_async import (
     SessionPool,
     Timeouts,
 )
-
-from .conftest import CREDS, FAST_RETRY
-from .servers import RawServer
+from tests.conftest import CREDS, FAST_RETRY
+from tests.servers import RawServer
 
 API_KEY = "sk-live-SECRET-api-key-0123456789"
 TOKEN = "tok-SECRET-connector-9876543210"
@@ -850,12 +849,13 @@ async def test_proxy_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_reliability_page_names_real_tests() -> None:
     """docs/reliability.md names only tests that exist, and every finding above has a row."""
-    root = Path(__file__).resolve().parent
-    page = (root.parent / "docs" / "reliability.md").read_text()
+    tests = Path(__file__).resolve().parents[1]
+    page = (tests.parent / "docs" / "reliability.md").read_text()
     named = re.findall(r"`(test_\w+\.py)::(test_\w+)(?=[`\[])", page)
     assert len(named) > 30
     for module, test in named:
-        source = (root / module).read_text()
+        (path,) = tests.rglob(module)  # test file names are unique across the topic folders
+        source = path.read_text()
         assert re.search(rf"^(async )?def {test}\(", source, re.MULTILINE), f"{module}::{test}"
     for finding in range(1, 20):
         assert re.search(rf"^\| {finding} \| ", page, re.MULTILINE), f"finding {finding}"

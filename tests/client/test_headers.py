@@ -15,8 +15,7 @@ from polyai_async import (
     RespondChatResponse,
 )
 from polyai_async._models import converter
-
-from .recording_server import CORRELATION_ID, RecordingServer
+from tests.recording_server import CORRELATION_ID, RecordingServer
 
 
 async def test_every_answer_carries_the_correlation_id() -> None:

@@ -17,9 +17,8 @@ from polyai_async import (
     RetryPolicy,
 )
 from polyai_async.testing import FakePolyAI, Faults
-
-from .conftest import FAST_RETRY
-from .recording_server import RecordingServer
+from tests.conftest import FAST_RETRY
+from tests.recording_server import RecordingServer
 
 
 class Recorder:

@@ -11,8 +11,7 @@ import pytest
 from polyai_async import APITimeoutError, PolyAIClient, PoolLimits, RetryPolicy, SessionPool
 from polyai_async._gate import Gate
 from polyai_async.testing import FakePolyAI, Faults
-
-from .recording_server import RecordingServer
+from tests.recording_server import RecordingServer
 
 ONCE = RetryPolicy(max_attempts=1)
 

@@ -8,9 +8,8 @@ import pytest
 
 from polyai_async import ConfigurationError, PolyAIClient
 from polyai_async.testing import FakePolyAI, Faults
-
-from . import programs
-from .programs import ProgramRunner
+from tests import programs
+from tests.programs import ProgramRunner
 
 SCRIPT = """
 import asyncio

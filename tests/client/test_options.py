@@ -17,8 +17,7 @@ from polyai_async import (
     Timeouts,
 )
 from polyai_async.testing import FakePolyAI, Faults
-
-from .conftest import FAST_RETRY
+from tests.conftest import FAST_RETRY
 
 
 @pytest.mark.polyai(faults=Faults(latency=0.3))

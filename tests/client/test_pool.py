@@ -19,9 +19,8 @@ from polyai_async import (
     RetryPolicy,
     SessionPool,
 )
-
-from .conftest import CREDS, FAST_RETRY
-from .servers import RawServer
+from tests.conftest import CREDS, FAST_RETRY
+from tests.servers import RawServer
 
 
 async def test_concurrent_calls_reuse_a_bounded_number_of_connections() -> None:

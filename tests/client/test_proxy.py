@@ -17,8 +17,7 @@ from polyai_async import (
     SessionPool,
 )
 from polyai_async.testing import FakePolyAI
-
-from .proxy_server import ProxyServer
+from tests.proxy_server import ProxyServer
 
 PASSWORD = "pr0xy-s3cret"
 ONCE = RetryPolicy(max_attempts=1)

@@ -38,11 +38,10 @@ from polyai_async import APIStatusError, ConfigurationError, PolyAIClient, Retry
 from polyai_async._errors import status_error
 from polyai_async._redact import redact, redact_value, remember, visible
 from polyai_async.load import render_html, write_csv, write_json
-
-from .cli_runner import CliRunner
-from .proxy_server import ProxyServer
-from .test_locust import free_port
-from .test_telemetry import Telemetry
+from tests.cli_runner import CliRunner
+from tests.client.test_telemetry import Telemetry
+from tests.locust.test_locust import free_port
+from tests.proxy_server import ProxyServer
 
 KEY = "sk-live-Pl41nKey0123456789"
 TOKEN = 'tok"en\\Qu0te-98765'

@@ -28,10 +28,9 @@ from polyai_async import (
     Timeouts,
 )
 from polyai_async.testing import EchoAgent, FakePolyAI, Faults
-
-from .conftest import CREDS
-from .servers import RawServer, Unaccepting
-from .test_retry import refused_port
+from tests.client.test_retry import refused_port
+from tests.conftest import CREDS
+from tests.servers import RawServer, Unaccepting
 
 # How much later than its deadline a call may end: scheduling, not a second attempt.
 MARGIN = 0.3

@@ -18,8 +18,7 @@ from polyai_async import (
     PolyAIClient,
     RespondChatResponse,
 )
-
-from .conftest import BASE
+from tests.conftest import BASE
 
 
 def sent(mocked: aioresponses, method: str, url: str) -> list[Any]:

@@ -21,9 +21,8 @@ from polyai_async import (
     RetryPolicy,
 )
 from polyai_async._errors import parse_retry_after as retry_after
-
-from .conftest import BASE, CREDS, FAST_RETRY
-from .servers import RawServer
+from tests.conftest import BASE, CREDS, FAST_RETRY
+from tests.servers import RawServer
 
 OK = {"conversation_id": "C", "response": "ok", "end_conversation": False}
 

@@ -21,9 +21,8 @@ from polyai_async import (
     Timeouts,
 )
 from polyai_async.testing import FakePolyAI, Faults
-
-from .servers import RawServer
-from .test_retry import refused_port
+from tests.client.test_retry import refused_port
+from tests.servers import RawServer
 
 API_KEY = "sk-live-SECRET-api-key-0123456789"
 TOKEN = "tok-SECRET-connector-9876543210"

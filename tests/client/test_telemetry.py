@@ -21,9 +21,8 @@ from polyai_async import (
     RetryPolicy,
 )
 from polyai_async.testing import FakePolyAI, Faults
-
-from .conftest import FAST_RETRY
-from .recording_server import CORRELATION_ID, RecordingServer
+from tests.conftest import FAST_RETRY
+from tests.recording_server import CORRELATION_ID, RecordingServer
 
 
 class Telemetry:

@@ -11,9 +11,8 @@ from polyai_async.load import _format
 from polyai_async.load._live import LiveView
 from polyai_async.load._report import render
 from polyai_async.load._thresholds import measured_text
-
-from .test_cli_bench import figures
-from .test_cli_bench_reports import sample
+from tests.cli.test_cli_bench import figures
+from tests.cli.test_cli_bench_reports import sample
 
 
 @pytest.mark.parametrize(

@@ -18,14 +18,13 @@ import pytest
 
 from polyai_async import ConfigurationError
 from polyai_async.load import SCHEMA, _html, _page, render_html, write_html
-
-from . import browser as browser_helper
-from .browser import canvas_pixels, headless_chromium, open_page
+from tests import browser as browser_helper
+from tests.browser import canvas_pixels, headless_chromium, open_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-FIXTURE = Path(__file__).parent / "data" / "load_summary.json"
+FIXTURE = Path(__file__).parent.parent / "data" / "load_summary.json"
 EVIL = "</script><img src=x onerror=alert(1)>"
 CHART_IDS = ("latency", "throughput", "errors", "in_flight", "spectrum", "conversation_spectrum")
 

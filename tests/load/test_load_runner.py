@@ -27,8 +27,7 @@ from polyai_async.load import (
 )
 from polyai_async.load._metrics import new_histogram
 from polyai_async.testing import FakePolyAI, Faults
-
-from .threaded_fake import ThreadedFake
+from tests.threaded_fake import ThreadedFake
 
 # One persona, two turns: every conversation makes the same calls, so counts are exact.
 FIXED = Scenario(

@@ -24,7 +24,7 @@ from polyai_async.load import (
 )
 from polyai_async.testing import FakePolyAI, Faults
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "load-testing.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "load-testing.md"
 ROW = re.compile(r"^\| `([^`]+)` \| ([a-z|\\]+) \| .+ \|$")
 PLACEHOLDERS = {
     "<endpoint>": ("create", "respond", "close"),

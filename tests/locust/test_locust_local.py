@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from polyai_async.testing import FakeServerProcess
-from tests.test_locust import (
+from tests.locust.test_locust import (
     BAD_OUTPUT,
     FAKE_CREDS,
     LOCUSTFILE,
@@ -280,7 +280,7 @@ def test_a_host_name_is_resolved_without_gevent(tmp_path: Path, fake: FakeServer
 
 def test_the_documented_locustfile_runs(tmp_path: Path, fake: FakeServerProcess) -> None:
     """The first locustfile of docs/locust.md, with its scenario file, runs against the fake."""
-    page = (Path(__file__).parent.parent / "docs" / "locust.md").read_text()
+    page = (Path(__file__).parents[2] / "docs" / "locust.md").read_text()
     locustfile = page.split("```python\n", 1)[1].split("```", 1)[0]
     assert 'scenario = "support-mix.yaml"' in locustfile
     (tmp_path / "support-mix.yaml").write_text(SCENARIO.replace("picky", "support-mix"))

@@ -11,8 +11,7 @@ import pytest
 
 from polyai_async import PolyAIClient
 from polyai_async.testing import FakeServerError, FakeServerProcess
-
-from .conftest import FAST_RETRY
+from tests.conftest import FAST_RETRY
 
 CREDENTIALS: dict[str, Any] = {
     "api_key": "test-api-key",
