@@ -255,7 +255,7 @@ class SessionPool:
         # aiohttp re-sends an idempotent request (close, a PUT) once, uncounted, when the
         # connection breaks; the retry layer decides and counts every attempt instead. The
         # attribute is private but stable (aiohttp's own test client sets it);
-        # test_hardening.py::test_no_silent_resend fails if it stops working.
+        # test_retry.py::test_no_silent_resend fails if it stops working.
         session._retry_connection = False
         return session
 

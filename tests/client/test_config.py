@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from polyai_async import (
     REGIONS,
@@ -16,6 +24,7 @@ from polyai_async import (
     Timeouts,
 )
 from tests.conftest import CREDS
+from tests.servers import CREATED, REPLY, RawServer, answer, served
 
 
 @pytest.mark.parametrize(
@@ -213,3 +222,195 @@ def test_bad_client_arguments_are_refused(kwargs: dict[str, Any], match: str) ->
     """Arguments of the wrong kind are refused at construction, saying which and how."""
     with pytest.raises(ConfigurationError, match=match):
         PolyAIClient(**CREDS, **kwargs)
+
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize("argument", ["api_key", "token"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "key\x01value",
+        "key\x1b[31mvalue",
+        "key\x0bvalue",
+        "key\x7fvalue",
+        "key\x00value",
+        "key\x85value",
+        "key\u2028value",
+        "key\u00e9value",
+        " leading-space",
+        "trailing-tab\t",
+    ],
+)
+async def test_credentials_must_be_http_field_values(argument: str, value: str) -> None:
+    """4: a character an HTTP field value cannot hold is refused at construction, named."""
+    async with RawServer() as server:
+        with pytest.raises(ConfigurationError, match=argument) as info:
+            PolyAIClient(**{**CREDS, argument: value, "base_url": server.url})
+    assert value.strip() not in str(info.value)
+    assert server.requests == 0
+
+
+async def test_credentials_with_inner_spaces_are_sent() -> None:
+    """4: visible ASCII with inner spaces is a valid field value and is sent unchanged."""
+    async with served(answer(REPLY)) as server:
+        async with PolyAIClient(**{**CREDS, "token": "a b~!"}, base_url=server.url) as client:
+            await client.respond("C", "hi")
+    assert server.requests[0][2]["X-TOKEN"] == "a b~!"
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "field"),
+    [
+        (RetryPolicy, {"deadline": NAN}, "deadline"),
+        (RetryPolicy, {"deadline": INF}, "deadline"),
+        (RetryPolicy, {"initial_backoff": NAN}, "initial_backoff"),
+        (RetryPolicy, {"max_backoff": NAN}, "max_backoff"),
+        (RetryPolicy, {"max_backoff": INF}, "max_backoff"),
+        (RetryPolicy, {"max_retry_after": NAN}, "max_retry_after"),
+        (RetryPolicy, {"max_retry_after": "5"}, "max_retry_after"),
+        (RetryPolicy, {"max_attempts": 2.0}, "max_attempts"),
+        (RetryPolicy, {"max_attempts": True}, "max_attempts"),
+        (RetryPolicy, {"retry_statuses": {"500"}}, "retry_statuses"),
+        (RetryPolicy, {"retry_statuses": 500}, "retry_statuses"),
+        (RetryPolicy, {"retry_statuses": "500"}, "retry_statuses"),
+        (RetryPolicy, {"retry_statuses": {True}}, "retry_statuses"),
+        (RetryPolicy, {"retry_statuses": {302}}, "retry_statuses"),
+        (RetryPolicy, {"retry_budget": "5"}, "retry_budget"),
+        (RetryPolicy, {"retry_budget": True}, "retry_budget"),
+        (RetryPolicy, {"retry_budget": 5.5}, "retry_budget"),
+        (RetryPolicy, {"retry_budget": -1}, "retry_budget"),
+        (RetryPolicy, {"retry_ambiguous": "no"}, "retry_ambiguous"),
+        (RetryPolicy, {"retry_ambiguous": 0}, "retry_ambiguous"),
+        (Timeouts, {"connect": NAN}, "connect"),
+        (Timeouts, {"read": INF}, "read"),
+        (Timeouts, {"read": "30"}, "read"),
+        (Timeouts, {"connect": True}, "connect"),
+        (PoolLimits, {"max_connections": NAN}, "max_connections"),
+        (PoolLimits, {"max_connections": "100"}, "max_connections"),
+        (PoolLimits, {"keepalive_timeout": INF}, "keepalive_timeout"),
+        (PoolLimits, {"keepalive_timeout": NAN}, "keepalive_timeout"),
+        (PoolLimits, {"dns_ttl": True}, "dns_ttl"),
+        (SessionPool, {"limits": "many"}, "limits"),
+        (SessionPool, {"trace_configs": "trace"}, "trace_configs"),
+        (SessionPool, {"trace_configs": [object()]}, "trace_configs"),
+        (SessionPool, {"connector_options": [("ssl", False)]}, "connector_options"),
+        (PolyAIClient, {**CREDS, "timeout": NAN}, "timeout"),
+        (PolyAIClient, {**CREDS, "timeout": INF}, "timeout"),
+        (PolyAIClient, {**CREDS, "allow_insecure_http": "no"}, "allow_insecure_http"),
+        (PolyAIClient, {**CREDS, "version": 1}, "version"),
+        (PolyAIClient, {**CREDS, "base_url": 8080}, "base_url"),
+        (PolyAIClient, {**CREDS, "max_response_bytes": NAN}, "max_response_bytes"),
+    ],
+)
+def test_every_configuration_field_refuses_nonsense(
+    make: Callable[..., object], kwargs: dict[str, Any], field: str
+) -> None:
+    """7: a wrong type, NaN or infinity is a ConfigurationError naming the field."""
+    with pytest.raises(ConfigurationError, match=field):
+        make(**kwargs)
+
+
+async def test_nan_deadline_cannot_make_a_call_hang() -> None:
+    """7: deadline=nan (which turned the per-attempt timeout off) is refused; nothing is sent."""
+    async with RawServer(["hang"]) as server:
+        with pytest.raises(ConfigurationError, match="deadline"):
+            PolyAIClient(**CREDS, base_url=server.url, retry=RetryPolicy(deadline=NAN))
+    assert server.requests == 0
+
+
+async def test_close_after_handoff_must_be_a_bool() -> None:
+    """7: conversation(close_after_handoff="no") is refused before anything is sent."""
+    async with served(answer(CREATED)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            with pytest.raises(ConfigurationError, match="close_after_handoff"):
+                async with client.conversation(close_after_handoff="no"):  # type: ignore[arg-type]
+                    pass
+    assert server.requests == []
+
+
+class LoopbackResolver(AbstractResolver):
+    """Resolves every host name to a port on 127.0.0.1 (so a region's host is a local server)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": self.port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+STUDIO_HOST = "api.studio.poly.ai"
+
+
+@pytest.fixture
+def studio_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for api.studio.poly.ai, made with openssl."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(  # noqa: S603 - fixed arguments, openssl from PATH
+        [
+            # An EC P-256 key: as good for TLS as RSA, and made in a millisecond, not 0.1-0.6 s.
+            *("openssl", "req", "-x509", "-newkey", "ec", "-nodes", "-days", "1"),
+            *("-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-subj", f"/CN={STUDIO_HOST}", "-addext", f"subjectAltName=DNS:{STUDIO_HOST}"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_studio_region_reaches_its_host_over_tls(studio_cert: tuple[Path, Path]) -> None:
+    """18: region="studio" connects to api.studio.poly.ai, verifying its certificate."""
+    host = STUDIO_HOST
+    cert, key = studio_cert
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    seen: list[tuple[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((request.host, request.path))
+        return web.json_response(CREATED)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+    resolver = LoopbackResolver(runner.addresses[0][1])
+    trusted = ssl.create_default_context(cafile=str(cert))
+    try:
+        pool = SessionPool(connector_options={"resolver": resolver, "ssl": trusted})
+        async with pool, PolyAIClient(**CREDS, region="studio", pool=pool) as client:
+            created = await client.create_chat()
+    finally:
+        await runner.cleanup()
+    assert created.conversation_id == "CONV-1"
+    assert resolver.asked == [host]
+    assert seen == [(host, "/v1/ACCOUNT-1/PROJ-1/chat/create")]
+
+
+def test_studio_region_is_the_self_serve_host() -> None:
+    """18: region="studio" sends to https://api.studio.poly.ai; unknown regions list it."""
+    client = PolyAIClient(**CREDS, region="studio")
+    assert str(client.base_url) == "https://api.studio.poly.ai"
+    assert REGIONS["studio"] == "https://api.studio.poly.ai"
+    with pytest.raises(ConfigurationError, match=r"us-1, uk-1, euw-1, studio"):
+        PolyAIClient(**CREDS, region="eu")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 
 from polyai_async import (
@@ -14,6 +19,7 @@ from polyai_async import (
 )
 from tests.client.test_requests import body_of, sent
 from tests.conftest import BASE, CREDS
+from tests.servers import CREATED, Handler, served
 
 GREETING = {"conversation_id": "CONV-1", "response": "Hello, how can I help?"}
 
@@ -122,7 +128,6 @@ async def test_close_is_sent_once(client: PolyAIClient, mocked: aioresponses) ->
 async def test_cancelled_block_closes_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cancelling a conversation block spends at most QUIET_CLOSE_TIMEOUT on closing the chat."""
     import asyncio
-    import time
 
     from polyai_async import _conversation
     from tests.servers import RawServer
@@ -189,3 +194,63 @@ async def test_no_handoff_always_closes(client: PolyAIClient, mocked: aiorespons
     async with client.conversation(close_after_handoff=False):
         pass
     assert len(sent(mocked, "PUT", f"{BASE}/close")) == 1
+
+
+def turn_server() -> tuple[Handler, dict[str, Any]]:
+    """A chat server that echoes, slowly for "first", ends on "bye", and tracks overlap."""
+    seen: dict[str, Any] = {"messages": [], "in_flight": 0, "most_in_flight": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path.endswith("/create"):
+            return web.json_response(CREATED)
+        if request.path.endswith("/close"):
+            return web.json_response({"success": True})
+        message = (await request.json())["message"]
+        seen["messages"].append(message)
+        seen["in_flight"] += 1
+        seen["most_in_flight"] = max(seen["most_in_flight"], seen["in_flight"])
+        try:
+            await asyncio.sleep(0.3 if message == "first" else 0)
+        finally:
+            seen["in_flight"] -= 1
+        ended = message == "bye"
+        return web.json_response(
+            {"conversation_id": "CONV-1", "response": f"echo {message}", "end_conversation": ended}
+        )
+
+    return handle, seen
+
+
+async def test_concurrent_sends_are_serialised() -> None:
+    """14: two sends at once reach the server one after the other, and history in call order."""
+    handle, seen = turn_server()
+    async with served(handle) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            async with client.conversation() as chat:
+                first = asyncio.create_task(chat.send("first"))
+                await asyncio.sleep(0)  # first is now waiting for its answer
+                second = asyncio.create_task(chat.send("second"))
+                await asyncio.gather(first, second)
+    assert seen["messages"] == ["first", "second"]
+    assert seen["most_in_flight"] == 1
+    assert [(t.role, t.text) for t in chat.history] == [
+        ("agent", "hello"),
+        ("user", "first"),
+        ("agent", "echo first"),
+        ("user", "second"),
+        ("agent", "echo second"),
+    ]
+
+
+async def test_send_queued_behind_an_ending_turn_sends_nothing() -> None:
+    """14: a send waiting behind one that ends the conversation fails without a request."""
+    handle, seen = turn_server()
+    async with served(handle) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            async with client.conversation() as chat:
+                results = await asyncio.gather(
+                    chat.send("bye"), chat.send("after"), return_exceptions=True
+                )
+    assert not isinstance(results[0], BaseException)
+    assert isinstance(results[1], ConversationEndedError)
+    assert seen["messages"] == ["bye"]

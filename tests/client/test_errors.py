@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 import pytest
 from aioresponses import aioresponses
 
 import polyai_async
 from polyai_async import (
+    APIConnectionError,
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -20,7 +23,9 @@ from polyai_async import (
     RateLimitError,
     ResponseValidationError,
 )
-from tests.conftest import BASE
+from tests.client.test_security import MALFORMED
+from tests.conftest import BASE, CREDS, FAST_RETRY, ONCE
+from tests.servers import CREATED, REPLY, RawServer, answer, served
 
 STATUS_CLASSES = [
     (400, BadRequestError),
@@ -167,3 +172,138 @@ async def test_errors_never_contain_secrets(once: PolyAIClient, mocked: aiorespo
     for text in texts:
         assert "key-123" not in text
         assert "tok-456" not in text
+
+
+@pytest.mark.parametrize("action", ["big-503", "big-503-unsized"])
+async def test_oversized_error_page_is_classified_by_status_and_retried(action: str) -> None:
+    """8: a 503 page larger than max_response_bytes is an InternalServerError, retried."""
+    async with RawServer([action, action, action]) as server:
+        server.big_size = 70 * 1024
+        async with PolyAIClient(
+            **CREDS, base_url=server.url, retry=FAST_RETRY, max_response_bytes=16 * 1024
+        ) as client:
+            with pytest.raises(InternalServerError) as info:
+                await client.respond("C", "hi")
+            assert server.requests == 3
+            assert (await client.respond("C", "again")).response == "hi"
+    error = info.value
+    assert error.status == 503
+    assert error.attempts == 3
+    assert isinstance(error.body, bytes)
+    assert 0 < len(error.body) <= 16 * 1024
+    assert error.body.startswith(b"<html>")
+    assert len(str(error)) < 600
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+async def test_blank_conversation_id_from_create_is_invalid(blank: str) -> None:
+    """9: create answering a blank conversation_id is a ResponseValidationError at create."""
+    async with served(answer({"conversation_id": blank, "response": "hello"})) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(ResponseValidationError, match="conversation_id") as info:
+                await client.create_chat()
+            with pytest.raises(ResponseValidationError):
+                async with client.conversation():
+                    pass
+    assert info.value.status == 200
+    assert [path.rsplit("/", 1)[-1] for _, path, _, _ in server.requests] == ["create", "create"]
+
+
+@pytest.mark.parametrize(
+    ("handoff", "got"),
+    [
+        ("live_agent_queue", "a string"),
+        ("", "a string"),
+        ([1, 2], "an array"),
+        ([], "an array"),
+        (0, "a number"),
+        (1.5, "a number"),
+        (False, "a boolean"),
+    ],
+)
+async def test_handoff_of_the_wrong_type_is_invalid(handoff: object, got: str) -> None:
+    """10: a handoff that is neither an object nor null says what was expected."""
+    reply = {**REPLY, "end_conversation": True, "handoff": handoff}
+    async with served(answer(reply)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(ResponseValidationError) as info:
+                await client.respond("C", "hi")
+    assert f"expected an object or null, got {got}" in str(info.value)
+    assert "handoff" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("handoff", "destination"), [(None, None), ({}, None), ({"destination": "q"}, "q")]
+)
+async def test_handoff_object_or_null_is_read(handoff: object, destination: str | None) -> None:
+    """10: null and objects still parse as before."""
+    reply = {**REPLY, "end_conversation": True, "handoff": handoff}
+    async with served(answer(reply)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            answer_ = await client.respond("C", "hi")
+    assert (answer_.handoff.destination if answer_.handoff else None) == destination
+    assert (answer_.handoff is None) == (handoff is None)
+
+
+async def test_error_text_is_capped_and_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """15: a 512 KiB error_message is quoted briefly, on one line; the body keeps it whole."""
+    huge = "line one\nline two " + "x" * (512 * 1024)
+    body = {"error_message": huge, "error_code": "C" * 10_000, "error_id": "i" * 10_000}
+    caplog.set_level(logging.DEBUG, "polyai_async")
+    async with served(answer(body, status=500)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=FAST_RETRY) as client:
+            with pytest.raises(InternalServerError) as info:
+                await client.close_chat("C")
+    error = info.value
+    assert len(server.requests) == 3
+    assert len(str(error)) < 1000
+    assert "\n" not in str(error)
+    assert "line one line two" in str(error)
+    assert error.error_message == huge
+    assert isinstance(error.body, dict)
+    assert error.body["error_message"] == huge
+    retries = [r for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 2
+    assert all(len(r.getMessage()) < 1500 for r in retries)
+
+
+async def test_multiline_transport_text_stays_out_of_the_message() -> None:
+    """15: aiohttp's multi-line parser errors become one capped line of ours."""
+    async with RawServer(["bad"], canned={"bad": MALFORMED["bad-status-line"]}) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.respond("C", "hi")
+    assert "\n" not in str(info.value)
+    assert "not valid HTTP" in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+async def test_nested_error_envelope_is_read() -> None:
+    """16: {"error": {"code", "id", "message", "correlation_id"}} fills the error's fields."""
+    body = {
+        "error": {
+            "code": "SCHEMA_VALIDATION_FAILED",
+            "id": 1,
+            "message": "message must be a string",
+            "correlation_id": "corr-42",
+        }
+    }
+    async with served(answer(body, status=400)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            with pytest.raises(BadRequestError) as info:
+                await client.respond("C", "hi")
+    error = info.value
+    assert error.error_code == "SCHEMA_VALIDATION_FAILED"
+    assert error.error_message == "message must be a string"
+    assert error.correlation_id == "corr-42"
+    assert "[SCHEMA_VALIDATION_FAILED]" in str(error)
+    assert "corr-42" in str(error)
+
+
+async def test_create_answered_201_is_a_success() -> None:
+    """17: older revisions answer create with 201 Created; that is a success."""
+    async with served(answer(CREATED, status=201)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            created = await client.create_chat()
+    assert created.conversation_id == "CONV-1"
+    assert created.response == "hello"

@@ -17,7 +17,9 @@ from polyai_async import (
     SessionPool,
 )
 from polyai_async.testing import FakePolyAI
+from tests.conftest import CREDS
 from tests.proxy_server import ProxyServer
+from tests.servers import REPLY, answer, served
 
 PASSWORD = "pr0xy-s3cret"
 ONCE = RetryPolicy(max_attempts=1)
@@ -145,3 +147,16 @@ async def test_bad_proxy_settings_are_refused(options: dict[str, object], messag
         PolyAIClient(api_key="k", token="t", account_id="A", project_id="P", **options)  # type: ignore[arg-type]
     assert PASSWORD not in str(raised.value)
     assert isinstance(raised.value, PolyAIError)
+
+
+async def test_proxy_variables_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """19: HTTP(S)_PROXY and ALL_PROXY are not used (trust_env=False), by design."""
+    async with served(answer({"proxied": True})) as proxy, served(answer(REPLY)) as api:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with PolyAIClient(**CREDS, base_url=api.url, retry=ONCE) as client:
+            assert (await client.respond("C", "hi")).response == "hi"
+    assert proxy.requests == []
+    assert len(api.requests) == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,7 +21,8 @@ from polyai_async import (
     PolyAIClient,
     RespondChatResponse,
 )
-from tests.conftest import BASE
+from tests.conftest import BASE, CREDS
+from tests.servers import REPLY, answer, served
 
 
 def sent(mocked: aioresponses, method: str, url: str) -> list[Any]:
@@ -178,3 +182,42 @@ async def test_bad_close_argument_fails_before_sending(
     with pytest.raises(ConfigurationError, match="conversation_id"):
         await client.close_chat("")
     assert not mocked.requests
+
+
+NAN, INF = math.nan, math.inf
+
+
+@pytest.mark.parametrize(
+    ("call", "where"),
+    [
+        (lambda c: c.respond("C", "hi", metadata={"x": NAN}), "metadata['x']"),
+        (lambda c: c.respond("C", "hi", metadata={"a": [1, INF]}), "metadata['a'][1]"),
+        (
+            lambda c: c.respond("C", "hi", integration_attributes={"n": {"deep": -INF}}),
+            "integration_attributes['n']['deep']",
+        ),
+        (lambda c: c.create_chat(integration_attributes={"t": (1.0, NAN)}), "['t'][1]"),
+    ],
+)
+async def test_nan_and_infinity_are_refused_before_sending(
+    call: Callable[[PolyAIClient], Awaitable[object]], where: str
+) -> None:
+    """11: NaN or Infinity anywhere in metadata or integration_attributes is refused, unsent."""
+    async with served(answer(REPLY)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            with pytest.raises(ConfigurationError) as info:
+                await call(client)
+    assert where in str(info.value)
+    assert "JSON" in str(info.value)
+    assert server.requests == []
+
+
+async def test_data_that_holds_itself_is_refused_not_walked_forever() -> None:
+    """11: the check for NaN stops where JSON does; the encoder then refuses the cycle."""
+    cyclic: dict[str, Any] = {"x": 1.0}
+    cyclic["self"] = cyclic
+    async with served(answer(REPLY)) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url) as client:
+            with pytest.raises(ConfigurationError, match="cannot be sent as JSON"):
+                await asyncio.wait_for(client.respond("C", "hi", metadata=cyclic), 10)
+    assert server.requests == []

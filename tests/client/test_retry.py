@@ -21,7 +21,7 @@ from polyai_async import (
     RetryPolicy,
 )
 from polyai_async._errors import parse_retry_after as retry_after
-from tests.conftest import BASE, CREDS, FAST_RETRY
+from tests.conftest import BASE, CREDS, FAST_RETRY, ONCE
 from tests.servers import RawServer
 
 OK = {"conversation_id": "C", "response": "ok", "end_conversation": False}
@@ -306,3 +306,82 @@ async def test_concurrent_retries_keep_their_own_state(mocked: aioresponses) -> 
         results = await asyncio.gather(*(client.respond("C", "hi") for _ in range(20)))
     assert len(results) == 20
     assert count(mocked) == 40
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        ("429=10", 10.0),
+        ("429=0", 0.0),
+        ("429=nan", None),
+        ("429=1_0", None),
+        ("429=\u0661\u0660", None),  # Arabic-Indic "10"
+        ("429=1.5", None),
+        ("429=-1", None),
+        ("429=+5", None),
+        ("429=inf", None),
+        ("429=1e3", None),
+        ("429=Sun, 06 Nov 1994 08:49:37 GMT", 0.0),  # IMF-fixdate, in the past
+        ("429=Sunday, 06-Nov-94 08:49:37 GMT", 0.0),  # RFC 850, obsolete but allowed
+        ("429=Sun Nov  6 08:49:37 1994", 0.0),  # asctime, obsolete but allowed
+        ("429=06 Nov 1994 08:49:37 GMT", None),  # no day name: not an HTTP date
+        ("429ms=1500", 1.5),
+        ("429ms=nan", None),
+        ("429ms=1_000", None),
+        ("429ms=\u0661\u0660", None),
+        ("429ms=-5", None),
+    ],
+)
+async def test_retry_after_is_read_as_rfc_9110_says(action: str, expected: float | None) -> None:
+    """12: only 1*DIGIT (or an HTTP date) is a Retry-After; anything else is ignored."""
+    async with RawServer([action]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(RateLimitError) as info:
+                await client.respond("C", "hi")
+    assert info.value.retry_after == expected
+
+
+async def test_retry_after_http_date_is_read() -> None:
+    """12: an IMF-fixdate Retry-After is the time until that date."""
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    async with RawServer([f"429={when}", "429=Tomorrow, 1 Jan 2099"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(RateLimitError) as dated:
+                await client.respond("C", "hi")
+            with pytest.raises(RateLimitError) as nonsense:
+                await client.respond("C", "hi")
+    assert 28 <= (dated.value.retry_after or 0) <= 31
+    assert nonsense.value.retry_after is None
+
+
+async def test_invalid_retry_after_falls_back_to_the_computed_backoff() -> None:
+    """12: "1_0" (which float() reads as 10) does not make the client wait 10 s."""
+    async with RawServer(["429=1_0"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=FAST_RETRY) as client:
+            started = time.monotonic()
+            assert (await client.respond("C", "hi")).response == "hi"
+            elapsed = time.monotonic() - started
+    assert server.requests == 2
+    assert elapsed < 5
+
+
+async def test_no_silent_resend() -> None:
+    """13: aiohttp's own resend of an idempotent PUT is off: one attempt is one request."""
+    async with RawServer(["close"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(APIConnectionError) as info:
+                await client.close_chat("C")  # a PUT, on a fresh connection
+    assert info.value.attempts == 1
+    assert server.requests == 1
+
+
+async def test_resends_are_the_retry_layers_and_counted() -> None:
+    """13: a close broken on a pooled connection is retried by the policy, and counted."""
+    async with RawServer(["ok", "close", "close", "close"]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=FAST_RETRY) as client:
+            await client.respond("C", "first")  # leaves a keep-alive connection in the pool
+            with pytest.raises(APIConnectionError) as info:
+                await client.close_chat("C")
+    assert server.methods == ["POST", "PUT", "PUT", "PUT"]
+    assert info.value.attempts == 3
+    assert server.requests == 1 + info.value.attempts

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import ssl
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -14,15 +17,19 @@ from aiohttp import web
 
 from polyai_async import (
     APIConnectionError,
+    APIStatusError,
     AuthenticationError,
+    ConfigurationError,
     PolyAIClient,
     PolyAIError,
+    ResponseValidationError,
     RetryPolicy,
     Timeouts,
 )
 from polyai_async.testing import FakePolyAI, Faults
 from tests.client.test_retry import refused_port
-from tests.servers import RawServer
+from tests.conftest import CREDS, FAST_RETRY, ONCE
+from tests.servers import REPLY, RawServer, answer, served
 
 API_KEY = "sk-live-SECRET-api-key-0123456789"
 TOKEN = "tok-SECRET-connector-9876543210"
@@ -33,6 +40,12 @@ def assert_clean(text: str) -> None:
     """Fail if any secret appears in text."""
     for secret in SECRETS:
         assert secret not in text, f"secret leaked: {text[:200]}"
+
+
+def assert_all_clean(texts: Iterable[str]) -> None:
+    """Fail if any secret appears in any of ``texts``."""
+    for text in texts:
+        assert_clean(text)
 
 
 def error_texts(error: BaseException) -> Iterator[str]:
@@ -185,3 +198,142 @@ async def test_real_regions_verify_tls() -> None:
         connector = session.connector
         assert isinstance(connector, aiohttp.TCPConnector)
         assert connector._ssl is True  # aiohttp's default: verify against the system CAs
+
+
+PASSWORD = "pw-SECRET-in-the-url"
+
+
+SECRET_CREDS: dict[str, Any] = {
+    "api_key": API_KEY,
+    "token": TOKEN,
+    "account_id": "A",
+    "project_id": "P",
+}
+
+
+def chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and every exception reachable from it through __cause__ and __context__."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def shown(error: BaseException) -> Iterator[str]:
+    """Everything a reporter could show of each exception in the chain."""
+    for current in chain(error):
+        yield str(current)
+        yield repr(current)
+        yield repr(current.args)
+        yield repr(getattr(current, "__dict__", {}))
+        yield repr({name: getattr(current, name, None) for name in dir(current)})
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_redirect_is_never_followed(status: int) -> None:
+    """1: a 3xx is an APIStatusError with its status and Location, not followed, not retried."""
+    async with served(answer(REPLY)) as elsewhere:
+        target = f"{elsewhere.url}/steal"
+
+        async def redirect(_: web.Request) -> web.Response:
+            return web.Response(status=status, headers={"Location": target})
+
+        async with served(redirect) as origin:
+            async with PolyAIClient(**SECRET_CREDS, base_url=origin.url, retry=FAST_RETRY) as c:
+                with pytest.raises(APIStatusError) as info:
+                    await c.respond("C", "hi")
+    assert elsewhere.requests == []  # neither the credentials nor the body went there
+    assert len(origin.requests) == 1  # not retried
+    error = info.value
+    assert error.status == status
+    assert error.headers["Location"] == target
+    assert error.attempts == 1
+    assert "redirect" in str(error)
+    assert target in str(error)
+
+
+MALFORMED = {
+    "bad-status-line": b"HTTP/1.1 abc Broken\r\nContent-Length: 2\r\n\r\n{}",
+    "oversized-header": b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+    "bad-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: twelve\r\n\r\n{}",
+    "bad-chunked-framing": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n",
+    "not-http": b"SSH-2.0-OpenSSH_9.6\r\n",
+}
+
+
+@pytest.mark.parametrize("reply", sorted(MALFORMED))
+async def test_no_secret_reachable_from_an_error(reply: str) -> None:
+    """2, 5: no exception reachable from ours holds the key, token or URL password anywhere."""
+    async with RawServer([reply, reply], canned=MALFORMED) as server:
+        url = server.url.replace("://", f"://user:{PASSWORD}@")
+        retry = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
+        async with PolyAIClient(**SECRET_CREDS, base_url=url, retry=retry) as client:
+            with pytest.raises(PolyAIError) as info:
+                await client.respond("C", "hi")
+    assert isinstance(info.value, APIConnectionError)
+    assert info.value.attempts == 2
+    assert_all_clean(shown(info.value))
+    assert "\n" not in str(info.value)
+
+
+BOMB = b"0" * (16 * 1024 * 1024)  # 16 MiB of zeros: 16 KiB compressed
+
+
+@pytest.mark.parametrize(
+    ("encoding", "compress", "chunked"),
+    [
+        ("gzip", gzip.compress, False),
+        ("deflate", zlib.compress, False),
+        ("gzip", gzip.compress, True),
+    ],
+    ids=["gzip", "deflate", "gzip-chunked"],
+)
+async def test_compressed_answer_is_never_inflated(
+    encoding: str, compress: Callable[[bytes], bytes], chunked: bool
+) -> None:
+    """3: no compression is asked for, and a compressed answer is held as sent: bounded."""
+    packed = compress(BOMB)
+
+    async def bomb(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Encoding": encoding, "Content-Type": "application/json"}
+        )
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(packed)
+        await response.prepare(request)
+        await response.write(packed)
+        await response.write_eof()
+        return response
+
+    async with served(bomb) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=ONCE) as client:
+            with pytest.raises(ResponseValidationError) as info:
+                await client.respond("C", "hi")
+    assert server.requests[0][2]["Accept-Encoding"] == "identity"
+    assert len(info.value.body) <= client.max_response_bytes
+    assert len(info.value.body) <= len(packed)
+
+
+async def test_userinfo_is_hidden_wherever_a_url_is_printed() -> None:
+    """5: repr(client) and every error show ``***`` for a base_url's user and password."""
+    async with RawServer(["close"]) as server:
+        url = server.url.replace("://", f"://user:{PASSWORD}@")
+        async with PolyAIClient(**CREDS, base_url=url, retry=ONCE) as client:
+            text = repr(client)
+            with pytest.raises(APIConnectionError) as info:
+                await client.respond("C", "hi")
+    assert "***@127.0.0.1" in text
+    assert "user" not in text
+    assert_all_clean([text, *shown(info.value)])
+    for bad in (f"ftp://user:{PASSWORD}@host", f"http://user:{PASSWORD}@example.com/?q=1"):
+        with pytest.raises(ConfigurationError) as refused:
+            PolyAIClient(**CREDS, base_url=bad)
+        assert_all_clean([str(refused.value)])
+        assert "***@" in str(refused.value)
