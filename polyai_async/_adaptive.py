@@ -140,7 +140,7 @@ class AdaptiveConcurrency:
 
 
 class Limiter:
-    """One client's cap on attempts in flight, and the pause (private helper).
+    """One client's cap on attempts in flight, and the pause.
 
     ``admit()`` or ``await acquire()`` takes a slot and returns a ticket; ``release(ticket,
     error)`` gives it back and moves the cap by what the attempt's answer was.

@@ -220,7 +220,7 @@ def _encode(request: object) -> bytes:
 
 
 class _Endpoint(Generic[T]):
-    """One call of the API, with everything it needs built once (private helper)."""
+    """One call of the API, with everything it needs built once."""
 
     __slots__ = ("answer", "idempotent", "method", "structure", "url", "what")
 

@@ -59,7 +59,7 @@ def _seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: A
 
 
 def check_bool(value: object, name: str) -> bool:
-    """Refuse anything but True or False: ``"no"`` is truthy (private helper)."""
+    """Refuse anything but True or False: ``"no"`` is truthy."""
     if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be True or False, not {type(value).__name__}")
     return value
@@ -124,7 +124,7 @@ class PoolLimits:
 
 
 def setting(value: str | None, argument: str, variable: str, default: str | None = None) -> str:
-    """Return the argument, else the environment variable, else the default (private helper)."""
+    """Return the argument, else the environment variable, else the default."""
     if value is None:
         value = os.environ.get(variable) or default
     if value is None:
@@ -143,7 +143,7 @@ _FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 def check_header_value(value: str, argument: str) -> str:
-    """Refuse a credential that is not a valid HTTP field value (private helper).
+    """Refuse a credential that is not a valid HTTP field value.
 
     The message names the argument, never the value: it is a secret.
     """
@@ -165,7 +165,7 @@ def check_header_value(value: str, argument: str) -> str:
 
 
 def check_segment(value: str, argument: str) -> str:
-    """Refuse a path segment that could change the request's target (private helper)."""
+    """Refuse a path segment that could change the request's target."""
     if not isinstance(value, str):
         raise ConfigurationError(f"{argument} must be a string, not {type(value).__name__}")
     if not _SEGMENT.fullmatch(value) or value in {".", ".."}:
@@ -176,7 +176,7 @@ def check_segment(value: str, argument: str) -> str:
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is this machine: ``localhost`` or a loopback address (private helper)."""
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address."""
     if host is None:
         return False
     if host == "localhost":
@@ -188,7 +188,7 @@ def is_loopback(host: str | None) -> bool:
 
 
 def resolve_base_url(base_url: str | None, region: str, *, allow_insecure_http: bool) -> URL:
-    """Pick the API origin from ``base_url`` or the region and check it (private helper)."""
+    """Pick the API origin from ``base_url`` or the region and check it."""
     if base_url is None:
         try:
             return URL(REGIONS[region])

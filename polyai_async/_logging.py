@@ -19,7 +19,7 @@ _configured: list[logging.Handler] = []
 
 
 def configure_from_env() -> None:
-    """Send the ``polyai_async`` logger to stderr at ``POLYAI_LOG``'s level (private helper).
+    """Send the ``polyai_async`` logger to stderr at ``POLYAI_LOG``'s level.
 
     As ``OPENAI_LOG`` does: for a quick look without configuring logging. Once per process;
     unset or empty, it does nothing, so an application's own logging set-up stands. Its lines
@@ -48,7 +48,7 @@ def configure_from_env() -> None:
 
 
 def adopt(handler: logging.Handler) -> None:
-    """Make ``handler`` the one ``POLYAI_LOG`` sets the level of (private helper).
+    """Make ``handler`` the one ``POLYAI_LOG`` sets the level of.
 
     The command line logs everything through one handler of its own (redacted, one line a
     record); ``POLYAI_LOG`` then sets that handler's level instead of adding a second one.
@@ -62,7 +62,7 @@ def adopt(handler: logging.Handler) -> None:
 
 
 def subscribe(hooks: Hooks, endpoints: Mapping[str, Any]) -> None:
-    """Log each request at debug level, if the logger shows debug now (private helper).
+    """Log each request at debug level, if the logger shows debug now.
 
     Decided when the client is made, so a client that logs nothing pays nothing.
     """

@@ -122,7 +122,7 @@ class RetryPolicy:
 
 @attrs.define
 class RetryBudget:
-    """A token bucket shared by every call of one client (private helper)."""
+    """A token bucket shared by every call of one client."""
 
     capacity: int
     tokens: float = attrs.field(init=False)
@@ -143,7 +143,7 @@ class RetryBudget:
 
 @attrs.define(eq=False)
 class _Call(Generic[T]):
-    """One call's state while it is retried (private helper)."""
+    """One call's state while it is retried."""
 
     attempt: Callable[[float], Awaitable[T]]
     what: str
@@ -169,7 +169,7 @@ def _error(state: tenacity.RetryCallState) -> BaseException | None:
 
 
 class Retrier:
-    """Runs calls under one RetryPolicy; built once per client (private helper)."""
+    """Runs calls under one RetryPolicy; built once per client."""
 
     def __init__(self, policy: RetryPolicy, *, share_budget_of: Retrier | None = None) -> None:
         self.policy = policy

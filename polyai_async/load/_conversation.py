@@ -1,6 +1,6 @@
 """One simulated conversation: create, the persona's turns, close; every outcome to an Observer.
 
-(private) ``run_conversation`` never raises a PolyAIError: each call's latency and error, each
+``run_conversation`` never raises a PolyAIError: each call's latency and error, each
 expectation and the conversation's end go to the observer, which counts them.
 """
 

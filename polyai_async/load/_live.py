@@ -1,4 +1,4 @@
-"""What a person sees while a load runs (private).
+"""What a person sees while a load runs.
 
 ``live_figures`` turns the workers' snapshots (``Metrics.snapshot``) into the figures of one
 moment: elapsed and planned time, conversations started / in flight / done / failed /

@@ -1,4 +1,4 @@
-"""What a load run measured, in a form that adds up exactly across processes (private).
+"""What a load run measured, in a form that adds up exactly across processes.
 
 Latencies go into HDR histograms (``hdrhistogram``: 1 us .. 1 h at 3 significant digits,
 recorded in microseconds): per endpoint (``create``, ``respond``, ``close``), per respond turn
@@ -94,7 +94,7 @@ def _decode(text: str) -> Any:
 
 @attrs.define(eq=False)
 class _Second:
-    """One second of the series (private): counters, a gauge and per-endpoint histograms."""
+    """One second of the series: counters, a gauge and per-endpoint histograms."""
 
     t: int
     counters: Counter[str] = attrs.Factory(Counter)
