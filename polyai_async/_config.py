@@ -42,7 +42,7 @@ def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
-def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not _is_number(value) or not value > 0:
         raise ConfigurationError(
             f"{_owner(instance)}.{attribute.name} must be a finite number of seconds > 0, "
@@ -50,7 +50,7 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: 
         )
 
 
-def _seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not _is_number(value) or value < 0:
         raise ConfigurationError(
             f"{_owner(instance)}.{attribute.name} must be a finite number of seconds >= 0, "
@@ -78,8 +78,8 @@ class Timeouts:
             may think for a while, so this is generous.
     """
 
-    connect: float = attrs.field(default=5.0, validator=_positive_seconds)
-    read: float = attrs.field(default=30.0, validator=_positive_seconds)
+    connect: float = attrs.field(default=5.0, validator=positive_seconds)
+    read: float = attrs.field(default=30.0, validator=positive_seconds)
 
     @classmethod
     def coerce(cls, value: Timeouts | float | None) -> Timeouts:
@@ -96,7 +96,7 @@ class Timeouts:
         return cls(connect=value, read=value)
 
 
-def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(
             f"{_owner(instance)}.{attribute.name} must be a whole number >= 1, got {value!r}"
@@ -118,9 +118,9 @@ class PoolLimits:
         dns_ttl: seconds a DNS answer is cached; short enough to follow a regional failover.
     """
 
-    max_connections: int = attrs.field(default=100, validator=_positive_int)
-    keepalive_timeout: float = attrs.field(default=15.0, validator=_positive_seconds)
-    dns_ttl: int = attrs.field(default=10, validator=_positive_int)
+    max_connections: int = attrs.field(default=100, validator=positive_int)
+    keepalive_timeout: float = attrs.field(default=15.0, validator=positive_seconds)
+    dns_ttl: int = attrs.field(default=10, validator=positive_int)
 
 
 def setting(value: str | None, argument: str, variable: str, default: str | None = None) -> str:

@@ -15,7 +15,7 @@ from ._redact import RedactingFormatter
 logger = logging.getLogger("polyai_async")
 
 _LEVELS = {"info": logging.INFO, "debug": logging.DEBUG}
-_configured: list[logging.Handler] = []
+configured: list[logging.Handler] = []
 
 
 def configure_from_env() -> None:
@@ -36,14 +36,14 @@ def configure_from_env() -> None:
             f"POLYAI_LOG={value!r} is not a log level: use info or debug, or unset it"
         )
     attached = (*logger.handlers, *logging.getLogger().handlers)
-    if _configured and _configured[0] not in attached:
-        _configured.clear()  # the adopted handler was taken away: ours again
-    if not _configured:
+    if configured and configured[0] not in attached:
+        configured.clear()  # the adopted handler was taken away: ours again
+    if not configured:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
-        _configured.append(handler)
-    _configured[0].setLevel(level)
+        configured.append(handler)
+    configured[0].setLevel(level)
     logger.setLevel(level)
 
 
@@ -54,10 +54,10 @@ def adopt(handler: logging.Handler) -> None:
     record); ``POLYAI_LOG`` then sets that handler's level instead of adding a second one.
     The handler must hide secrets itself.
     """
-    for previous in _configured:
+    for previous in configured:
         if previous is not handler:
             logger.removeHandler(previous)
-    _configured[:] = [handler]
+    configured[:] = [handler]
     configure_from_env()
 
 

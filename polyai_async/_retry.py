@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import tenacity
 
-from ._config import _positive_int, _positive_seconds, _seconds_or_zero
+from ._config import positive_int, positive_seconds, seconds_or_zero
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -108,15 +108,15 @@ class RetryPolicy:
             a timeout 10, a success refunds 1); None turns the budget off.
     """
 
-    max_attempts: int = attrs.field(default=3, validator=_positive_int)
-    initial_backoff: float = attrs.field(default=0.5, validator=_seconds_or_zero)
-    max_backoff: float = attrs.field(default=8.0, validator=_seconds_or_zero)
-    deadline: float = attrs.field(default=60.0, validator=_positive_seconds)
+    max_attempts: int = attrs.field(default=3, validator=positive_int)
+    initial_backoff: float = attrs.field(default=0.5, validator=seconds_or_zero)
+    max_backoff: float = attrs.field(default=8.0, validator=seconds_or_zero)
+    deadline: float = attrs.field(default=60.0, validator=positive_seconds)
     retry_statuses: frozenset[int] = attrs.field(
         default=frozenset({429, 500, 502, 503, 504}), converter=_statuses
     )
     retry_ambiguous: bool = attrs.field(default=True, validator=_bool)
-    max_retry_after: float = attrs.field(default=60.0, validator=_seconds_or_zero)
+    max_retry_after: float = attrs.field(default=60.0, validator=seconds_or_zero)
     retry_budget: int | None = attrs.field(default=500, validator=_budget)
 
 

@@ -22,21 +22,21 @@ from .._redact import safe_text
 from .._retry import RetryPolicy
 from ..testing import FakeServerProcess
 from ._common import (
-    _FAKE_CREDENTIALS,
-    _FAULT_OPTIONS,
+    FAKE_CREDENTIALS,
+    FAULT_OPTIONS,
     UsageError,
-    _add_fault_options,
-    _add_target_options,
-    _budget,
-    _client_settings,
-    _display_url,
-    _fail,
-    _faults_from,
-    _json_path,
-    _positive_seconds,
-    _rate,
-    _whole,
+    add_fault_options,
+    add_target_options,
+    budget,
+    client_settings,
+    display_url,
+    fail,
+    faults_from,
+    json_path,
+    positive_seconds,
     prog,
+    rate,
+    whole,
 )
 
 # Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
@@ -87,7 +87,7 @@ def add_parser(commands: Any) -> None:
     )
     scenario.add_argument(
         "--turns",
-        type=_whole(0),
+        type=whole(0),
         default=None,
         metavar="N",
         help="the demo scenario's user messages per conversation; fewer when the agent ends "
@@ -102,7 +102,7 @@ def add_parser(commands: Any) -> None:
     load = bench.add_argument_group("load")
     load.add_argument(
         "--concurrency",
-        type=_whole(1),
+        type=whole(1),
         metavar="N",
         help=f"closed model: conversations in flight at once (default {_DEFAULT_CONCURRENCY})",
     )
@@ -121,7 +121,7 @@ def add_parser(commands: Any) -> None:
     )
     load.add_argument(
         "--max-in-flight",
-        type=_whole(1),
+        type=whole(1),
         default=10_000,
         metavar="N",
         help="open model: arrivals that find N conversations in flight (counted from their "
@@ -135,7 +135,7 @@ def add_parser(commands: Any) -> None:
     )
     load.add_argument(
         "--conversations",
-        type=_whole(1),
+        type=whole(1),
         metavar="N",
         help=f"conversations to start in all (default {_DEFAULT_CONVERSATIONS} when there is "
         "no --duration or --stages)",
@@ -156,7 +156,7 @@ def add_parser(commands: Any) -> None:
     )
     load.add_argument(
         "--processes",
-        type=_whole(1),
+        type=whole(1),
         default=1,
         metavar="N",
         help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
@@ -171,7 +171,7 @@ def add_parser(commands: Any) -> None:
     client = bench.add_argument_group("client")
     client.add_argument(
         "--max-connections",
-        type=_whole(1),
+        type=whole(1),
         default=PoolLimits().max_connections,
         metavar="N",
         help=f"connections to the host at most, per process (PoolLimits; default "
@@ -179,7 +179,7 @@ def add_parser(commands: Any) -> None:
     )
     client.add_argument(
         "--retry-attempts",
-        type=_whole(1),
+        type=whole(1),
         default=RetryPolicy().max_attempts,
         metavar="N",
         help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
@@ -192,14 +192,14 @@ def add_parser(commands: Any) -> None:
     )
     client.add_argument(
         "--deadline",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=RetryPolicy().deadline,
         metavar="SECONDS",
         help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
     )
     client.add_argument(
         "--retry-budget",
-        type=_budget,
+        type=budget,
         default=RetryPolicy().retry_budget,
         metavar="N|off",
         help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
@@ -213,8 +213,8 @@ def add_parser(commands: Any) -> None:
         "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
         "PolyAIClient(adaptive_concurrency=True) would",
     )
-    _add_target_options(bench, "load-test")
-    _add_fault_options(bench)
+    add_target_options(bench, "load-test")
+    add_fault_options(bench)
     output = bench.add_argument_group("pass/fail and output")
     output.add_argument(
         "--threshold",
@@ -226,26 +226,26 @@ def add_parser(commands: Any) -> None:
     )
     output.add_argument(
         "--max-error-rate",
-        type=_rate,
+        type=rate,
         default=0.01,
         metavar="F",
         help="exit 1 when the share of failed conversations is above this (default 0.01)",
     )
     output.add_argument(
         "--json",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the summary as JSON (schema polyai-async-bench/3) to PATH",
     )
     output.add_argument(
         "--csv",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the time series as CSV (one row a second) to PATH",
     )
     output.add_argument(
         "--html",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write a self-contained HTML report (charts over time, latency spectrum, "
         "outcomes, thresholds, settings; opens offline) to PATH",
@@ -259,9 +259,9 @@ def add_parser(commands: Any) -> None:
 def _server_options(args: argparse.Namespace) -> list[str]:
     """The embedded fake's options: the demo agent, the fake's credentials, the fault options."""
     options = ["--agent", "demo"]
-    for name, value in _FAKE_CREDENTIALS.items():
+    for name, value in FAKE_CREDENTIALS.items():
         options += ["--" + name.replace("_", "-"), value]
-    for name in _FAULT_OPTIONS:
+    for name in FAULT_OPTIONS:
         value = getattr(args, name)
         if value is not None:
             options += ["--" + name.replace("_", "-"), str(value)]
@@ -429,7 +429,7 @@ def _report_settings(
         "threshold": "; ".join(args.threshold) or None,
         "max_error_rate": args.max_error_rate,
     }
-    for name in _FAULT_OPTIONS:
+    for name in FAULT_OPTIONS:
         settings[name] = getattr(args, name, None)
     return settings
 
@@ -470,17 +470,17 @@ def run(args: argparse.Namespace) -> int:
     limits = PoolLimits(max_connections=args.max_connections)
     server: FakeServerProcess | None = None
     if embedded:
-        _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        faults_from(args)  # refuse rates that add up to more than 1 before starting anything
         target, settings = "embedded", {}
     else:
-        target, settings = ("real" if args.real else "base_url"), _client_settings(args)
+        target, settings = ("real" if args.real else "base_url"), client_settings(args)
     console = Console(highlight=False)
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
             server = FakeServerProcess(*_server_options(args))
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
-            settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
+            settings = {"base_url": server.start(), **FAKE_CREDENTIALS}
         settings = {
             **settings,
             "retry": policy,
@@ -488,7 +488,7 @@ def run(args: argparse.Namespace) -> int:
             "adaptive_concurrency": args.adaptive_concurrency,
         }
         try:
-            base_url = _display_url(PolyAIClient(**settings).base_url)
+            base_url = display_url(PolyAIClient(**settings).base_url)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
         where = base_url + (
@@ -534,11 +534,11 @@ def run(args: argparse.Namespace) -> int:
         result = result.with_server(server.counters, server.cpu_seconds)
     summary = result.summary
     render(summary, console, description=description)
-    written = _write_reports(args, result)
-    return _conclude(args, result, written)
+    written = write_outputs(args, result)
+    return conclude(args, result, written)
 
 
-def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
+def conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
     """The exit status, and the line on stderr that says why it is not 0."""
     summary = result.summary
     code: int = result.exit_code
@@ -552,25 +552,25 @@ def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
         return code
     if result.partial:
         lost = ", ".join(f"worker {w['worker']}" for w in summary["workers_missing"])
-        _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
+        fail(f"partial run: no result from {lost}; the report has the other workers' figures")
         return code
     if not written:
         return 1
     if code == 1 and not result.completed_any:
-        _fail(
+        fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "
             f"{summary['conversations_failed']:,} failed, "
             f"{summary['conversations_interrupted']:,} interrupted): the run cannot pass"
         )
     elif code == 1:
-        _fail(
+        fail(
             f"{summary['conversation_error_rate']:.2%} of conversations failed, above "
             f"--max-error-rate {args.max_error_rate:g}"
         )
     elif code == 99:
         failed = [t for t in result.thresholds if not t.passed]
         measured = [f"{t.expression} ({t.detail()})" for t in failed]
-        _fail("threshold failed: " + "; ".join(measured))
+        fail("threshold failed: " + "; ".join(measured))
     return code
 
 
@@ -584,11 +584,11 @@ def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
         )
 
 
-def _write_reports(args: argparse.Namespace, result: Any) -> bool:
+def write_outputs(args: argparse.Namespace, result: Any) -> bool:
     """Write --json, --csv and --html; False if one could not be (one error line each)."""
     from ..load import write_reports  # noqa: PLC0415 - the load extra
 
     problems = write_reports(result, json=args.json, csv=args.csv, html=args.html)
     for name, problem in problems.items():
-        _fail(f"--{name}: {problem}")
+        fail(f"--{name}: {problem}")
     return not problems

@@ -8,7 +8,7 @@ from typing import Any
 
 from .._commandline import port_number
 from ..testing import FakePolyAI, run_server
-from ._common import _add_fault_options, _fail, _fake, _faults_from
+from ._common import add_fault_options, fail, faults_from, make_fake
 
 
 def add_parser(commands: Any) -> None:
@@ -30,17 +30,17 @@ def add_parser(commands: Any) -> None:
     where.add_argument(
         "--agent", choices=("demo", "echo"), default="demo", help="who answers (default demo)"
     )
-    _add_fault_options(serve)
+    add_fault_options(serve)
     serve.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async serve`` with the parsed ``args``; returns the exit status."""
-    fake = _fake(
+    fake = make_fake(
         host=args.host,
         port=args.port,
         agent=args.agent,
-        faults=_faults_from(args),
+        faults=faults_from(args),
         seed=args.seed,
     )
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = asyncio.run(run_server(fake, on_ready=ready))
     except OSError as exc:
-        _fail(f"could not listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        fail(f"could not listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return 1
     requests = sum(stats.requests.values())
     print(f"Stopped after {requests:,} requests.", flush=True)

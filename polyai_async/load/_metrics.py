@@ -88,7 +88,7 @@ def _encode(histogram: Any) -> str:
     return encoded.decode("ascii")
 
 
-def _decode(text: str) -> Any:
+def decode(text: str) -> Any:
     return HdrHistogram.decode(text.encode("ascii"))
 
 
@@ -106,7 +106,7 @@ class _Second:
         if endpoint in self.live:
             return self.live[endpoint]
         text = self.encoded.get(endpoint)
-        return None if text is None else _decode(text)
+        return None if text is None else decode(text)
 
     def add(self, other: _Second) -> None:
         """Add ``other``'s counters, gauge and histograms (the same second of another run)."""
@@ -507,7 +507,7 @@ class Metrics:
             raise ValueError("not the data of Metrics.to_dict (version 2)")
         metrics = cls()
         try:
-            metrics.histograms = {n: _decode(h) for n, h in data["histograms"].items()}
+            metrics.histograms = {n: decode(h) for n, h in data["histograms"].items()}
             metrics.counters = Counter(data["counters"])
             metrics.retries = Counter(data["retries"])
             metrics.errors = {n: [int(c), str(e)] for n, (c, e) in data["errors"].items()}

@@ -271,7 +271,7 @@ def test_a_report_that_fails_at_the_end_is_named_and_the_others_are_written(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_output, "write_csv", full_disk)
-    written = _bench._write_reports(args, result)
+    written = _bench.write_outputs(args, result)
     assert written is False
     assert json.loads(paths["json"].read_text())["schema"] == SCHEMA
     assert "<html" in paths["html"].read_text()
@@ -482,7 +482,7 @@ def test_bench_exits_1_on_a_partial_run_naming_the_worker(
     missing = [{"worker": 1, "name": "polyai-async-load-1", "reason": "sent nothing for 30 s"}]
     result = make_result(Metrics(), workers_missing=missing)
     args = argparse.Namespace(max_error_rate=0.01)
-    assert _bench._conclude(args, result, True) == 1
+    assert _bench.conclude(args, result, True) == 1
     assert capsys.readouterr().err == (
         "polyai-async: error: partial run: no result from worker 1; the report has the other "
         "workers' figures\n"

@@ -23,7 +23,7 @@ import pytest
 
 from polyai_async import REGIONS, PolyAIClient
 from polyai_async.cli import build_parser, main
-from polyai_async.cli._common import _configure_logging, set_command
+from polyai_async.cli._common import configure_logging, set_command
 from polyai_async.testing import Faults
 from tests.cli_runner import CliRunner, ThreadedFake
 
@@ -421,7 +421,7 @@ def test_a_warning_from_the_library_is_one_line_with_its_reason(
 ) -> None:
     """A library warning logged with an exception prints one line: the command's prefix once,
     the library's message, and the exception's reason."""
-    _configure_logging()
+    configure_logging()
     set_command("chat")
     try:
         try:

@@ -22,7 +22,7 @@ from polyai_async import (
     PolyAIClient,
     RespondChatRequest,
 )
-from polyai_async._client import _Endpoint
+from polyai_async._client import Endpoint
 from polyai_async._models import dumps
 from polyai_async.testing import AgentReply, FakePolyAI, ScriptedAgent
 from tests.conftest import CREDS
@@ -56,7 +56,7 @@ OPERATIONS = {"chatCreate": "create", "chatRespond": "respond", "chatClose": "cl
 def test_client_calls_every_operation_with_its_method_and_path() -> None:
     """Each documented operation is a client endpoint with the same method and path."""
     client = PolyAIClient(**CREDS)
-    endpoints: dict[str, _Endpoint[Any]] = {
+    endpoints: dict[str, Endpoint[Any]] = {
         "create": client._create,
         "respond": client._respond,
         "close": client._close,

@@ -425,12 +425,12 @@ def test_a_log_line_quoting_server_text_is_safe_in_the_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The command's log handler (serve's log too) redacts and shows controls as escapes."""
-    from polyai_async.cli._common import _OneLineHandler
+    from polyai_async.cli._common import OneLineHandler
 
     monkeypatch.setenv("POLYAI_API_KEY", KEY)
     out = io.StringIO()
     monkeypatch.setattr("sys.stderr", out)
-    handler = _OneLineHandler(logging.DEBUG)
+    handler = OneLineHandler(logging.DEBUG)
     log = logging.getLogger("polyai_async.testing.redaction")
     log.addHandler(handler)
     try:
@@ -451,7 +451,7 @@ def test_the_polyai_log_handler_redacts_and_shows_controls_as_escapes(
     monkeypatch.setenv("POLYAI_LOG", "info")
     monkeypatch.setenv("POLYAI_TOKEN", TOKEN)
     library = logging.getLogger("polyai_async")
-    monkeypatch.setattr(_logging, "_configured", [])
+    monkeypatch.setattr(_logging, "configured", [])
     monkeypatch.setattr(library, "handlers", [])
     monkeypatch.setattr(library, "level", library.level)
     _logging.configure_from_env()

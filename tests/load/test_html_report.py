@@ -579,9 +579,9 @@ def test_without_jinja2_the_report_says_which_extra_to_install(
 ) -> None:
     """Jinja2 is an optional dependency: without it, one clear error names the extras."""
     monkeypatch.setitem(sys.modules, "jinja2", None)
-    _page._environment.cache_clear()
+    _page.environment.cache_clear()
     try:
         with pytest.raises(ConfigurationError, match=r"jinja2: install polyai-async\[load\]"):
             render_html(sample())
     finally:
-        _page._environment.cache_clear()
+        _page.environment.cache_clear()

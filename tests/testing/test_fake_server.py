@@ -836,7 +836,7 @@ def test_testing_exports_are_sorted_and_documented() -> None:
 def test_every_fake_accepts_the_same_default_credentials() -> None:
     """FakePolyAI, python -m polyai_async.testing and the polyai-async command share one set of
     made-up credentials, so the values one prints work with the others."""
-    from polyai_async.cli._common import _FAKE_CREDENTIALS
+    from polyai_async.cli._common import FAKE_CREDENTIALS
     from polyai_async.testing.__main__ import build_parser
 
     fake = FakePolyAI()
@@ -844,5 +844,5 @@ def test_every_fake_accepts_the_same_default_credentials() -> None:
     library["project_id"] = fake.project_id
     args = build_parser().parse_args([])
     module = {name: getattr(args, name) for name in library}
-    assert library == module == _FAKE_CREDENTIALS
+    assert library == module == FAKE_CREDENTIALS
     assert library["api_key"] == "test-api-key"
