@@ -1,7 +1,7 @@
 """A run's result: the merged Metrics, the summary built from them, thresholds, warnings (private).
 
 The summary (``LoadResult.summary``, written by ``--json``) is one JSON object with schema
-``polyai-async-bench/3``; every key is documented in ``docs/load-testing.md``.
+``polyai-async-bench/4``; every key is documented in ``docs/load-testing.md``.
 """
 
 from __future__ import annotations
@@ -12,13 +12,21 @@ from typing import Any
 import attrs
 
 from .. import _errors
-from ._metrics import ENDPOINTS, SERIES_HISTOGRAMS, Metrics
+from ._metrics import (
+    ENDPOINTS,
+    HIGHEST_US,
+    LOWEST_US,
+    SERIES_HISTOGRAMS,
+    SIGNIFICANT_DIGITS,
+    Metrics,
+)
 from ._scenario import Scenario
 from ._shape import Load
 from ._thresholds import LATENCY_SOURCES, Threshold, ThresholdResult
 
 __all__ = [
     "CPU_WARNING_SHARE",
+    "HISTOGRAM_ENCODING",
     "LAG_WARNING_MS",
     "SCHEMA",
     "LoadResult",
@@ -27,7 +35,15 @@ __all__ = [
     "summarize",
 ]
 
-SCHEMA = "polyai-async-bench/3"
+SCHEMA = "polyai-async-bench/4"
+#: How the summary's ``histograms`` are written: what any HdrHistogram library needs to read them.
+HISTOGRAM_ENCODING = {
+    "format": "HdrHistogram compressed (V2), base64",
+    "unit": "us",
+    "lowest_trackable_value": LOWEST_US,
+    "highest_trackable_value": HIGHEST_US,
+    "significant_figures": SIGNIFICANT_DIGITS,
+}
 #: Past this generator lag (p99, ms), the figures describe the generator, not the agent.
 LAG_WARNING_MS = 10.0
 #: Past this share of a core, the client's CPU is saturated.
@@ -94,7 +110,7 @@ def summarize(
     context: Mapping[str, Any] | None = None,
     detail: bool = True,
 ) -> dict[str, Any]:
-    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/3``).
+    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/4``).
 
     Args:
         metrics: what was measured.
@@ -228,6 +244,14 @@ def summarize(
         timeseries=_timeseries(metrics),
         workers=[],
     )
+    # Lossless: every histogram as HdrHistogram.encode() writes it, and the rest of the raw
+    # measurements, so runs merge exactly (``merge_summaries``) and compare from distributions.
+    raw = metrics.to_dict()
+    summary.update(
+        histogram_encoding=dict(HISTOGRAM_ENCODING),
+        histograms=dict(sorted(raw.pop("histograms").items())),
+        metrics=raw,
+    )
     return summary
 
 
@@ -244,7 +268,7 @@ class LoadResult:
 
     Attributes:
         metrics: every measurement, merged over the worker processes.
-        summary: the JSON summary (schema ``polyai-async-bench/3``), thresholds included.
+        summary: the JSON summary (schema ``polyai-async-bench/4``), thresholds included.
         thresholds: each threshold's verdict.
         workers: each worker process's own Metrics (empty for a single process).
         rules: the thresholds judged, kept so ``with_figures`` can judge them again.
