@@ -222,7 +222,8 @@ async def test_error_rate_rule_needs_a_significant_change() -> None:
     new["conversation_error_rate"] = 0.1
     comparison = compare(base, new, rules=["conversation_error_rate>+0.005"])
     verdict = comparison.verdicts[0]
-    assert verdict.triggered and not verdict.failed
+    assert verdict.triggered
+    assert not verdict.failed
     assert "not significant" in verdict.reason
     assert comparison.change("conversation_error_rate").test == "two-proportion z"
 
