@@ -200,6 +200,48 @@ def test_bad_rules_are_refused_naming_what_to_fix(text: str, message: str) -> No
         Rule.parse(text)
 
 
+def _with_respond(summary: dict[str, Any], values_us: list[int]) -> dict[str, Any]:
+    """``summary`` with its respond histogram (and p50) made of ``values_us``."""
+    out = json.loads(json.dumps(summary))
+    histogram = HdrHistogram(1, 3_600_000_000, 3)
+    for value in values_us:
+        histogram.record_value(value)
+    out["histograms"]["respond"] = histogram.encode().decode("ascii")
+    out["respond_p50_ms"] = histogram.get_value_at_percentile(50) / 1000
+    return out
+
+
+async def test_a_significant_change_within_the_noise_floor_is_not_real() -> None:
+    """Every call 3% slower is significant, but under the 5% floor: no failure; at 1% it fails."""
+    summary = await _summary(4)
+    rng = random.Random(5)
+    values = [rng.randint(90_000, 110_000) for _ in range(5000)]
+    base = _with_respond(summary, values)
+    new = _with_respond(summary, [round(v * 1.03) for v in values])
+    comparison = compare(base, new, rules=["respond.p50>+1%"])
+    change = comparison.change("respond_p50_ms")
+    assert change.significant
+    assert not change.beyond_noise
+    assert not change.real
+    assert comparison.exit_code == 0
+    assert "within the 5% noise floor" in comparison.verdicts[0].reason
+    assert compare(base, new, rules=["respond.p50>+1%"], noise=0.01).exit_code == 99
+
+
+async def test_a_large_change_that_is_not_significant_does_not_fail() -> None:
+    """Five calls a side, 10% apart but overlapping: past the rule, not significant, exit 0."""
+    summary = await _summary(4)
+    values = [100_000, 110_000, 120_000, 130_000, 140_000]
+    base = _with_respond(summary, values)
+    new = _with_respond(summary, [v * 11 // 10 for v in values])
+    comparison = compare(base, new, rules=["respond.p50>+5%"])
+    verdict = comparison.verdicts[0]
+    assert verdict.triggered
+    assert not verdict.failed
+    assert "not significant" in verdict.reason
+    assert comparison.exit_code == 0
+
+
 def _capacity(max_rate: float) -> dict[str, Any]:
     return {"schema": "polyai-async-capacity/1", "max_rate": max_rate, "max_concurrency": 40}
 
@@ -238,10 +280,12 @@ async def test_a_rule_on_a_figure_neither_run_has_is_refused() -> None:
 # --- the command, against loopback servers ------------------------------------------------------
 
 
-def _bench(cli: CliRunner, fake: ThreadedFake, path: Path, *extra: str) -> Any:
+def _bench(
+    cli: CliRunner, fake: ThreadedFake, path: Path, *extra: str, conversations: int = 20
+) -> Any:
     return cli(
-        "bench", "--base-url", fake.url, "--turns", "1", "--conversations", "40",
-        "--concurrency", "40", "--retry-attempts", "1", "--json", str(path), "-q", *extra,
+        "bench", "--base-url", fake.url, "--turns", "1", "--conversations", str(conversations),
+        "--concurrency", "20", "--retry-attempts", "1", "--json", str(path), "-q", *extra,
         env=fake.env,
     )  # fmt: skip
 
@@ -272,7 +316,7 @@ def test_several_runs_a_side_merge_and_json_holds_the_verdicts(
     with ThreadedFake(faults=Faults(latency=0.01)) as fake:
         for i in range(3):
             paths.append(tmp_path / f"run{i}.json")
-            assert _bench(cli, fake, paths[-1]).returncode == 0
+            assert _bench(cli, fake, paths[-1], conversations=8).returncode == 0
     out = tmp_path / "comparison.json"
     result = cli(
         "compare", "--base", str(paths[0]), "--base", str(paths[1]), "--new", str(paths[2]),
@@ -284,7 +328,7 @@ def test_several_runs_a_side_merge_and_json_holds_the_verdicts(
     assert data["schema"] == "polyai-async-compare/1"
     assert data["base_runs"] == 2
     create = next(c for c in data["changes"] if c["figure"] == "create_count")
-    assert create["base"] == 80
+    assert create["base"] == 16
     assert data["rules"][0]["expression"] == "respond.p99>+1000%"
     assert data["rules"][0]["failed"] is False
 
@@ -375,3 +419,16 @@ def good_result(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.write_text(json.dumps(asyncio.run(_summary(4))))
     assert read_summary(path)["schema"] == "polyai-async-bench/4"
     return path
+
+
+async def test_the_embedded_fakes_port_is_not_a_setup_difference() -> None:
+    """Two embedded runs differ in the fake's port only: no difference; another target's counts."""
+    base = await _summary(4)
+    base["target"] = "embedded"
+    new = {**base, "base_url": "http://127.0.0.1:1"}
+    assert compare(base, new).differences == ()
+    assert merge_summaries([base, new])["runs"] == 2
+    elsewhere = [{**s, "target": "base_url"} for s in (base, new)]
+    assert [d[0] for d in compare(*elsewhere).differences] == ["base_url"]
+    with pytest.raises(ConfigurationError, match="base_url is"):
+        merge_summaries(elsewhere)
