@@ -202,7 +202,7 @@ def test_bad_rules_are_refused_naming_what_to_fix(text: str, message: str) -> No
 
 def _with_respond(summary: dict[str, Any], values_us: list[int]) -> dict[str, Any]:
     """``summary`` with its respond histogram (and p50) made of ``values_us``."""
-    out = json.loads(json.dumps(summary))
+    out: dict[str, Any] = json.loads(json.dumps(summary))
     histogram = HdrHistogram(1, 3_600_000_000, 3)
     for value in values_us:
         histogram.record_value(value)
