@@ -667,11 +667,11 @@ def _judge(rule: Rule, change: Change, noise: float, alpha: float) -> RuleVerdic
     elif not triggered:
         reason = f"holds: {moved}"
     elif failed:
-        reason = f"FAILED: {moved}, {_why_real(change, alpha, noise)}"
+        reason = f"regression: {moved}, {_why_real(change, alpha, noise)}"
     elif not change.beyond_noise:
         reason = f"within the {noise:.0%} noise floor: {moved}"
     else:
-        reason = f"not significant (p={_p(change.p_value)}, alpha {alpha:g}): {moved}"
+        reason = f"not significant ({_p_is(change.p_value)}, alpha {alpha:g}): {moved}"
     return RuleVerdict(
         expression=rule.expression,
         figure=rule.figure,
@@ -686,7 +686,7 @@ def _why_real(change: Change, alpha: float, noise: float) -> str:
     test = (
         "no significance test applies"
         if change.test is None
-        else f"significant ({change.test}, p={_p(change.p_value)} < {alpha:g})"
+        else f"significant ({change.test}, {_p_is(change.p_value)}, alpha {alpha:g})"
     )
     return f"{test}, beyond the {noise:.0%} noise floor"
 
@@ -695,6 +695,12 @@ def _p(value: float | None) -> str:
     if value is None:
         return "-"
     return "<0.0001" if value < 0.0001 else f"{value:.4f}"
+
+
+def _p_is(value: float | None) -> str:
+    """``p<0.0001`` or ``p=0.0123``."""
+    text = _p(value)
+    return f"p{text}" if text.startswith("<") else f"p={text}"
 
 
 def _value(value: float | None, figure: str) -> str:
