@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - the load extra is missing
 __all__ = [
     "ENDPOINTS",
     "HIGHEST_US",
+    "HISTOGRAM_ENCODING",
     "LOWEST_US",
     "SERIES_HISTOGRAMS",
     "SIGNIFICANT_DIGITS",
@@ -50,6 +51,14 @@ SERIES_HISTOGRAMS = (*ENDPOINTS, *(f"{e}.ok" for e in ENDPOINTS))
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
+#: How ``to_dict`` (and bench's JSON) writes histograms: what any HdrHistogram library needs.
+HISTOGRAM_ENCODING = {
+    "format": "HdrHistogram compressed (V2), base64",
+    "unit": "us",
+    "lowest_trackable_value": LOWEST_US,
+    "highest_trackable_value": HIGHEST_US,
+    "significant_figures": SIGNIFICANT_DIGITS,
+}
 _VERSION = 2
 
 
@@ -495,6 +504,7 @@ class Metrics:
             )
         return {
             "version": _VERSION,
+            "histogram_encoding": dict(HISTOGRAM_ENCODING),
             "histograms": {name: _encode(h) for name, h in self.histograms.items()},
             "counters": dict(self.counters),
             "retries": dict(self.retries),

@@ -12,21 +12,13 @@ from typing import Any
 import attrs
 
 from .. import _errors
-from ._metrics import (
-    ENDPOINTS,
-    HIGHEST_US,
-    LOWEST_US,
-    SERIES_HISTOGRAMS,
-    SIGNIFICANT_DIGITS,
-    Metrics,
-)
+from ._metrics import ENDPOINTS, SERIES_HISTOGRAMS, Metrics
 from ._scenario import Scenario
 from ._shape import Load
 from ._thresholds import LATENCY_SOURCES, Threshold, ThresholdResult
 
 __all__ = [
     "CPU_WARNING_SHARE",
-    "HISTOGRAM_ENCODING",
     "LAG_WARNING_MS",
     "SCHEMA",
     "LoadResult",
@@ -36,14 +28,6 @@ __all__ = [
 ]
 
 SCHEMA = "polyai-async-bench/4"
-#: How the summary's ``histograms`` are written: what any HdrHistogram library needs to read them.
-HISTOGRAM_ENCODING = {
-    "format": "HdrHistogram compressed (V2), base64",
-    "unit": "us",
-    "lowest_trackable_value": LOWEST_US,
-    "highest_trackable_value": HIGHEST_US,
-    "significant_figures": SIGNIFICANT_DIGITS,
-}
 #: Past this generator lag (p99, ms), the figures describe the generator, not the agent.
 LAG_WARNING_MS = 10.0
 #: Past this share of a core, the client's CPU is saturated.
@@ -248,7 +232,7 @@ def summarize(
     # measurements, so runs merge exactly (``merge_summaries``) and compare from distributions.
     raw = metrics.to_dict()
     summary.update(
-        histogram_encoding=dict(HISTOGRAM_ENCODING),
+        histogram_encoding=raw.pop("histogram_encoding"),
         histograms=dict(sorted(raw.pop("histograms").items())),
         metrics=raw,
     )
