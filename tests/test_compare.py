@@ -362,6 +362,7 @@ def test_bench_baseline_runs_and_compares_in_one_step(cli: CliRunner, tmp_path: 
     assert result.returncode == 99, result.stderr
     assert "FAIL  respond.p50>+10%" in result.stdout
     assert "regression against the baseline" in result.stderr
+    assert "threshold failed" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -669,8 +669,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
     if not _write_reports(args, summary, write_csv, write_html):
         return 1
     code = result.exit_code
-    if baseline is not None:
-        code = _compare_with_baseline(args, baseline, summary, code)
+    regressed = baseline is not None and _compare_with_baseline(args, baseline, summary)
     if code == 1 and not result.completed_any:
         _fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "
@@ -686,7 +685,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
         failed = [t for t in summary["thresholds"] if not t["passed"]]
         measured = [f"{t['expression']} ({_verdict_detail(t)})" for t in failed]
         _fail("threshold failed: " + "; ".join(measured))
-    return code
+    # The run's own failures come first; else a regression against the baseline exits 99.
+    return 99 if code == 0 and regressed else code
 
 
 def _baseline(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -706,9 +706,9 @@ def _baseline(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _compare_with_baseline(
-    args: argparse.Namespace, baseline: Mapping[str, Any], summary: Mapping[str, Any], code: int
-) -> int:
-    """Print the comparison with the baseline; 99 when a rule failed on a real change."""
+    args: argparse.Namespace, baseline: Mapping[str, Any], summary: Mapping[str, Any]
+) -> bool:
+    """Print the comparison with the baseline; True when a rule failed on a real change."""
     from ..load import compare, render_comparison  # noqa: PLC0415
 
     comparison = compare(baseline, summary, rules=args.fail_on, noise=args.noise)
@@ -716,8 +716,7 @@ def _compare_with_baseline(
     if comparison.failed:
         failed = [v.expression for v in comparison.verdicts if v.failed]
         _fail("regression against the baseline: " + "; ".join(failed))
-        return code or comparison.exit_code
-    return code
+    return comparison.failed
 
 
 def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
