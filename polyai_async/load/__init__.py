@@ -14,6 +14,17 @@ this package.
 """
 
 from ._api import parse_thresholds, run_load, run_load_async
+from ._compare import (
+    Change,
+    Comparison,
+    Rule,
+    RuleVerdict,
+    compare,
+    merge_summaries,
+    read_summary,
+    render_comparison,
+)
+from ._compare_html import render_comparison_html, write_comparison_html
 from ._conversation import Observer, run_conversation
 from ._html import render_html, write_html
 from ._metrics import Metrics
@@ -38,12 +49,16 @@ from ._workers import WorkerError
 
 __all__ = [
     "SCHEMA",
+    "Change",
+    "Comparison",
     "Expect",
     "Load",
     "LoadResult",
     "Metrics",
     "Observer",
     "Persona",
+    "Rule",
+    "RuleVerdict",
     "Scenario",
     "ScenarioError",
     "Stage",
@@ -54,17 +69,23 @@ __all__ = [
     "TurnSpec",
     "WorkerError",
     "arrivals",
+    "compare",
     "demo_scenario",
     "load_scenario",
+    "merge_summaries",
     "parse_duration",
     "parse_stages",
     "parse_think_time",
     "parse_thresholds",
+    "read_summary",
+    "render_comparison",
+    "render_comparison_html",
     "render_html",
     "run_conversation",
     "run_load",
     "run_load_async",
     "summarize",
+    "write_comparison_html",
     "write_csv",
     "write_html",
     "write_json",
