@@ -113,6 +113,28 @@ async def test_every_key_is_documented_with_its_type() -> None:
     assert point["percentile"] <= 99.999
 
 
+async def test_write_reports_writes_each_asked_for_and_names_what_failed(tmp_path: Path) -> None:
+    """write_reports writes JSON, CSV and HTML; one that cannot be written does not stop the
+    others and is returned with why."""
+    from polyai_async.load import write_reports
+
+    load = Load.closed(concurrency=1, conversations=1)
+    async with FakePolyAI() as fake, fake.client() as client:
+        result = await run_load_async(client, load, demo_scenario(turns=1))
+    written = write_reports(
+        result, json=tmp_path / "r.json", csv=tmp_path / "r.csv", html=tmp_path / "r.html"
+    )
+    assert written == {}
+    assert json.loads((tmp_path / "r.json").read_text())["conversations_completed"] == 1
+    assert (tmp_path / "r.csv").read_text().startswith("t,")
+    assert "<html" in (tmp_path / "r.html").read_text()
+    missing = tmp_path / "no-such-folder" / "r.json"
+    problems = write_reports(result.summary, json=missing, csv=tmp_path / "again.csv")
+    assert list(problems) == ["json"]
+    assert problems["json"].startswith(f"could not write {missing}: ")
+    assert (tmp_path / "again.csv").exists()
+
+
 # What each documented type is as a Python annotation (TypedDicts are objects).
 KINDS: dict[object, str] = {
     int: "int", float: "number", str: "string", bool: "bool", type(None): "null",

@@ -76,6 +76,12 @@ class ThresholdResult:
             "reason": self.reason,
         }
 
+    def detail(self) -> str:
+        """What was measured, in the expression's unit (``measured 3.43 s``), or why not."""
+        if self.value is None:
+            return self.reason or NOT_MEASURED
+        return f"measured {measured_text(self.expression, self.value)}"
+
 
 @attrs.frozen(kw_only=True)
 class Threshold:
