@@ -14,6 +14,17 @@ this package.
 """
 
 from ._api import check_processes, parse_thresholds, run_load, run_load_async
+from ._compare import (
+    Change,
+    Comparison,
+    Rule,
+    RuleVerdict,
+    compare,
+    merge_summaries,
+    read_summary,
+    render_comparison,
+)
+from ._compare_html import render_comparison_html, write_comparison_html
 from ._conversation import Observer, run_conversation
 from ._html import render_html, write_html
 from ._live import LiveView, PlainProgress
@@ -41,6 +52,8 @@ from ._workers import WorkerError
 
 __all__ = [
     "SCHEMA",
+    "Change",
+    "Comparison",
     "Expect",
     "LiveView",
     "Load",
@@ -49,6 +62,8 @@ __all__ = [
     "Observer",
     "Persona",
     "PlainProgress",
+    "Rule",
+    "RuleVerdict",
     "Scenario",
     "ScenarioError",
     "Stage",
@@ -61,19 +76,25 @@ __all__ = [
     "arrivals",
     "check_processes",
     "choose_loop",
+    "compare",
     "demo_scenario",
     "load_scenario",
+    "merge_summaries",
     "output_path_problem",
     "parse_duration",
     "parse_stages",
     "parse_think_time",
     "parse_thresholds",
+    "read_summary",
     "render",
+    "render_comparison",
+    "render_comparison_html",
     "render_html",
     "run_conversation",
     "run_load",
     "run_load_async",
     "summarize",
+    "write_comparison_html",
     "write_csv",
     "write_html",
     "write_json",

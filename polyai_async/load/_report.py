@@ -54,7 +54,7 @@ def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write the run's summary (schema ``polyai-async-bench/3``) as indented JSON to ``path``."""
+    """Write the run's summary (schema ``polyai-async-bench/4``) as indented JSON to ``path``."""
     Path(path).write_bytes(orjson.dumps(_summary(result), option=orjson.OPT_INDENT_2) + b"\n")
 
 

@@ -58,7 +58,7 @@ def _add_options(parser: Any) -> None:
         metavar="PATH",
         default=None,
         include_in_web_ui=False,
-        help="write the merged JSON summary of PolyAIUser runs (polyai-async-bench/3) to PATH",
+        help="write the merged JSON summary of PolyAIUser runs (polyai-async-bench/4) to PATH",
     )
     parser.add_argument(
         "--polyai-html",
