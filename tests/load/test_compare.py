@@ -23,8 +23,7 @@ from polyai_async.load import (
 )
 from polyai_async.load._compare import mann_whitney
 from polyai_async.testing import FakePolyAI, Faults
-
-from .cli_runner import CliRunner, ThreadedFake, restored_cli_state
+from tests.cli_runner import CliRunner, ThreadedFake, restored_cli_state
 
 ENDPOINTS = ("create", "respond", "close")
 

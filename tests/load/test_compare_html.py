@@ -24,8 +24,7 @@ from polyai_async.load import (
     write_comparison_html,
 )
 from polyai_async.testing import FakePolyAI, Faults
-
-from .browser import canvas_pixels, headless_chromium, open_page
+from tests.browser import canvas_pixels, headless_chromium, open_page
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
