@@ -108,6 +108,31 @@ def test_unmet_expectations_fail_the_expectation_entry_not_the_request(
     assert report["personas"]["greeter"]["expectations_failed"] == failed
 
 
+def test_every_close_made_at_the_stop_reaches_locusts_stats(tmp_path: Path, fake: Fake) -> None:
+    """40 users stopped mid-conversation: Locust's create and close counts equal the server's.
+
+    The closes of the conversations the stop cancelled (and of the chats still open after it)
+    are fired into Locust's stats before its final report. A respond cut off in flight was
+    received by the server but never answered: Locust does not count it (at most one a user).
+    """
+    done = run_locust(
+        tmp_path,
+        LOCUSTFILE,
+        *("-u", "40", "-r", "40", "--run-time", "6s", "--host", fake.url),
+        *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
+    )
+    served = fake.stop()
+    assert done.returncode == 0, done.stderr
+    rows = stats_rows(tmp_path / "stats_stats.csv")
+    for name in ("create", "close"):
+        assert int(rows[name]["Request Count"]) == served["requests"][name], (name, served)
+    cut_off = served["requests"]["respond"] - int(rows["respond"]["Request Count"])
+    assert 0 <= cut_off <= 40, served
+    report = json.loads((tmp_path / "polyai.json").read_text())
+    assert report["conversations_interrupted"] > 0  # the stop did cut conversations short
+    assert report["histogram_counts"]["close"] == served["requests"]["close"]
+
+
 def test_processes_merge_every_worker_and_write_the_html_report(tmp_path: Path, fake: Fake) -> None:
     """``--processes 2`` on one machine: two workers' figures merged, JSON and HTML written."""
     done = run_locust(

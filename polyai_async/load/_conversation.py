@@ -7,7 +7,6 @@ expectation and the conversation's end go to the observer, which counts them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -137,7 +136,7 @@ async def run_conversation(
         # must then be closed, not left open on the server.
         created = await asyncio.shield(creating)
     except asyncio.CancelledError:
-        await _close_if_created(client, creating)
+        await _close_if_created(client, creating, observer, origin)
         raise
     except PolyAIError as exc:
         observer.request("create", "POST", clock() - origin, exc, None)
@@ -150,8 +149,7 @@ async def run_conversation(
             client, conversation_id, persona, rng, observer, pause
         )
     except asyncio.CancelledError:
-        with contextlib.suppress(PolyAIError, asyncio.TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(client.close_chat(conversation_id), CLOSE_ON_CANCEL_SECONDS)
+        await _close_on_cancel(client, conversation_id, observer)
         raise
     call_started = clock()
     try:
@@ -204,12 +202,45 @@ async def _turns(
 
 
 async def _close_if_created(
-    client: PolyAIClient, creating: asyncio.Future[CreateChatResponse]
+    client: PolyAIClient,
+    creating: asyncio.Future[CreateChatResponse],
+    observer: Observer,
+    origin: float,
 ) -> None:
-    """After a cancellation during create: wait for it a little, and close what it created."""
-    with contextlib.suppress(PolyAIError, asyncio.TimeoutError, asyncio.CancelledError):
-        created = await asyncio.wait_for(creating, CLOSE_ON_CANCEL_SECONDS)
-        await asyncio.wait_for(client.close_chat(created.conversation_id), CLOSE_ON_CANCEL_SECONDS)
+    """After a cancellation during create: wait for it a little, and close what it created.
+
+    Create and close are calls that ended like any other, so the observer hears of both; a
+    create still out when the wait ends is left to the request counter (cancelled).
+    """
+    clock = time.perf_counter
+    try:
+        created = await asyncio.wait_for(asyncio.shield(creating), CLOSE_ON_CANCEL_SECONDS)
+    except PolyAIError as exc:
+        observer.request("create", "POST", clock() - origin, exc, None)
+        return
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        creating.cancel()
+        return
+    observer.request("create", "POST", clock() - origin, None, None)
+    await _close_on_cancel(client, created.conversation_id, observer)
+
+
+async def _close_on_cancel(client: PolyAIClient, conversation_id: str, observer: Observer) -> None:
+    """Close a cancelled conversation, bounded by ``CLOSE_ON_CANCEL_SECONDS``; report the close.
+
+    A close cut off by the bound is not reported here: the request counter counts it as
+    cancelled.
+    """
+    clock = time.perf_counter
+    call_started = clock()
+    try:
+        await asyncio.wait_for(client.close_chat(conversation_id), CLOSE_ON_CANCEL_SECONDS)
+    except PolyAIError as exc:
+        observer.request("close", "PUT", clock() - call_started, exc, None)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        return
+    else:
+        observer.request("close", "PUT", clock() - call_started, None, None)
 
 
 # The observer methods that have raised, by observer class: each is logged once a process.

@@ -15,7 +15,6 @@ could not close are counted as left open. ``shutdown`` then closes the client an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -318,12 +317,22 @@ class Bridge:
 
     async def _close_leftovers(self) -> None:
         client = self._client
-        if client is None or not client.open_chats:
+        thread = self._thread
+        if client is None or thread is None or not client.open_chats:
             return
+        # These closes reach the server like any other: Locust's stats and ours count them.
+        relay = _Relay(self._metrics, thread.inbox, self._firing)
 
         async def close(conversation_id: str) -> None:
-            with contextlib.suppress(PolyAIError, asyncio.TimeoutError):
+            started = time.perf_counter()
+            try:
                 await asyncio.wait_for(client.close_chat(conversation_id), _CLOSE_SECONDS)
+            except PolyAIError as exc:
+                relay.request("close", "PUT", time.perf_counter() - started, exc, None)
+            except asyncio.TimeoutError:
+                return  # cut off: never answered, so not counted as a call that ended
+            else:
+                relay.request("close", "PUT", time.perf_counter() - started, None, None)
 
         await asyncio.gather(*(close(c) for c in list(client.open_chats)))
 
