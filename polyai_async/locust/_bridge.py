@@ -5,7 +5,8 @@ Every Locust process that runs users (a worker, or a plain ``locust`` run) has o
 and one ``Metrics`` (HDR histograms, counters, series) that only the loop's thread touches.
 A user's greenlet asks the bridge for a conversation and waits for it; the conversation runs
 as a task on the loop; each outcome is recorded in the metrics there and posted to the
-gevent thread, where it is fired into Locust's ``events.request``.
+gevent thread, where a call is fired into Locust's ``events.request`` and a conversation or
+an expectation into the process's Checks (``_checks``).
 
 Stopping (``drain``) refuses new conversations, cancels those in flight (``run_conversation``
 closes each created chat on cancellation), then closes any chat still open; the chats it
@@ -33,6 +34,7 @@ from .._errors import ConversationEndedError, NotFoundError, PolyAIError
 from .._models import CloseChatResponse, CreateChatResponse, Handoff
 from ..load import Metrics, Scenario, ThinkTime, run_conversation
 from ..load._retries import retry_counter
+from ._checks import RequestFailed, checks_of
 from ._loop import Inbox, LoopThread
 
 if TYPE_CHECKING:
@@ -126,41 +128,41 @@ class _Relay:
 
 
 class _Firing:
-    """Fires Locust's request event, on the gevent thread only (private helper)."""
+    """Fires Locust's request event, on the gevent thread only (private helper).
 
-    __slots__ = ("_request",)
+    Only the HTTP calls are Locust requests; conversations and expectations go to the
+    process's Checks (their own statistics, see ``_checks``).
+    """
+
+    __slots__ = ("_checks", "_request")
 
     def __init__(self, environment: Environment) -> None:
         self._request = environment.events.request.fire
+        self._checks = checks_of(environment)
 
     def request(self, method: str, endpoint: str, ms: float, error: PolyAIError | None) -> None:
+        failure = None
+        if error is not None:
+            # Named by kind and status in Locust's tables; the whole error (its correlation
+            # id) stays on the exception and in the debug log.
+            failure = RequestFailed(error)
+            logger.debug("%s %s failed: %s", method, endpoint, error)
         self._request(
             request_type=method,
             name=endpoint,
             response_time=ms,
             response_length=0,
-            exception=error,
+            exception=failure,
             context={},
         )
 
     def expectation(self, persona: str, expectation: str, passed: bool) -> None:
-        self._request(
-            request_type="CHECK",
-            name="expectation",
-            response_time=0,
-            response_length=0,
-            exception=None if passed else ExpectationFailed(f"{persona}: {expectation}"),
-            context={},
-        )
+        failure = None if passed else ExpectationFailed(f"{persona}: {expectation}")
+        self._checks.log("CHECK", "expectation", 0, failure)
 
     def conversation(self, ms: float, error: PolyAIError | None) -> None:
-        self._request(
-            request_type="CHAT",
-            name="conversation",
-            response_time=ms,
-            response_length=0,
-            exception=error,
-            context={},
+        self._checks.log(
+            "CHAT", "conversation", ms, None if error is None else RequestFailed(error)
         )
 
 

@@ -31,6 +31,7 @@ from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
 from ._bridge import bridge_of
+from ._checks import checks_of
 from ._user import PolyAIUser
 
 if TYPE_CHECKING:
@@ -298,6 +299,11 @@ def _let_locust_write_its_csv(environment: Environment) -> None:
 def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
     runner = environment.runner
     _check(environment)
+    checks_of(environment).attach(
+        environment,
+        master=isinstance(runner, MasterRunner),
+        worker=isinstance(runner, WorkerRunner),
+    )
     if isinstance(runner, MasterRunner):
         collector = Collector(environment)
         runner.register_message(METRICS, collector.on_metrics)
