@@ -105,3 +105,22 @@ async def test_an_observer_that_raises_is_logged_once_and_the_conversation_goes_
     assert len(observer.conversations) == 2
     [record] = _failures(caplog)
     assert "FailingRecorder" in record.getMessage()
+
+
+@pytest.mark.e2e
+def test_run_load_over_processes_keeps_the_result_when_on_tick_raises(
+    fake_thread: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With worker processes, the parent's raising on_tick is logged once; the run is merged."""
+    on_tick = Broken()
+    result = run_load(
+        Load.closed(concurrency=2, duration=2.5),
+        FIXED,
+        client_settings=fake_thread,
+        processes=2,
+        on_tick=on_tick,
+    )
+    assert result.summary["processes"] == 2
+    assert result.summary["conversations_completed"] > 0
+    assert on_tick.calls >= 2
+    assert len(_failures(caplog)) == 1
