@@ -16,6 +16,7 @@ from typing import Any
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
+from ._conversation import guarded
 from ._interrupt import Interrupt, on_loop_signals
 from ._live import live_figures
 from ._metrics import Metrics
@@ -252,7 +253,8 @@ def run_load(
         loop: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``.
         thresholds: expressions such as ``respond.p99<1500ms`` (see Threshold).
         max_error_rate: the run fails above this share of failed conversations.
-        on_tick: called about once a second with the live figures.
+        on_tick: called about once a second with the live figures; what it raises is
+            logged once, and the run goes on.
         settings: the run's options, for the report (never a secret).
         context: keys added to the summary (target, base_url...).
 
@@ -298,9 +300,11 @@ def run_load(
 
         return run_with_loop(main, chosen)
 
+    shown = None if on_tick is None else guarded(on_tick, "the on_tick callback")
+
     def tick(snapshots: Sequence[Mapping[str, Any]]) -> None:
-        if on_tick is not None:
-            on_tick(live_figures(snapshots, planned=load.planned_seconds()))
+        if shown is not None:
+            shown(live_figures(snapshots, planned=load.planned_seconds()))
 
     outcome = run_processes(
         scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick
