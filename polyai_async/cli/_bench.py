@@ -27,11 +27,14 @@ from .._redact import redact_value, safe_text
 from .._retry import RetryPolicy
 from ..testing.__main__ import option_names
 from ._common import (
+    _AGENT_OPTIONS,
     _FAKE_CREDENTIALS,
     _FAULT_OPTIONS,
     UsageError,
+    _add_agent_options,
     _add_fault_options,
     _add_target_options,
+    _agent_capacity_from,
     _budget,
     _client_settings,
     _display_url,
@@ -225,6 +228,7 @@ def add_parser(commands: Any) -> None:
     )
     _add_target_options(bench, "load-test")
     _add_fault_options(bench)
+    _add_agent_options(bench)
     output = bench.add_argument_group("pass/fail and output")
     output.add_argument(
         "--threshold",
@@ -279,10 +283,10 @@ class _EmbeddedServer:
             ("--project-id", _FAKE_CREDENTIALS["project_id"]),
         ):
             self.argv += [option, value]
-        for name in _FAULT_OPTIONS:
-            value = getattr(args, name)
-            if value is not None:
-                self.argv += ["--" + name.replace("_", "-"), str(value)]
+        for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS):
+            given = getattr(args, name, None)
+            if given is not None:
+                self.argv += ["--" + name.replace("_", "-"), str(given)]
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.stats: dict[str, Any] = {}
@@ -548,7 +552,7 @@ def _report_settings(
         "threshold": "; ".join(args.threshold) or None,
         "max_error_rate": args.max_error_rate,
     }
-    for name in _FAULT_OPTIONS:
+    for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS):
         settings[name] = getattr(args, name, None)
     return settings
 
@@ -593,6 +597,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
     server: _EmbeddedServer | None = None
     if embedded:
         _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        _agent_capacity_from(args)
         target, settings = "embedded", {}
     else:
         target, settings = ("real" if args.real else "base_url"), _client_settings(args)

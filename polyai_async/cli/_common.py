@@ -183,6 +183,42 @@ _FAULT_OPTIONS = (
 )
 
 
+def _add_agent_options(parser: argparse.ArgumentParser) -> None:
+    # Defaults None, as the fault options: a real target refuses them.
+    agent = parser.add_argument_group("the fake agent's capacity")
+    agent.add_argument(
+        "--agent-capacity",
+        type=_whole(1),
+        metavar="N",
+        help="respond turns the fake agent works on at once; more wait their turn, first come "
+        "first served: it sustains N / --agent-latency turns a second (default: no limit)",
+    )
+    agent.add_argument(
+        "--agent-latency",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --agent-capacity, the seconds each turn holds its slot (default 0.1)",
+    )
+    agent.add_argument(
+        "--agent-latency-jitter",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --agent-capacity, up to this much more per turn, uniformly random",
+    )
+
+
+_AGENT_OPTIONS = ("agent_capacity", "agent_latency", "agent_latency_jitter")
+
+
+def _agent_capacity_from(args: argparse.Namespace) -> dict[str, Any]:
+    """FakePolyAI's agent_* arguments the agent options give; UsageError if they do not fit."""
+    options = {n: getattr(args, n) for n in _AGENT_OPTIONS if getattr(args, n, None) is not None}
+    if options and "agent_capacity" not in options:
+        flags = ", ".join("--" + n.replace("_", "-") for n in options)
+        raise UsageError(f"{flags}: give --agent-capacity too (they shape its slots)")
+    return options
+
+
 def _add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
     target = parser.add_argument_group("target (default: an embedded fake server)")
     choice = target.add_mutually_exclusive_group()
@@ -276,7 +312,9 @@ def _client_settings(args: argparse.Namespace, *, source: str | None = None) -> 
 
     ``source`` names what chose the target in messages (default ``--real`` or ``--base-url``).
     """
-    given = [name for name in _FAULT_OPTIONS if getattr(args, name, None) is not None]
+    given = [
+        name for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS) if getattr(args, name, None) is not None
+    ]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: only the embedded fake server takes these options")
@@ -297,6 +335,7 @@ def _fake(
     host: str = "127.0.0.1",
     port: int = 0,
     faults: Faults | None = None,
+    **agent_capacity: Any,
 ) -> FakePolyAI:
     return FakePolyAI(
         host=host,
@@ -308,6 +347,7 @@ def _fake(
         agent=_AGENTS[agent](),
         faults=faults,
         seed=seed,
+        **agent_capacity,
     )
 
 

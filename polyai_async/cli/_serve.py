@@ -8,7 +8,14 @@ from typing import Any
 
 from ..testing import FakePolyAI, run_server
 from ..testing.__main__ import port_number
-from ._common import _add_fault_options, _fail, _fake, _faults_from
+from ._common import (
+    _add_agent_options,
+    _add_fault_options,
+    _agent_capacity_from,
+    _fail,
+    _fake,
+    _faults_from,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -30,6 +37,7 @@ def add_parser(commands: Any) -> None:
     where.add_argument(
         "--agent", choices=("demo", "echo"), default="demo", help="who answers (default demo)"
     )
+    _add_agent_options(serve)
     _add_fault_options(serve)
     serve.set_defaults(run=run)
 
@@ -42,10 +50,16 @@ def run(args: argparse.Namespace) -> int:
         agent=args.agent,
         faults=_faults_from(args),
         seed=args.seed,
+        **_agent_capacity_from(args),
     )
 
     def ready(running: FakePolyAI) -> None:
         print(running.url)
+        if running.agent_turns_per_second is not None:
+            print(
+                f"The agent takes {running.agent_capacity} turns at once: at most "
+                f"{running.agent_turns_per_second:g} turns a second."
+            )
         print("Fake credentials, for this server only (export them, or pass them to the client):")
         print(f"  POLYAI_BASE_URL={running.url}")
         print(f"  POLYAI_API_KEY={running.api_key}")
