@@ -446,10 +446,10 @@ class FakePolyAI:
                 if fault.after:
                     # Processed, whatever came of it; then the answer is lost to the fault.
                     with contextlib.suppress(_Reject):
-                        _, turn = await self._process(endpoint, body)
+                        _, turn = await self._process(endpoint, body, request)
                         self._lose(endpoint, body, turn)
                 return self._inject(request, fault, plan)
-            answer, turn = await self._process(endpoint, body)
+            answer, turn = await self._process(endpoint, body, request)
             transport = request.transport
             if transport is None or transport.is_closing():
                 self._lose(endpoint, body, turn)  # the client gave up waiting
@@ -471,10 +471,12 @@ class FakePolyAI:
         finally:
             self._delayed.discard(task)
 
-    async def _hold_slot(self) -> None:
+    async def _hold_slot(self, request: web.BaseRequest | None) -> None:
         """Wait for one of the agent's slots, hold it for a turn's latency, give it back.
 
-        Cancelled like injected latency when the server stops (see ``_delay``).
+        A turn whose client hung up while it waited gives its slot back at once (the agent
+        would answer nobody), so an overload drains as its clients give up rather than
+        outliving them. Cancelled like injected latency when the server stops (``_delay``).
         """
         assert self._slots is not None  # noqa: S101 - called only with agent_capacity
         task = asyncio.current_task()
@@ -490,6 +492,9 @@ class FakePolyAI:
             async with self._slots:
                 stats.agent_waiting -= 1
                 waiting = False
+                transport = None if request is None else request.transport
+                if request is not None and (transport is None or transport.is_closing()):
+                    return
                 jitter = self.agent_latency_jitter
                 await asyncio.sleep(
                     self.agent_latency + (self._slot_rng.uniform(0, jitter) if jitter else 0.0)
@@ -561,10 +566,12 @@ class FakePolyAI:
             raise _invalid(f"channel must be one of {_CHANNELS}, not {channel!r}")
         return body
 
-    async def _process(self, endpoint: str, body: dict[str, Any]) -> tuple[bytes, int | None]:
+    async def _process(
+        self, endpoint: str, body: dict[str, Any], request: web.BaseRequest | None = None
+    ) -> tuple[bytes, int | None]:
         """Run an endpoint on a valid body; return the answer and, for respond, the turn index."""
         if endpoint == "respond":
-            return await self._respond(body)
+            return await self._respond(body, request)
         if endpoint == "create":
             return self._create(body), None
         self._conversation(body["conversation_id"]).closed = True
@@ -584,7 +591,9 @@ class FakePolyAI:
         )
         return orjson.dumps({"conversation_id": conversation_id, "response": greeting})
 
-    async def _respond(self, body: dict[str, Any]) -> tuple[bytes, int]:
+    async def _respond(
+        self, body: dict[str, Any], request: web.BaseRequest | None = None
+    ) -> tuple[bytes, int]:
         conversation_id: str = body["conversation_id"]
         state = self._conversation(conversation_id)
         if state.closed or state.ended:
@@ -600,7 +609,7 @@ class FakePolyAI:
         if "integration_attributes" in body:
             state.integration_attributes.update(body["integration_attributes"])
         if self._slots is not None:
-            await self._hold_slot()
+            await self._hold_slot(request)
         state.turns.append(message)
         turn = len(state.turns) - 1
         try:
