@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from polyai_async import ConfigurationError
-from polyai_async.load import _html, render_html, write_html
+from polyai_async.load import SCHEMA, _html, render_html, write_html
 
 from . import browser as browser_helper
 from .browser import canvas_pixels, headless_chromium, open_page
@@ -469,7 +469,7 @@ def test_a_real_bench_run_renders_in_chromium(chromium: Browser, tmp_path: Path)
     )  # fmt: skip
     assert status == 99  # the second threshold cannot hold
     summary = json.loads(json_path.read_text(encoding="utf-8"))
-    assert summary["schema"] == "polyai-async-bench/2"
+    assert summary["schema"] == SCHEMA
     assert summary["conversations_started"] == 20
     assert html_path.read_text(encoding="utf-8") == render_html(summary)
     with open_page(chromium, html_path.as_uri()) as visit:

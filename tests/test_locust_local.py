@@ -319,3 +319,32 @@ def test_retries_are_counted_in_the_report(tmp_path: Path) -> None:
     # A 503 answered while the stop cancels its call is never retried: at most one per user.
     assert injected - 4 <= report["retries"] <= injected
     assert report["retries"] == sum(report[f"retries_{e}"] for e in ("create", "respond", "close"))
+
+
+@pytest.mark.parametrize(
+    ("option", "path", "message"),
+    [
+        ("--polyai-json", "/proc/polyai.json", "--polyai-json: '/proc/polyai.json' cannot be"),
+        ("--polyai-html", ".", "--polyai-html: '.' is a directory"),
+    ],
+)
+def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(
+    tmp_path: Path, fake: Fake, option: str, path: str, message: str
+) -> None:
+    """An unwritable --polyai-json or --polyai-html is one line naming it, exit 2, no
+    traceback, and no request reaches the server."""
+    done = run_locust(
+        tmp_path,
+        """
+        from polyai_async.locust import PolyAIUser
+
+        class Chat(PolyAIUser):
+            pass
+        """,
+        *("-u", "1", "--run-time", "2s", "--host", fake.url, option, path),
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len([ln for ln in done.stderr.splitlines() if "/ERROR/" in ln]) == 1, done.stderr
+    assert sum(fake.stop()["requests"].values()) == 0

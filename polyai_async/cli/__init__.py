@@ -3,7 +3,8 @@
 Nothing in the library imports this module. rich (the ``cli`` extra) is imported only by
 ``bench``, which needs it for its progress bar and report; ``serve`` and ``chat`` print plain
 text. Every failure ends in one line on stderr: usage errors exit 2, anything else 1, an
-interrupt 130. No line this command prints ever holds the API key or the connector token.
+interrupt 130 (bench: SIGTERM 143). No line this command prints ever holds the API key or
+the connector token.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         _fail(cli_words(str(exc)))
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"{prog()}: interrupted", file=sys.stderr, flush=True)
-        return 130
+        return 143 if isinstance(exc, _bench.Terminated) else 130
     except PolyAIError as exc:
         _fail(str(exc))
         return 1

@@ -44,6 +44,7 @@ from ._common import (
     _positive_seconds,
     _rate,
     _whole,
+    prog,
 )
 
 try:
@@ -125,7 +126,8 @@ def add_parser(commands: Any) -> None:
         "--rate",
         type=_positive_number,
         metavar="R",
-        help="open model: new conversations a second (with --stages, the starting rate)",
+        help="open model: new conversations a second (with --stages, the starting rate); at "
+        "most 10000 per process",
     )
     load.add_argument(
         "--arrival",
@@ -173,7 +175,8 @@ def add_parser(commands: Any) -> None:
         type=_whole(1),
         default=1,
         metavar="N",
-        help="worker processes sharing the load; their histograms merge exactly (default 1)",
+        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
+        "exactly (default 1)",
     )
     load.add_argument(
         "--loop",
@@ -296,8 +299,14 @@ class _EmbeddedServer:
 
     def start(self) -> str:
         """Start the server and return its URL, read from its first line of output."""
+        # In a session of its own: a terminal's Ctrl-C reaches bench's process group, and the
+        # server must outlive it to see the conversations in flight closed; stop() stops it.
         self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            start_new_session=True,
         )
         lines: queue.Queue[bytes] = queue.Queue()
         stdout = self.process.stdout
@@ -358,12 +367,19 @@ def _children_cpu() -> float | None:
     return usage.ru_utime + usage.ru_stime
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the load (run_load handles it during the load): exit 143."""
+
+
 @contextlib.contextmanager
 def _interrupt_on_sigterm() -> Iterator[None]:
-    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped)."""
+    """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped).
+
+    During the load itself, run_load handles both signals and keeps the run.
+    """
 
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
@@ -558,7 +574,7 @@ def _report_settings(
 
 
 def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
-    """Refuse a bad --processes or --loop before the embedded fake starts.
+    """Refuse a bad --processes, --rate or --loop before the embedded fake starts.
 
     run_load checks both again, for its other callers.
     """
@@ -569,10 +585,10 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
         check_processes(load, args.processes)
         choose_loop(args.loop)
     except ConfigurationError as exc:
-        raise UsageError(option_names(str(exc), ("processes",))) from None
+        raise UsageError(option_names(str(exc), ("processes", "rate"))) from None
 
 
-def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the command, step by step
+def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
     _import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
@@ -661,9 +677,28 @@ def run(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - the comman
         result = result.with_figures(_server_figures(server))
     summary = result.summary
     render(summary, console, description=description)
-    if not _write_reports(args, summary, write_csv, write_html):
+    written = _write_reports(args, summary, write_csv, write_html)
+    return _conclude(args, result, written)
+
+
+def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
+    """The exit status, and the line on stderr that says why it is not 0."""
+    summary = result.summary
+    code: int = result.exit_code
+    if result.interrupted:
+        print(
+            f"{prog()}: interrupted ({result.interrupted_by}): the load was stopped early; the "
+            "report covers what was measured",
+            file=sys.stderr,
+            flush=True,
+        )
+        return code
+    if result.partial:
+        lost = ", ".join(f"worker {w['worker']}" for w in summary["workers_missing"])
+        _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
+        return code
+    if not written:
         return 1
-    code = result.exit_code
     if code == 1 and not result.completed_any:
         _fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "
@@ -716,7 +751,10 @@ def _verdict_detail(threshold: Mapping[str, Any]) -> str:
 def _write_reports(
     args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any, write_html: Any
 ) -> bool:
-    """Write --json, --csv and --html; False (after one error line) if one could not be."""
+    """Write --json, --csv and --html; False if one could not be.
+
+    Each failure is one error line naming its option; the other reports are still written.
+    """
 
     def write_json(path: Path) -> None:
         # Redacted as values, before encoding: a credential JSON escapes is still found.
@@ -724,16 +762,17 @@ def _write_reports(
         path.write_text(text + "\n", encoding="utf-8")
 
     writers = (
-        (args.json, write_json),
-        (args.csv, lambda p: write_csv(summary, p)),
-        (args.html, lambda p: write_html(summary, p)),
+        ("--json", args.json, write_json),
+        ("--csv", args.csv, lambda p: write_csv(summary, p)),
+        ("--html", args.html, lambda p: write_html(summary, p)),
     )
-    for path, write in writers:
+    written = True
+    for option, path, write in writers:
         if path is None:
             continue
         try:
             write(path)
         except OSError as exc:
-            _fail(f"could not write {path}: {exc.strerror or exc}")
-            return False
-    return True
+            _fail(f"{option}: could not write {path}: {exc.strerror or exc}")
+            written = False
+    return written

@@ -116,12 +116,13 @@ def _budget(text: str) -> int | None:
 
 
 def _json_path(text: str) -> Path:
-    path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
-    if not path.absolute().parent.is_dir():
-        raise argparse.ArgumentTypeError(f"the directory of {text!r} does not exist")
-    return path
+    """A report's path, checked (by trying) before anything runs: argparse names the option."""
+    from ..load._report import output_path_problem  # noqa: PLC0415 - the load extra
+
+    problem = output_path_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r} {problem}")
+    return Path(text)
 
 
 # -- options shared by commands -----------------------------------------------------------

@@ -7,12 +7,16 @@ the metrics, summarize, judge the thresholds.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import pickle
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
+from ._interrupt import Interrupt, on_loop_signals
 from ._live import live_figures
 from ._metrics import Metrics
 from ._result import LoadResult, figure_names, make_result, summarize
@@ -23,6 +27,11 @@ from ._thresholds import Threshold
 from ._workers import run_processes
 
 __all__ = ["parse_thresholds", "run_load", "run_load_async"]
+
+#: ``processes`` at most this many per CPU: more workers than cores only share them.
+MAX_PROCESSES_PER_CPU = 4
+#: Conversations a second one process may be asked to start (open model, stages included).
+MAX_RATE_PER_PROCESS = 10_000
 
 #: Called about once a second with the figures of the moment (see ``live_figures``).
 OnTick = Callable[[Mapping[str, Any]], None]
@@ -60,8 +69,14 @@ async def run_load_async(
     on_tick: OnTick | None = None,
     settings: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> LoadResult:
     """Apply ``load`` through an open ``client`` on the running event loop (one process).
+
+    It handles no signal: the caller owns the loop. Setting ``stop`` interrupts the run as
+    ``run_load``'s Ctrl-C does: no conversation starts, those in flight are cancelled and
+    closed, and the result holds what was measured, with ``interrupted`` true. Cancelling
+    the call instead closes the conversations too, then raises CancelledError (no result).
 
     Args:
         client: an open PolyAIClient (the caller closes it).
@@ -72,13 +87,45 @@ async def run_load_async(
         on_tick: called about once a second with the live figures.
         settings: the run's options, for the report (never a secret).
         context: keys added to the summary (target, base_url...).
+        stop: once set, the run ends early with what was measured (see above).
     """
+    return await _run_async(
+        client,
+        load,
+        scenario,
+        thresholds=thresholds,
+        max_error_rate=max_error_rate,
+        on_tick=on_tick,
+        settings=settings,
+        context=context,
+        stop=stop,
+        interrupt=None,
+    )
+
+
+async def _run_async(
+    client: PolyAIClient,
+    load: Load,
+    scenario: Scenario | None,
+    *,
+    thresholds: Iterable[str | Threshold],
+    max_error_rate: float | None,
+    on_tick: OnTick | None,
+    settings: Mapping[str, Any] | None,
+    context: Mapping[str, Any] | None,
+    stop: asyncio.Event | None,
+    interrupt: Interrupt | None,
+) -> LoadResult:
     scenario = _check(scenario, load)
+    check_rate(load)
     parsed = parse_thresholds(thresholds)
     metrics = Metrics()
     tick = None if on_tick is None else _ticker(on_tick, load)
     cpu = time.process_time()
-    await drive(client, scenario, load, metrics, on_tick=tick)
+    interrupted = await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
+    by = None
+    if interrupted:
+        by = "stop" if interrupt is None or interrupt.signal is None else interrupt.signal
     return make_result(
         metrics,
         thresholds=parsed,
@@ -89,6 +136,7 @@ async def run_load_async(
         max_error_rate=max_error_rate,
         settings=settings,
         context=context,
+        interrupted_by=by,
     )
 
 
@@ -104,6 +152,29 @@ def _ticker(on_tick: OnTick, load: Load) -> Callable[[Metrics], None]:
     return tick
 
 
+def check_rate(load: Load, processes: int = 1) -> None:
+    """Refuse an open-model rate that ``processes`` processes cannot start.
+
+    Past ``MAX_RATE_PER_PROCESS`` conversations a second per process, the generator measures
+    only its own backlog (and would grow it without bound).
+
+    Raises:
+        ConfigurationError: naming ``rate`` and what to do instead.
+    """
+    if load.closed_model:
+        return
+    peak = max([load.rate or 0.0] + [stage.target for stage in load.stages])
+    if peak > MAX_RATE_PER_PROCESS * processes:
+        where = "" if peak == (load.rate or 0.0) else " (the stages' peak)"
+        raise ConfigurationError(
+            f"rate={peak:g} a second{where} is more than processes={processes} can start "
+            f"(at most {MAX_RATE_PER_PROCESS:,} conversations a second each; past that a "
+            "process measures only its own backlog): raise processes (up to "
+            f"{MAX_PROCESSES_PER_CPU * (os.cpu_count() or 1)} here), or spread the load over "
+            "several machines (the Locust bridge)"
+        )
+
+
 def check_processes(load: Load, processes: int) -> None:
     """Refuse ``processes`` unless it is a whole number >= 1 that ``load`` splits into.
 
@@ -115,12 +186,39 @@ def check_processes(load: Load, processes: int) -> None:
     """
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise ConfigurationError(f"processes must be a whole number >= 1, got {processes!r}")
+    cpus = os.cpu_count() or 1
+    limit = MAX_PROCESSES_PER_CPU * cpus
+    if processes > limit:
+        raise ConfigurationError(
+            f"processes={processes} is above {limit}: at most {MAX_PROCESSES_PER_CPU} per CPU "
+            f"({cpus} here), as more workers than cores only share the same cores; for more "
+            "load, use several machines (the Locust bridge)"
+        )
+    check_rate(load, processes)
     for index in range(processes):
         try:
             load.split(processes, index)
         except ConfigurationError as exc:
             raise ConfigurationError(
                 f"processes={processes}: the load does not split that many ways ({exc})"
+            ) from None
+
+
+def _check_picklable(
+    processes: int, client_options: Mapping[str, Any], scenario: Scenario, load: Load
+) -> None:
+    """Refuse, naming it, what cannot be sent to a worker process (a lambda hook...)."""
+    values: dict[str, Any] = {f"client_settings[{k!r}]": v for k, v in client_options.items()}
+    values.update(scenario=scenario, load=load)
+    for name, value in values.items():
+        try:
+            pickle.dumps(value)
+        # AttributeError, TypeError, PicklingError...: each means it cannot be sent.
+        except Exception as exc:
+            raise ConfigurationError(
+                f"{name} cannot be sent to the worker processes (processes={processes}), "
+                f"which get a pickled copy: {exc}; use functions and classes defined at a "
+                "module's top level (no lambda or local function), or processes=1"
             ) from None
 
 
@@ -138,6 +236,12 @@ def run_load(
     context: Mapping[str, Any] | None = None,
 ) -> LoadResult:
     """Apply ``load`` and wait for the result (blocking; starts its own event loop).
+
+    Called from the main thread, it handles SIGINT (Ctrl-C) and SIGTERM while it runs: the
+    first stops the load (in every worker process), closes the conversations in flight, and
+    returns what was measured with ``LoadResult.interrupted`` true (``interrupted_by`` names
+    the signal); a second raises KeyboardInterrupt at once. A worker process that sends no
+    result in time is left out: the result is then ``partial`` (see ``run_processes``).
 
     Args:
         load: what to apply: ``Load.closed(...)`` or ``Load.open(...)``.
@@ -162,6 +266,8 @@ def run_load(
     chosen = choose_loop(loop)
     client_options = dict(client_settings or {})
     PolyAIClient(**client_options)  # refuse bad settings here, not in a worker process
+    if processes > 1:
+        _check_picklable(processes, client_options, scenario, load)
     common: dict[str, Any] = {
         "load": load,
         "scenario": scenario,
@@ -173,17 +279,22 @@ def run_load(
     if processes == 1:
 
         async def main() -> LoadResult:
-            async with PolyAIClient(**client_options) as client:
-                return await run_load_async(
-                    client,
-                    load,
-                    scenario,
-                    thresholds=parsed,
-                    max_error_rate=max_error_rate,
-                    on_tick=on_tick,
-                    settings=common["settings"],
-                    context=context,
-                )
+            stop = asyncio.Event()
+            interrupt = Interrupt(stop.set)
+            with on_loop_signals(asyncio.get_running_loop(), interrupt):
+                async with PolyAIClient(**client_options) as client:
+                    return await _run_async(
+                        client,
+                        load,
+                        scenario,
+                        thresholds=parsed,
+                        max_error_rate=max_error_rate,
+                        on_tick=on_tick,
+                        settings=common["settings"],
+                        context=context,
+                        stop=stop,
+                        interrupt=interrupt,
+                    )
 
         return run_with_loop(main, chosen)
 
@@ -191,15 +302,16 @@ def run_load(
         if on_tick is not None:
             on_tick(live_figures(snapshots, planned=load.planned_seconds()))
 
-    runs, wall = run_processes(
+    outcome = run_processes(
         scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick
     )
+    runs, wall = outcome.runs, outcome.wall_seconds
     merged = Metrics()
     for run in runs:
         merged.merge(run.metrics)
     worker_summaries = [
         {
-            "worker": index,
+            "worker": run.index,
             **summarize(
                 run.metrics,
                 load=run.load,
@@ -209,7 +321,7 @@ def run_load(
                 detail=False,
             ),
         }
-        for index, run in enumerate(runs)
+        for run in runs
     ]
     return make_result(
         merged,
@@ -218,5 +330,7 @@ def run_load(
         worker_summaries=worker_summaries,
         wall_seconds=wall,
         client_cpu_seconds=sum(run.cpu_seconds for run in runs),
+        interrupted_by=outcome.interrupted_by,
+        workers_missing=outcome.missing,
         **common,
     )

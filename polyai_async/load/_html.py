@@ -39,6 +39,7 @@ import orjson
 
 from .._errors import ConfigurationError
 from .._redact import redact_value
+from ._interrupt import stop_notes
 from ._thresholds import measured_text
 
 __all__ = ["render_html", "write_html"]
@@ -124,6 +125,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
     body = "\n".join(
         (
             _header(summary, title, name),
+            _stopped(summary),
             _tiles(summary),
             _warnings(summary),
             _thresholds(summary),
@@ -477,6 +479,20 @@ def _tiles(summary: Mapping[str, Any]) -> str:
         for label, value, tip in tiles
     )
     return f'<section class="tiles">{cells}</section>'
+
+
+def _stopped(summary: Mapping[str, Any]) -> str:
+    """The interrupted or partial run's marker, before any figure."""
+    notes = stop_notes(summary)
+    if not notes:
+        return ""
+    state = "interrupted" if summary.get("interrupted") else "partial"
+    items = "".join(f"<li>{_esc(n)}</li>" for n in notes)
+    return (
+        f'<section class="warnings" role="alert" data-stopped="{state}">'
+        f"<h2>{'Interrupted' if state == 'interrupted' else 'Partial'} run</h2>"
+        f"<ul>{items}</ul></section>"
+    )
 
 
 def _warnings(summary: Mapping[str, Any]) -> str:

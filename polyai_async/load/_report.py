@@ -5,6 +5,7 @@ rich is imported inside ``render`` alone, so the engine and the file reports run
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._redact import redact_value
+from ._interrupt import stop_notes
 from ._metrics import ENDPOINTS
 from ._result import LoadResult
 from ._thresholds import measured_text
@@ -21,7 +23,14 @@ from ._thresholds import measured_text
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["CSV_COLUMNS", "connection_note", "render", "write_csv", "write_json"]
+__all__ = [
+    "CSV_COLUMNS",
+    "connection_note",
+    "output_path_problem",
+    "render",
+    "write_csv",
+    "write_json",
+]
 
 #: The columns of ``write_csv``: the time series, one row a second (``<endpoint>_...``: every
 #: call that ended in that second; ``<endpoint>_ok_...``: the successful ones).
@@ -46,6 +55,32 @@ def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
 def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write the run's summary (schema ``polyai-async-bench/3``) as indented JSON to ``path``."""
     Path(path).write_bytes(orjson.dumps(_summary(result), option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def output_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a report could not be written to ``path`` (None: it can), found by trying.
+
+    Checked before a run, so a bad ``--json`` costs no load: the path must not be a folder,
+    and its folder must exist and let us create (or open for writing) the file. Nothing is
+    written: an existing file is opened for appending and closed unchanged, a new one is
+    created and removed. Trying, rather than asking ``os.access``, holds for root too.
+    """
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory"
+    folder = target.absolute().parent
+    if not folder.is_dir():
+        return f"its folder {str(folder)!r} does not exist"
+    existed = target.exists()
+    try:
+        with target.open("a" if existed else "x", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc})"
+    if not existed:
+        with contextlib.suppress(OSError):
+            target.unlink()
+    return None
 
 
 def write_csv(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
@@ -125,6 +160,8 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
     s = redact_value(summary, terminal=True)
     examples = redact_value(examples, terminal=True)
     console.print(redact_value(description, terminal=True), soft_wrap=True)
+    for line in stop_notes(s):
+        console.print(line, style="bold red", markup=False, soft_wrap=True)
     totals = Table(box=box.SIMPLE_HEAD, show_header=False)
     totals.add_column("figure", style="bold")
     totals.add_column("value", justify="right")

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from .. import _errors
+from ._interrupt import EXIT_CODES
 from ._metrics import ENDPOINTS, SERIES_HISTOGRAMS, Metrics
 from ._scenario import Scenario
 from ._shape import Load
@@ -272,6 +273,22 @@ class LoadResult:
         return bool(self.summary["passed"])
 
     @property
+    def interrupted(self) -> bool:
+        """True when a signal (or ``run_load_async``'s ``stop``) ended the run early."""
+        return bool(self.summary.get("interrupted", False))
+
+    @property
+    def interrupted_by(self) -> str | None:
+        """``SIGINT``, ``SIGTERM`` or ``stop`` when the run was interrupted, else None."""
+        value = self.summary.get("interrupted_by")
+        return None if value is None else str(value)
+
+    @property
+    def partial(self) -> bool:
+        """True when a worker process sent no result: the figures are the others' only."""
+        return bool(self.summary.get("partial", False))
+
+    @property
     def error_rate_passed(self) -> bool:
         """True unless ``max_error_rate`` was exceeded."""
         limit = self.summary["max_error_rate"]
@@ -291,8 +308,14 @@ class LoadResult:
     def exit_code(self) -> int:
         """As the command exits: 0 all good, 1 the error rate failed, 99 a threshold failed.
 
-        A run in which no conversation completed exits 1 too.
+        A run in which no conversation completed exits 1 too. An interrupted run exits 130
+        (SIGINT, or ``stop``) or 143 (SIGTERM), whatever its figures; a partial one (a worker
+        lost) exits 1.
         """
+        if self.interrupted:
+            return EXIT_CODES.get(self.interrupted_by or "", 130)
+        if self.partial:
+            return 1
         if not self.error_rate_passed or not self.completed_any:
             return 1
         if not all(t.passed for t in self.thresholds):
@@ -316,11 +339,21 @@ def make_result(
     thresholds: Iterable[Threshold] = (),
     workers: Sequence[Metrics] = (),
     worker_summaries: Sequence[Mapping[str, Any]] = (),
+    interrupted_by: str | None = None,
+    workers_missing: Sequence[Mapping[str, Any]] = (),
     **options: Any,
 ) -> LoadResult:
-    """Summarize ``metrics``, judge the thresholds, and wrap it all in a LoadResult."""
+    """Summarize ``metrics``, judge the thresholds, and wrap it all in a LoadResult.
+
+    ``interrupted_by`` (a signal's name, or ``stop``) marks a run cut short;
+    ``workers_missing`` (index, name, reason) marks it partial.
+    """
     summary = summarize(metrics, **options)
     summary["workers"] = [dict(w) for w in worker_summaries]
+    summary["interrupted"] = interrupted_by is not None
+    summary["interrupted_by"] = interrupted_by
+    summary["partial"] = bool(workers_missing)
+    summary["workers_missing"] = [dict(m) for m in workers_missing]
     rules = tuple(thresholds)
     verdicts = judge(summary, rules)
     return LoadResult(
@@ -344,5 +377,9 @@ def judge(summary: dict[str, Any], thresholds: Iterable[Threshold]) -> tuple[Thr
     # A run in which no conversation completed measured nothing that could pass.
     completed_any = bool(summary["conversations_completed"])
     summary["thresholds"] = [v.as_dict() for v in verdicts]
-    summary["passed"] = completed_any and error_rate_ok and all(v.passed for v in verdicts)
+    # A partial run (a worker's figures missing) cannot pass: what was lost is unknown.
+    complete = not summary.get("partial", False)
+    summary["passed"] = (
+        complete and completed_any and error_rate_ok and all(v.passed for v in verdicts)
+    )
     return verdicts

@@ -30,6 +30,8 @@ T = TypeVar("T")
 LOOPS = ("auto", "asyncio", "uvloop")
 #: How often the closed model's supervisor wakes: to follow the stages, and to measure lag.
 _SUPERVISOR_SECONDS = 0.05
+#: The longest the schedulers keep the event loop to themselves when they are behind.
+_YIELD_SECONDS = 0.005
 #: How often the tick (series, live view) runs.
 TICK_SECONDS = 1.0
 
@@ -63,12 +65,15 @@ async def drive(
     metrics: Metrics,
     *,
     on_tick: Callable[[Metrics], None] | None = None,
-) -> None:
+    stop: asyncio.Event | None = None,
+) -> bool:
     """Apply ``load`` with ``scenario`` through an open ``client``, recording into ``metrics``.
 
     Returns when the load is over and every conversation has ended (or was cancelled after
     ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second. Every
     request the client sends is counted with its outcome; retries are counted, not logged.
+    Once ``stop`` is set, no conversation starts and those in flight are cancelled (each
+    still closes); True then: the run was interrupted.
     """
     rng = random.Random(load.seed)  # noqa: S311 - simulated users, not secrets
     metrics.start = time.perf_counter()
@@ -81,10 +86,8 @@ async def drive(
                 client, metrics.request_sent, metrics.request_ended, metrics.call_cancelled
             ),
         ):
-            if load.closed_model:
-                await _closed(client, scenario, load, metrics, rng)
-            else:
-                await _open(client, scenario, load, metrics, rng)
+            model = _closed if load.closed_model else _open
+            return await _unless_stopped(model(client, scenario, load, metrics, rng), stop)
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -106,6 +109,29 @@ def _end_of_arrivals(metrics: Metrics, window: float | None, *, clamp: bool = Tr
         metrics.load_seconds = elapsed
     else:
         metrics.load_seconds = min(window, elapsed) if clamp else window
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event | None) -> bool:
+    """Run ``work`` to its end, or cancel it once ``stop`` is set; True if stopped."""
+    if stop is None:
+        await work
+        return False
+    task = asyncio.create_task(work)
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the run itself was cancelled: its conversations close
+        task.cancel()
+        await asyncio.wait({task}, timeout=CLOSE_ON_CANCEL_SECONDS + 1)
+        raise
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()  # the models cancel their conversations, and each closes itself
+        await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        task.result()  # the model's own failure, raised as it was
+    return stop.is_set()
 
 
 async def _tick(metrics: Metrics, on_tick: Callable[[Metrics], None] | None) -> None:
@@ -192,7 +218,7 @@ async def _closed(
             await _conversation(client, scenario, load, metrics, rng, None)
 
     try:
-        await _supervise(load, metrics, running, more, user)
+        await _supervise(load, metrics, running, more, user, lambda: remaining)
         timed_out = deadline is not None and time.perf_counter() >= deadline
         if timed_out:  # the window is the planned duration; then the graceful stop
             _end_of_arrivals(metrics, planned)
@@ -210,17 +236,29 @@ async def _supervise(
     running: dict[int, asyncio.Task[None]],
     more: Callable[[], bool],
     user: Callable[[int], Coroutine[Any, Any, None]],
+    left: Callable[[], int | None],
 ) -> None:
-    """Keep as many users running as the load's target, until there is no more to do."""
+    """Keep as many users running as the load's target, until there is no more to do.
+
+    Never more new users than ``left()`` (the conversations not yet started; None: no
+    bound): ``conversations=5`` with ``concurrency=500_000`` starts 5 users, not 500,000.
+    """
     start = metrics.start
     planned_wake = time.perf_counter()
     while more():
         target = load.users_at(time.perf_counter() - start)
+        room = left()
         for index in range(target):
+            if room is not None and room <= 0:
+                break
             if index not in running:
                 task = asyncio.create_task(user(index))
                 running[index] = task
                 task.add_done_callback(lambda _, i=index: running.pop(i, None))  # type: ignore[misc]
+                if room is not None:
+                    room -= 1
+                if len(running) % 1000 == 0:  # a huge concurrency: let the loop breathe
+                    await asyncio.sleep(0)
         planned_wake += _SUPERVISOR_SECONDS
         await asyncio.sleep(max(0.0, planned_wake - time.perf_counter()))
         # How late the loop woke us: the closed model's measure of the generator's lag.
@@ -238,6 +276,7 @@ async def _open(
     clock = time.perf_counter
     first: float | None = None
     window: float | None = None
+    awake = clock()  # when this loop last gave the event loop a turn
     try:
         for offset in arrivals(load, rng):
             if load.conversations is not None and count >= load.conversations:
@@ -251,6 +290,10 @@ async def _open(
             delay = when - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+                awake = clock()
+            elif clock() - awake > _YIELD_SECONDS:  # behind: arrivals come back to back
+                await asyncio.sleep(0)  # the loop still serves I/O, ticks and signals
+                awake = clock()
             # How late this arrival starts against its plan: the open model's generator lag.
             metrics.lag(clock() - when)
             # A conversation is in flight from its scheduled start (its task exists), not from

@@ -30,6 +30,7 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
+from ..load._report import output_path_problem
 from ._bridge import bridge_of
 from ._user import PolyAIUser
 from ._webui import hide_host_password, remember_host_password
@@ -246,12 +247,19 @@ class Collector:
             summary["close_p99_ms"],
             summary["conversations_left_open"],
         )
-        if json_path:
-            write_json(summary, json_path)
-            logger.info("wrote %s", json_path)
-        if html_path:
-            write_html(summary, html_path)
-            logger.info("wrote %s", html_path)
+        for option, path, write in (
+            ("--polyai-json", json_path, write_json),
+            ("--polyai-html", html_path, write_html),
+        ):
+            if not path:
+                continue
+            try:
+                write(summary, path)
+            except OSError as exc:  # checked at start, yet the disk may fill up: the others
+                logger.error("%s: could not write %s: %s", option, path, exc.strerror or exc)
+                self.environment.process_exit_code = 1
+            else:
+                logger.info("wrote %s", path)
 
 
 def _send_final(environment: Environment) -> None:
@@ -278,9 +286,22 @@ def _check(environment: Environment) -> None:
             # The client is made on the loop's thread at the first conversation; making one
             # here (no connection yet) checks the POLYAI_* credentials and --host now.
             PolyAIClient(base_url=environment.host)
+        if not isinstance(environment.runner, WorkerRunner):  # the process that writes them
+            _check_output_paths(environment)
     except ConfigurationError as exc:
         logger.error("%s", exc)
         raise SystemExit(2) from None
+
+
+def _check_output_paths(environment: Environment) -> None:
+    """Refuse a --polyai-json or --polyai-html that could not be written, before any load."""
+    for name in ("polyai_json", "polyai_html"):
+        path = getattr(environment.parsed_options, name, None)
+        if path:
+            problem = output_path_problem(path)
+            if problem is not None:
+                option = "--" + name.replace("_", "-")
+                raise ConfigurationError(f"{option}: {path!r} {problem}")
 
 
 def _let_locust_write_its_csv(environment: Environment) -> None:
