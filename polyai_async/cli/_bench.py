@@ -32,16 +32,17 @@ from ._common import (
     _FAULT_OPTIONS,
     UsageError,
     _add_agent_options,
+    _add_client_options,
     _add_fault_options,
+    _add_generator_options,
+    _add_scenario_options,
     _add_target_options,
     _agent_capacity_from,
-    _budget,
     _client_settings,
     _display_url,
     _fail,
     _faults_from,
     _json_path,
-    _positive_seconds,
     _rate,
     _whole,
     prog,
@@ -93,28 +94,7 @@ def add_parser(commands: Any) -> None:
         "--rate gives the open model (new conversations a second, latency counted from each "
         "one's scheduled start). By default against a fake server started in its own process.",
     )
-    scenario = bench.add_argument_group("scenario")
-    scenario.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
-        "conversations (default: the demo scenario)",
-    )
-    scenario.add_argument(
-        "--turns",
-        type=_whole(0),
-        default=None,
-        metavar="N",
-        help="the demo scenario's user messages per conversation; fewer when the agent ends "
-        "it (default 5)",
-    )
-    scenario.add_argument(
-        "--think-time",
-        metavar="TIME",
-        help="pause before each user message, overriding the scenario's: 2s, "
-        "exponential:3s or uniform:1s..5s",
-    )
+    _add_scenario_options(bench)
     load = bench.add_argument_group("load")
     load.add_argument(
         "--concurrency",
@@ -128,20 +108,6 @@ def add_parser(commands: Any) -> None:
         metavar="R",
         help="open model: new conversations a second (with --stages, the starting rate); at "
         "most 10000 per process",
-    )
-    load.add_argument(
-        "--arrival",
-        choices=("poisson", "constant"),
-        default="poisson",
-        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
-    )
-    load.add_argument(
-        "--max-in-flight",
-        type=_whole(1),
-        default=10_000,
-        metavar="N",
-        help="open model: arrivals that find N conversations in flight (counted from their "
-        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
     )
     load.add_argument(
         "--stages",
@@ -162,6 +128,7 @@ def add_parser(commands: Any) -> None:
         metavar="TIME",
         help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
     )
+    _add_generator_options(load)
     load.add_argument(
         "--graceful-stop",
         type=_duration,
@@ -170,65 +137,7 @@ def add_parser(commands: Any) -> None:
         help="after --duration, wait this long for conversations in flight, then cancel "
         "them (default 30s)",
     )
-    load.add_argument(
-        "--processes",
-        type=_whole(1),
-        default=1,
-        metavar="N",
-        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
-        "exactly (default 1)",
-    )
-    load.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="the event loop: auto is uvloop when it is installed (default auto)",
-    )
-    client = bench.add_argument_group("client")
-    client.add_argument(
-        "--max-connections",
-        type=_whole(1),
-        default=PoolLimits().max_connections,
-        metavar="N",
-        help=f"connections to the host at most, per process (PoolLimits; default "
-        f"{PoolLimits().max_connections})",
-    )
-    client.add_argument(
-        "--retry-attempts",
-        type=_whole(1),
-        default=RetryPolicy().max_attempts,
-        metavar="N",
-        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
-        f"{RetryPolicy().max_attempts})",
-    )
-    client.add_argument(
-        "--no-retry-ambiguous",
-        action="store_true",
-        help="do not retry create and respond when the server may have processed them",
-    )
-    client.add_argument(
-        "--deadline",
-        type=_positive_seconds,
-        default=RetryPolicy().deadline,
-        metavar="SECONDS",
-        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
-    )
-    client.add_argument(
-        "--retry-budget",
-        type=_budget,
-        default=RetryPolicy().retry_budget,
-        metavar="N|off",
-        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
-        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
-        f"(default {RetryPolicy().retry_budget})",
-    )
-    client.add_argument(
-        "--adaptive-concurrency",
-        action="store_true",
-        help="cap the client's calls in flight and move the cap as the API answers (slow "
-        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
-        "PolyAIClient(adaptive_concurrency=True) would",
-    )
+    _add_client_options(bench)
     _add_target_options(bench, "load-test")
     _add_fault_options(bench)
     _add_agent_options(bench)

@@ -21,9 +21,10 @@ from typing import Any
 from yarl import URL
 
 from .. import _logging
-from .._config import DEFAULT_REGION, REGIONS, is_loopback
+from .._config import DEFAULT_REGION, REGIONS, PoolLimits, is_loopback
 from .._errors import ConfigurationError
 from .._redact import safe_text
+from .._retry import RetryPolicy
 from ..testing import FakePolyAI, Faults
 from ..testing.__main__ import OneLineParser, option_names
 from ..testing._agents import _AGENTS
@@ -169,6 +170,113 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument(
         "--seed", type=int, metavar="N", help="seed the fake's faults and ids (repeatable runs)"
+    )
+
+
+def _add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """The scenario group (bench's and capacity's)."""
+    scenario = parser.add_argument_group("scenario")
+    scenario.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
+        "conversations (default: the demo scenario)",
+    )
+    scenario.add_argument(
+        "--turns",
+        type=_whole(0),
+        default=None,
+        metavar="N",
+        help="the demo scenario's user messages per conversation; fewer when the agent ends "
+        "it (default 5)",
+    )
+    scenario.add_argument(
+        "--think-time",
+        metavar="TIME",
+        help="pause before each user message, overriding the scenario's: 2s, "
+        "exponential:3s or uniform:1s..5s",
+    )
+
+
+def _add_generator_options(load: Any) -> None:
+    """The load group's options on how the generator runs (bench's and capacity's)."""
+    load.add_argument(
+        "--arrival",
+        choices=("poisson", "constant"),
+        default="poisson",
+        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=_whole(1),
+        default=10_000,
+        metavar="N",
+        help="open model: arrivals that find N conversations in flight (counted from their "
+        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
+    )
+    load.add_argument(
+        "--processes",
+        type=_whole(1),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
+        "exactly (default 1)",
+    )
+    load.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: auto is uvloop when it is installed (default auto)",
+    )
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The client group: pool, retries, deadline, adaptive concurrency (bench's and capacity's)."""
+    client = parser.add_argument_group("client")
+    client.add_argument(
+        "--max-connections",
+        type=_whole(1),
+        default=PoolLimits().max_connections,
+        metavar="N",
+        help=f"connections to the host at most, per process (PoolLimits; default "
+        f"{PoolLimits().max_connections})",
+    )
+    client.add_argument(
+        "--retry-attempts",
+        type=_whole(1),
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
+        f"{RetryPolicy().max_attempts})",
+    )
+    client.add_argument(
+        "--no-retry-ambiguous",
+        action="store_true",
+        help="do not retry create and respond when the server may have processed them",
+    )
+    client.add_argument(
+        "--deadline",
+        type=_positive_seconds,
+        default=RetryPolicy().deadline,
+        metavar="SECONDS",
+        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
+    )
+    client.add_argument(
+        "--retry-budget",
+        type=_budget,
+        default=RetryPolicy().retry_budget,
+        metavar="N|off",
+        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
+        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
+        f"(default {RetryPolicy().retry_budget})",
+    )
+    client.add_argument(
+        "--adaptive-concurrency",
+        action="store_true",
+        help="cap the client's calls in flight and move the cap as the API answers (slow "
+        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
+        "PolyAIClient(adaptive_concurrency=True) would",
     )
 
 
