@@ -15,7 +15,7 @@ from polyai_async.load._capacity import (
     CAPACITY_SCHEMA,
     CapacityResult,
     CapacitySearch,
-    Step,
+    CapacityStep,
     _run_to_end,
     _search,
     find_capacity_async,
@@ -32,13 +32,13 @@ def synthetic(
     ``generator_from``; a confirmation at ``flaky`` fails (a short step looked fine)."""
     seen: list[tuple[float, str]] = []
 
-    async def measure(index: int, target: float, phase: str) -> Step:
+    async def measure(index: int, target: float, phase: str) -> CapacityStep:
         seen.append((target, phase))
         limited = "client CPU 95% of a core > 90%" if target >= generator_from else None
         passed: bool | None = target <= capacity and not (phase == "confirm" and target == flaky)
         if limited and passed:
             passed = None
-        return Step(
+        return CapacityStep(
             index=index,
             target=target,
             phase=phase,
@@ -143,6 +143,23 @@ def test_the_answer_as_json() -> None:
     assert data["littles_law_in_flight"] == pytest.approx(result.answer * 0.1, abs=1e-3)
     assert [s["target"] for s in data["steps"]] == [s.target for s in result.steps]
     assert {"passed", "stopped_early", "summary", "target"} <= set(data["steps"][0])
+
+
+@pytest.mark.parametrize(
+    ("slos", "lag_ms", "limit"),
+    [
+        (["respond.p99<2s"], None, 200.0),
+        (["respond.p99<2s", "create.p50<50ms"], None, 10.0),
+        (["conversation_error_rate<0.01"], None, 10.0),
+        (["respond.p99<2s"], 30.0, 30.0),
+    ],
+)
+def test_the_generator_lag_limit_follows_the_tightest_latency_slo(
+    slos: list[str], lag_ms: float | None, limit: float
+) -> None:
+    """A tenth of the tightest latency SLO, at least 10 ms, unless generator_lag_ms is given."""
+    search = CapacitySearch(**{**OPEN, "slos": slos, "generator_lag_ms": lag_ms})
+    assert search.lag_limit_ms == limit
 
 
 @pytest.mark.parametrize(

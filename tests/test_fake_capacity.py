@@ -42,6 +42,29 @@ async def test_turns_beyond_the_slots_wait_first_come_first_served() -> None:
     assert fake.stats.agent_waiting == 0
 
 
+async def test_a_turn_whose_client_left_gives_its_slot_back_at_once() -> None:
+    """Turns queued behind the one slot whose clients hung up do not hold it for their latency."""
+    async with FakePolyAI(agent_capacity=1, agent_latency=0.2) as fake:
+        async with fake.client(retry=RetryPolicy(max_attempts=1)) as client:
+            chats = [await client.create_chat() for _ in range(4)]
+            first = asyncio.create_task(client.respond(chats[0].conversation_id, "hi"))
+            await asyncio.sleep(0.02)
+            queued = [
+                asyncio.create_task(client.respond(c.conversation_id, "hi")) for c in chats[1:3]
+            ]
+            await asyncio.sleep(0.02)
+            for task in queued:  # their clients give up while they wait for the slot
+                task.cancel()
+            await asyncio.gather(*queued, return_exceptions=True)
+            await first
+            start = time.perf_counter()
+            await client.respond(chats[3].conversation_id, "hi")
+            elapsed = time.perf_counter() - start
+    # Served after at most its own 200 ms, not after two abandoned turns of 200 ms each.
+    assert elapsed < 0.35
+    assert fake.stats.agent_waiting == 0
+
+
 async def test_create_and_close_take_no_slot() -> None:
     """A turn holding the only slot does not delay create or close."""
     async with FakePolyAI(agent_capacity=1, agent_latency=0.5) as fake:

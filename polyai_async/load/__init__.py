@@ -14,6 +14,14 @@ this package.
 """
 
 from ._api import parse_thresholds, run_load, run_load_async
+from ._capacity import (
+    CAPACITY_SCHEMA,
+    CapacityResult,
+    CapacitySearch,
+    CapacityStep,
+    find_capacity,
+    find_capacity_async,
+)
 from ._conversation import Observer, run_conversation
 from ._html import render_html, write_html
 from ._metrics import Metrics
@@ -36,7 +44,11 @@ from ._units import parse_duration
 from ._workers import WorkerError
 
 __all__ = [
+    "CAPACITY_SCHEMA",
     "SCHEMA",
+    "CapacityResult",
+    "CapacitySearch",
+    "CapacityStep",
     "Expect",
     "Load",
     "LoadResult",
@@ -53,6 +65,8 @@ __all__ = [
     "WorkerError",
     "arrivals",
     "demo_scenario",
+    "find_capacity",
+    "find_capacity_async",
     "load_scenario",
     "parse_duration",
     "parse_stages",

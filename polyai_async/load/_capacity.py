@@ -58,7 +58,7 @@ __all__ = [
     "CAPACITY_SCHEMA",
     "CapacityResult",
     "CapacitySearch",
-    "Step",
+    "CapacityStep",
     "find_capacity",
     "find_capacity_async",
     "window_figures",
@@ -241,7 +241,7 @@ class CapacitySearch:
 
 
 @attrs.frozen(kw_only=True)
-class Step:
+class CapacityStep:
     """One step of the search: a run at one target, and what it said.
 
     Attributes:
@@ -312,7 +312,7 @@ class CapacityResult:
     limited_by: str | None
     in_flight_at_max: float | None
     littles_law_in_flight: float | None
-    steps: tuple[Step, ...]
+    steps: tuple[CapacityStep, ...]
     seconds: float
 
     @property
@@ -556,7 +556,7 @@ async def _step(
     index: int,
     target: float,
     phase: str,
-) -> Step:
+) -> CapacityStep:
     confirming = phase == "confirm"
     measured = _confirm_duration(search) if confirming else search.step_duration
     load = search.load(target, measured=measured)
@@ -580,7 +580,7 @@ async def _step(
     if limited is not None and passed:
         passed = None  # a pass the generator could not vouch for says nothing of the agent
     summary["passed"] = bool(passed)
-    return Step(
+    return CapacityStep(
         index=index,
         target=target,
         phase=phase,
@@ -596,7 +596,7 @@ async def _step(
 
 
 def _measure(search: CapacitySearch, runner: StepRunner) -> Measure:
-    async def measure(index: int, target: float, phase: str) -> Step:
+    async def measure(index: int, target: float, phase: str) -> CapacityStep:
         return await _step(search, runner, index, target, phase)
 
     return measure
@@ -661,7 +661,7 @@ class _Bisection:
             middle = float(min(max(round(middle), int(low) + 1), int(high) - 1))
         return middle, "narrow"
 
-    def record(self, step: Step) -> None:
+    def record(self, step: CapacityStep) -> None:
         if step.passed is None:
             self.limited.add(step.target)
         elif step.passed:
@@ -671,8 +671,8 @@ class _Bisection:
             self.passed -= {t for t in self.passed if t >= step.target}
 
 
-#: Measures one step: (index, target, phase) -> Step.
-Measure = Callable[[int, float, str], Awaitable[Step]]
+#: Measures one step: (index, target, phase) -> CapacityStep.
+Measure = Callable[[int, float, str], Awaitable[CapacityStep]]
 
 
 async def _search(
@@ -681,7 +681,7 @@ async def _search(
     """Bracket, narrow and confirm, measuring each step with ``measure``."""
     started = time.perf_counter()
     state = _Bisection(search)
-    steps: list[Step] = []
+    steps: list[CapacityStep] = []
     confirmed = False
     while len(steps) < search.max_steps:
         chosen = state.next_target()
@@ -706,7 +706,7 @@ async def _search(
 def _answer(
     search: CapacitySearch,
     state: _Bisection,
-    steps: Sequence[Step],
+    steps: Sequence[CapacityStep],
     confirmed: bool,
     seconds: float,
 ) -> CapacityResult:
