@@ -344,13 +344,15 @@ def _render(result: Any, console: Any) -> None:
 
     table = Table(
         box=box.SIMPLE_HEAD,
-        title="steps (figures of each step's measured window; latency of respond)",
+        title="steps (each step's measured window; p50 and p99 of respond)",
         title_justify="left",
+        pad_edge=False,
     )
-    for column in ("#", "phase", "target", "result", "conv/s", "p50", "p99", "errors"):
-        table.add_column(column, justify="left" if column in ("phase", "result") else "right")
-    table.add_column("why", overflow="fold")
-    table.add_column("time", justify="right")
+    for column in ("#", "phase", "target", "result", "conv/s", "p50", "p99", "failed"):
+        table.add_column(
+            column, justify="left" if column in ("phase", "result") else "right", no_wrap=True
+        )
+    table.add_column("first SLO to fail", overflow="fold")
     for step in result.steps:
         f = step.figures
         if step.passed is None:
@@ -358,7 +360,7 @@ def _render(result: Any, console: Any) -> None:
         elif step.passed:
             verdict = "[green]pass[/]"
         else:
-            verdict = "[red]fail[/]" + (", early" if step.stopped_early else "")
+            verdict = "[red]fail[/]" + ("*" if step.stopped_early else "")
         table.add_row(
             str(step.index),
             step.phase,
@@ -369,9 +371,10 @@ def _render(result: Any, console: Any) -> None:
             _ms(f.get("respond_p99_ms")),
             _share(f.get("conversation_error_rate")),
             safe_text(step.first_failed or step.generator_limited or ""),
-            f"{step.seconds:.0f}s",
         )
     console.print(table)
+    if any(step.stopped_early for step in result.steps):
+        console.print("* stopped early: the SLO failed twice in a row over the sliding window")
     console.print(safe_text(_answer_text(result)))
 
 

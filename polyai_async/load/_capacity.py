@@ -36,7 +36,6 @@ says so (``limited_by`` = ``generator``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -518,18 +517,13 @@ async def _drive_step(
             await asyncio.sleep(_SAMPLE_SECONDS)
 
     cpu = time.process_time()
-    run = asyncio.create_task(drive(client, scenario, load, metrics, on_tick=tick))
-    waiter = asyncio.create_task(stop.wait())
     sampler = asyncio.create_task(sample())
     try:
-        await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        # A stopped step ends as a Ctrl-C'd run does: no new conversation, those in flight
+        # cancelled and closed, what was measured kept.
+        await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
     finally:
-        waiter.cancel()
         sampler.cancel()
-        if not run.done():
-            run.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await run
     result = make_result(
         metrics,
         load=load,
