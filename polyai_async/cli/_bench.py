@@ -73,6 +73,15 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _duration_or_zero(text: str) -> float:
+    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_number(text: str) -> float:
     try:
         value = float(text)
@@ -149,6 +158,27 @@ def add_parser(commands: Any) -> None:
         metavar="EXPR",
         help="fail the run (exit 99) unless EXPR holds, such as respond.p99<1500ms, "
         "create.p95<=2s, conversation_error_rate<0.01, expectations_failed==0; repeatable",
+    )
+    output.add_argument(
+        "--abort-on-fail",
+        action="store_true",
+        help="judge the thresholds every second over a sliding window (after --abort-grace) and "
+        "stop the run at the first that fails twice in a row: exit 99, reports written and "
+        "marked with when and why (one process only)",
+    )
+    output.add_argument(
+        "--abort-grace",
+        type=_duration_or_zero,
+        default=10.0,
+        metavar="TIME",
+        help="with --abort-on-fail, nothing is judged before this (default 10s)",
+    )
+    output.add_argument(
+        "--abort-window",
+        type=_duration,
+        default=5.0,
+        metavar="TIME",
+        help="with --abort-on-fail, the sliding window judged every second (default 5s)",
     )
     output.add_argument(
         "--max-error-rate",
@@ -579,6 +609,7 @@ def run(args: argparse.Namespace) -> int:
                 on_tick=None if view is None else view.update,
                 settings=_report_settings(args, target, base_url, scenario),
                 context=context,
+                abort_on_fail=_abort_on_fail(args, thresholds),
             )
     if server is not None:
         # Known only once the fake has stopped: added here, then everything is judged again on
@@ -590,10 +621,36 @@ def run(args: argparse.Namespace) -> int:
     return _conclude(args, result, written)
 
 
+def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
+    """The AbortOnFail of --abort-on-fail, None without it; UsageError if it cannot apply."""
+    if not args.abort_on_fail:
+        return None
+    from ..load import AbortOnFail  # noqa: PLC0415 - the load extra
+
+    if not thresholds:
+        raise UsageError("--abort-on-fail needs a --threshold to judge")
+    if args.processes > 1:
+        raise UsageError("--abort-on-fail judges one process's figures: drop --processes")
+    try:
+        return AbortOnFail(grace=args.abort_grace, window=args.abort_window)
+    except ConfigurationError as exc:
+        raise UsageError(
+            option_names(str(exc).replace("window", "abort_window"), ("abort_window",))
+        ) from None
+
+
 def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
     """The exit status, and the line on stderr that says why it is not 0."""
     summary = result.summary
     code: int = result.exit_code
+    aborted = result.aborted
+    if aborted is not None:
+        _fail(
+            f"aborted at {aborted['at_seconds']:.0f}s: {aborted['threshold']} failed over the "
+            f"last {aborted['window_seconds']:g}s (measured {aborted['value']:g}); the report "
+            "covers the run up to there"
+        )
+        return code
     if result.interrupted:
         print(
             f"{prog()}: interrupted ({result.interrupted_by}): the load was stopped early; the "

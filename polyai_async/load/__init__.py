@@ -13,6 +13,7 @@ load, scenario)``. Needs the ``load`` extra (hdrhistogram, pyyaml). The client n
 this package.
 """
 
+from ._abort import AbortOnFail
 from ._api import parse_thresholds, run_load, run_load_async
 from ._capacity import (
     CAPACITY_SCHEMA,
@@ -46,6 +47,7 @@ from ._workers import WorkerError
 __all__ = [
     "CAPACITY_SCHEMA",
     "SCHEMA",
+    "AbortOnFail",
     "CapacityResult",
     "CapacitySearch",
     "CapacityStep",

@@ -45,8 +45,9 @@ import attrs
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
+from ._abort import WindowJudge, window_figures
 from ._api import OnTick, _ticker, check_processes, parse_thresholds, run_load
-from ._metrics import SERIES_HISTOGRAMS, Metrics, _mean
+from ._metrics import Metrics
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS, LoadResult, make_result
 from ._runner import choose_loop, drive, run_with_loop
 from ._scenario import Scenario, ThinkTime, demo_scenario
@@ -60,15 +61,11 @@ __all__ = [
     "CapacityStep",
     "find_capacity",
     "find_capacity_async",
-    "window_figures",
 ]
 
 T = TypeVar("T")
 #: The JSON schema name of a capacity search's answer.
 CAPACITY_SCHEMA = "polyai-async-capacity/1"
-# Consecutive failing judgements of the sliding window that stop a step early.
-_CLEAR_FAILURES = 2
-_STATISTICS = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 # How often a step in one process samples the conversations in flight.
 _SAMPLE_SECONDS = 0.05
 # Little's law: measured and predicted in-flight within this share agree.
@@ -373,126 +370,20 @@ def _confirm_duration(search: CapacitySearch) -> float:
     return search.confirm_duration or 2 * search.step_duration
 
 
-# -- the figures of a window of a run ------------------------------------------------------
-
-
-def window_figures(
-    metrics: Metrics, start: float, end: float, *, sources: Iterable[str] | None = None
-) -> dict[str, Any]:
-    """The figures of the seconds from ``start`` to ``end`` of a run, from its series.
-
-    Endpoint latencies (``respond_p99_ms``, ``respond_ok_p99_ms``...: every call that ended
-    in those seconds, as the summary's), ``conversation_error_rate`` (of the conversations
-    that ended in them), the rates a second, the mean conversation duration and the mean
-    conversations in flight. Only whole seconds count: ``[ceil(start), floor(end))``.
-    ``sources`` limits the latencies to those histograms (``respond``, ``respond.ok``...):
-    decoding them is the costly part, and a run judged as it goes must not stall.
-    """
-    first, last = math.ceil(start), math.floor(end)
-    wanted = SERIES_HISTOGRAMS if sources is None else tuple(sources)
-    histograms: dict[str, Any] = {}
-    counters: dict[str, int] = {}
-    in_flight: list[int] = []
-    for t in range(first, last):
-        second = metrics.series.get(t)
-        if second is None:
-            continue
-        for name, value in second.counters.items():
-            counters[name] = counters.get(name, 0) + value
-        in_flight.append(second.in_flight)
-        for name in wanted:
-            histogram = second.histogram(name)
-            if histogram is None:
-                continue
-            if name in histograms:
-                histograms[name].add(histogram)
-            else:
-                histograms[name] = histogram
-    seconds = max(0, last - first)
-    figures: dict[str, Any] = {"window_start": first, "window_seconds": seconds}
-    for name, histogram in sorted(histograms.items()):
-        key = name.replace(".", "_")
-        if histogram.get_total_count() == 0:
-            continue
-        for statistic, percentile in _STATISTICS.items():
-            figures[f"{key}_{statistic}_ms"] = histogram.get_value_at_percentile(percentile) / 1000
-        figures[f"{key}_max_ms"] = histogram.get_max_value() / 1000
-        figures[f"{key}_mean_ms"] = round(_mean(histogram) / 1000, 3)  # hdrh's own: ~0.1 s
-    ended = counters.get("conversations_ended", 0)
-    if ended:
-        figures["conversation_error_rate"] = counters.get("conversations_failed", 0) / ended
-        figures["conversation_mean_ms"] = counters.get("conversation_ms", 0) / ended
-    if seconds:
-        figures["conversations_per_second"] = counters.get("conversations_started", 0) / seconds
-        figures["turns_per_second"] = counters.get("turns", 0) / seconds
-        figures["requests_per_second"] = counters.get("requests", 0) / seconds
-        figures["in_flight_mean"] = sum(in_flight) / len(in_flight)
-    figures["errors_total"] = counters.get("errors", 0)
-    return figures
-
-
-def _judge(slos: Sequence[Threshold], figures: Mapping[str, Any]) -> tuple[ThresholdResult, ...]:
-    return tuple(slo.evaluate(figures) for slo in slos)
-
-
-class _EarlyStop:
-    """Judges the SLOs the series keeps over the last ``window`` seconds, once a second.
-
-    It also keeps samples of the conversations in flight (in one process), a time average
-    finer than the series' one gauge a second, for ``in_flight_at_max``.
-    """
-
-    def __init__(self, search: CapacitySearch, *, stop: bool = True) -> None:
-        self.search = search
-        self.stop = stop and search.early_stop
-        self.failing: dict[str, int] = {}
-        self.reason: str | None = None
-        #: Conversations in flight, sampled every ``_SAMPLE_SECONDS`` after the warm-up.
-        self.in_flight: list[int] = []
-        # The histograms the SLOs read: ``respond_ok_p99_ms`` -> ``respond.ok``.
-        self.sources = sorted(
-            {
-                ".".join(slo.key.split("_")[:-2])
-                for slo in search.slos
-                if slo.key.endswith("_ms")
-                and ".".join(slo.key.split("_")[:-2]) in SERIES_HISTOGRAMS
-            }
-        )
-
-    def check(self, metrics: Metrics) -> bool:
-        """True once an SLO has failed at ``_CLEAR_FAILURES`` judgements in a row."""
-        s = self.search
-        elapsed = time.perf_counter() - metrics.start
-        if not self.stop or self.reason is not None or elapsed < s.warmup + s.window:
-            return self.reason is not None
-        figures = window_figures(metrics, elapsed - s.window - 1, elapsed, sources=self.sources)
-        for slo in s.slos:
-            if slo.key not in figures:  # not kept per second: judged at the step's end
-                continue
-            if slo.evaluate(figures).passed:
-                self.failing[slo.expression] = 0
-                continue
-            self.failing[slo.expression] = self.failing.get(slo.expression, 0) + 1
-            if self.failing[slo.expression] >= _CLEAR_FAILURES:
-                self.reason = slo.expression
-                return True
-        return False
-
-
 # -- one step --------------------------------------------------------------------------------
 
 
 #: Called when a step starts: (index, target, phase, the search's state in words).
 OnStep = Callable[[int, float, str, str], None]
 #: Runs one step: (load, early_stop) -> (its LoadResult, the SLO that stopped it or None).
-StepRunner = Callable[[Load, "_EarlyStop | None"], Awaitable[tuple[LoadResult, str | None]]]
+StepRunner = Callable[[Load, "WindowJudge | None"], Awaitable[tuple[LoadResult, str | None]]]
 
 
 async def _drive_step(
     client: PolyAIClient,
     scenario: Scenario,
     load: Load,
-    stopper: _EarlyStop | None,
+    stopper: WindowJudge | None,
     on_tick: OnTick | None,
 ) -> tuple[LoadResult, str | None]:
     """Apply one step's load on this loop, stopping it once ``stopper`` says so."""
@@ -509,7 +400,7 @@ async def _drive_step(
     async def sample() -> None:
         if stopper is None:
             return
-        begin = metrics.start + stopper.search.warmup
+        begin = metrics.start + stopper.grace
         end = metrics.start + (load.planned_seconds() or 0.0)
         await asyncio.sleep(max(0.0, begin - time.perf_counter()))
         while time.perf_counter() < end:
@@ -554,7 +445,12 @@ async def _step(
     confirming = phase == "confirm"
     measured = _confirm_duration(search) if confirming else search.step_duration
     load = search.load(target, measured=measured)
-    stopper = _EarlyStop(search, stop=not confirming)
+    stopper = WindowJudge(
+        search.slos,
+        grace=search.warmup,
+        window=search.window,
+        enabled=search.early_stop and not confirming,
+    )
     started = time.perf_counter()
     result, stopped_by = await runner(load, stopper)
     summary = result.summary
@@ -563,7 +459,8 @@ async def _step(
     figures = window_figures(result.metrics, search.warmup, end)
     if stopper.in_flight:  # sampled 20 times a second: finer than the series' gauge
         figures["in_flight_mean"] = sum(stopper.in_flight) / len(stopper.in_flight)
-    verdicts = _judge(search.slos, {**summary, **figures})
+    judged = {**summary, **figures}
+    verdicts = tuple(slo.evaluate(judged) for slo in search.slos)
     summary["thresholds"] = [v.as_dict() for v in verdicts]
     failed = [v.expression for v in verdicts if not v.passed]
     limited = _generator_limit(search, summary)
@@ -754,7 +651,7 @@ async def find_capacity_async(
     """
     chosen = _check(search, scenario)
 
-    async def runner(load: Load, stopper: _EarlyStop | None) -> tuple[LoadResult, str | None]:
+    async def runner(load: Load, stopper: WindowJudge | None) -> tuple[LoadResult, str | None]:
         return await _drive_step(client, chosen, load, stopper, on_tick)
 
     return await _search(search, _measure(search, runner), on_step)
@@ -805,7 +702,7 @@ def find_capacity(
     options = dict(client_settings or {})
     PolyAIClient(**options)  # refuse bad settings before the first step
 
-    async def runner(load: Load, stopper: _EarlyStop | None) -> tuple[LoadResult, str | None]:
+    async def runner(load: Load, stopper: WindowJudge | None) -> tuple[LoadResult, str | None]:
         # Blocking on purpose: no event loop runs the search (see _run_to_end).
         if processes > 1:
             result = run_load(

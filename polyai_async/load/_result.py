@@ -265,6 +265,8 @@ class LoadResult:
         """
         summary = {**self.summary, **figures}
         verdicts = judge(summary, self.rules)
+        if summary.get("aborted"):
+            summary["passed"] = False
         return attrs.evolve(self, summary=summary, thresholds=verdicts)
 
     @property
@@ -305,6 +307,23 @@ class LoadResult:
         return list(self.summary["warnings"])
 
     @property
+    def aborted(self) -> dict[str, Any] | None:
+        """When and why ``abort_on_fail`` stopped the run, else None.
+
+        Keys: ``at_seconds`` (since the start), ``threshold``, ``value`` (over the window),
+        ``window_seconds``.
+        """
+        aborted = self.summary.get("aborted")
+        return dict(aborted) if aborted else None
+
+    def with_abort(self, aborted: Mapping[str, Any] | None) -> LoadResult:
+        """This result marked as stopped by abort-on-fail (``aborted``), failed; None: as is."""
+        if aborted is None:
+            return attrs.evolve(self, summary={**self.summary, "aborted": None})
+        summary = {**self.summary, "aborted": dict(aborted), "passed": False}
+        return attrs.evolve(self, summary=summary)
+
+    @property
     def exit_code(self) -> int:
         """As the command exits: 0 all good, 1 the error rate failed, 99 a threshold failed.
 
@@ -314,6 +333,8 @@ class LoadResult:
         """
         if self.interrupted:
             return EXIT_CODES.get(self.interrupted_by or "", 130)
+        if self.summary.get("aborted"):
+            return 99  # a threshold failed over the window: the run stopped there
         if self.partial:
             return 1
         if not self.error_rate_passed or not self.completed_any:
