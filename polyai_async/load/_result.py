@@ -319,7 +319,7 @@ class LoadResult:
     def with_abort(self, aborted: Mapping[str, Any] | None) -> LoadResult:
         """This result marked as stopped by abort-on-fail (``aborted``), failed; None: as is."""
         if aborted is None:
-            return attrs.evolve(self, summary={**self.summary, "aborted": None})
+            return self
         summary = {**self.summary, "aborted": dict(aborted), "passed": False}
         return attrs.evolve(self, summary=summary)
 
@@ -373,6 +373,7 @@ def make_result(
     summary["workers"] = [dict(w) for w in worker_summaries]
     summary["interrupted"] = interrupted_by is not None
     summary["interrupted_by"] = interrupted_by
+    summary["aborted"] = None  # set by LoadResult.with_abort
     summary["partial"] = bool(workers_missing)
     summary["workers_missing"] = [dict(m) for m in workers_missing]
     rules = tuple(thresholds)
