@@ -33,6 +33,7 @@ from polyai_async.load import (
     Persona,
     Scenario,
     TurnSpec,
+    _output,
     _workers,
     run_load,
     run_load_async,
@@ -43,7 +44,7 @@ from polyai_async.load._interrupt import Interrupt, on_signals
 from polyai_async.load._metrics import Metrics
 from polyai_async.load._report import output_path_problem, render
 from polyai_async.load._result import make_result
-from polyai_async.testing import FakePolyAI, Faults
+from polyai_async.testing import FakePolyAI, FakeServerProcess, Faults
 
 from .cli_runner import CliRunner
 from .threaded_fake import ThreadedFake
@@ -69,7 +70,7 @@ def no_server(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         started.append(server)
         return "http://127.0.0.1:9"
 
-    monkeypatch.setattr(_bench._EmbeddedServer, "start", start)
+    monkeypatch.setattr(FakeServerProcess, "start", start)
     return started
 
 
@@ -259,21 +260,22 @@ def test_checking_a_path_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_a_report_that_fails_at_the_end_is_named_and_the_others_are_written(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """If --csv fails to be written after the run, --json and --html still are, and one error
     line names --csv."""
-    summary = make_result(Metrics()).summary
+    result = make_result(Metrics())
     paths = {ext: tmp_path / f"r.{ext}" for ext in ("json", "csv", "html")}
     args = argparse.Namespace(**paths)
 
     def full_disk(summary: object, path: object) -> None:
         raise OSError(28, "No space left on device")
 
-    written = _bench._write_reports(args, summary, full_disk, lambda s, p: Path(p).write_text("h"))
+    monkeypatch.setattr(_output, "write_csv", full_disk)
+    written = _bench._write_reports(args, result)
     assert written is False
     assert json.loads(paths["json"].read_text())["schema"] == SCHEMA
-    assert paths["html"].read_text() == "h"
+    assert "<html" in paths["html"].read_text()
     assert not paths["csv"].exists()
     err = capsys.readouterr().err
     assert err.splitlines() == [

@@ -459,3 +459,25 @@ def test_a_bad_setting_is_named_as_the_user_set_it(
     assert err.startswith(f"polyai-async chat: error: {expected}"), err
     assert "account_id" not in err
     assert "region " not in err
+
+
+def test_the_command_line_imports_only_public_names_of_load_and_testing() -> None:
+    """cli/ parses options and calls polyai_async.load and polyai_async.testing through their
+    public names: no private module of theirs, no underscore name."""
+    import ast
+
+    import polyai_async.cli
+
+    folder = Path(polyai_async.cli.__file__).parent
+    offences = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or node.level != 2 or node.module is None:
+                continue
+            package, _, rest = node.module.partition(".")
+            if package not in ("load", "testing"):
+                continue
+            names = [alias.name for alias in node.names]
+            if rest or any(name.startswith("_") for name in names):
+                offences.append(f"{path.name}:{node.lineno}: from ..{node.module} import {names}")
+    assert offences == []

@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from polyai_async.cli import _bench
 from polyai_async.load._live import PLAIN_WIDTH, LiveView, PlainProgress
-from polyai_async.testing import Faults
+from polyai_async.testing import FakeServerProcess, Faults
 
 from .cli_runner import CliRunner, ThreadedFake
 
@@ -208,7 +207,7 @@ def test_bad_load_options_exit_2_in_one_line(
         started.append(server)
         return "http://127.0.0.1:9"
 
-    monkeypatch.setattr(_bench._EmbeddedServer, "start", start)
+    monkeypatch.setattr(FakeServerProcess, "start", start)
     done = bench(*args)
     assert started == []
     assert done.returncode == 2, done.stdout

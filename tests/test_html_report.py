@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from polyai_async import ConfigurationError
-from polyai_async.load import SCHEMA, _html, render_html, write_html
+from polyai_async.load import SCHEMA, _html, _page, render_html, write_html
 
 from . import browser as browser_helper
 from .browser import canvas_pixels, headless_chromium, open_page
@@ -101,7 +101,7 @@ def test_chart_data_cannot_close_its_script_element() -> None:
 def test_embedded_json_escapes_what_could_end_the_script() -> None:
     """The data script's JSON writes <, > and & as \\u escapes and still parses to the same data."""
     data = {"label": EVIL, "more": ["<!--", "a & b", "</SCRIPT >"]}
-    text = _html._script_json(data)
+    text = _page.script_json(data)
     assert not set("<>&") & set(text)
     assert json.loads(text) == data
 
@@ -530,3 +530,59 @@ def test_legends_are_a_plain_key_away_from_the_cursor(chromium: Browser, tmp_pat
         assert ":" not in text
         assert not text.startswith(("time", "percentile"))
     assert legends[0].startswith("create p50")
+
+
+def scripted(value: Any, counter: list[int], *, rename_keys: bool = False) -> Any:
+    """``value`` with every string (and, in tables by name, every key) a unique <script> tag."""
+
+    def tag() -> str:
+        counter[0] += 1
+        return f"<script>s{counter[0]}</script>"
+
+    if isinstance(value, str):
+        return tag()
+    if isinstance(value, list):
+        return [scripted(v, counter) for v in value]
+    if isinstance(value, dict):
+        return {
+            (tag() if rename_keys else k): scripted(v, counter, rename_keys=k in NAMED)
+            for k, v in value.items()
+        }
+    return value
+
+
+# The tables keyed by names taken from the run (settings, personas, errors, handoffs).
+NAMED = {"settings", "personas", "errors_by_class", "handoffs_by_destination", "handoffs_by_reason"}
+
+
+def test_every_string_of_the_summary_is_escaped_by_the_template() -> None:
+    """Every string value and every name-key of a summary, each a different <script> tag, shows
+    escaped: the only <script> elements are the page's own three, and no module calls an
+    escape function (a new field would be escaped all the same)."""
+    counter = [0]
+    summary = scripted(sample(), counter)
+    summary.update(interrupted=True, interrupted_by="<script>stop</script>")
+    summary["workers_missing"] = [{"worker": 1, "name": "<script>w</script>", "reason": "<b>"}]
+    page = render_html(summary)
+    assert counter[0] > 50
+    assert len(re.findall(r"<script\b", page, re.IGNORECASE)) == 3  # data, uPlot, report.js
+    assert "<b>" not in page
+    shown = re.findall(r"&lt;script&gt;(s\d+|stop|w)&lt;/script&gt;", page)
+    # Every settings key and value, persona, error example, warning, threshold... is shown.
+    assert len(set(shown)) > 40
+    source = Path(_html.__file__).read_text(encoding="utf-8")
+    assert "escape(" not in source
+    assert "Markup(" not in source
+
+
+def test_without_jinja2_the_report_says_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Jinja2 is an optional dependency: without it, one clear error names the extras."""
+    monkeypatch.setitem(sys.modules, "jinja2", None)
+    _page._environment.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=r"jinja2: install polyai-async\[load\]"):
+            render_html(sample())
+    finally:
+        _page._environment.cache_clear()

@@ -300,6 +300,38 @@ async def test_a_cancelled_run_closes_its_conversations() -> None:
         assert all(state.closed for state in fake.conversations.values())
 
 
+@pytest.mark.parametrize(
+    ("load", "text"),
+    [
+        (
+            Load.closed(concurrency=1000, conversations=1000),
+            "closed model: 1,000 conversations, 1,000 at a time",
+        ),
+        (
+            Load.closed(concurrency=500, conversations=5),
+            "closed model: 5 conversations, 5 at a time (concurrency 500, but only that many "
+            "to run)",
+        ),
+        (
+            Load.closed(stages="30s:10,2m:50,30s:0"),
+            "closed model: 3m, up to 50 at a time, following stages 30s:10,2m:50,30s:0",
+        ),
+        (
+            Load.open(rate=20, duration=60, max_in_flight=100),
+            "open model: 20 conversations/s (poisson arrivals), 1m, at most 100 in flight",
+        ),
+        (
+            Load.open(rate=0, stages="10s:5", arrival="constant", conversations=7),
+            "open model: stages 10s:5 (constant arrivals), 7 conversations or 10s, at most "
+            "10,000 in flight",
+        ),
+    ],
+)
+def test_a_load_describes_its_plan_with_the_effective_concurrency(load: Load, text: str) -> None:
+    """Load.describe(): model, length and size; no more users than conversations to run."""
+    assert load.describe() == text
+
+
 def test_load_package_exports_its_names_sorted_and_documented() -> None:
     """polyai_async.load's __all__ is sorted, every name exists and has a docstring."""
     import polyai_async.load as load_package

@@ -195,3 +195,20 @@ def test_demo_scenario_mixes_small_talk_handoffs_and_goodbyes() -> None:
     assert len(bye.turns) == 4
     assert "goodbye" in bye.turns[-1].say[0]
     assert [p.name for p in demo_scenario(turns=0).personas] == ["small-talk"]
+
+
+@pytest.mark.parametrize(
+    ("think", "text"),
+    [
+        (ThinkTime(seconds=2.0), "2s"),
+        (ThinkTime(seconds=0.5), "500ms"),
+        (ThinkTime(distribution="exponential", seconds=90.0), "exponential:90s"),
+        (ThinkTime(distribution="uniform", seconds=0.001, upper=0.002), "uniform:1ms..2ms"),
+    ],
+)
+def test_think_time_describes_itself_as_the_command_line_takes_it(
+    think: ThinkTime, text: str
+) -> None:
+    """ThinkTime.describe() is the --think-time form, and parse_think_time reads it back."""
+    assert think.describe() == text
+    assert parse_think_time(text) == think

@@ -160,3 +160,44 @@ def test_figures_added_after_the_run_are_judged_again() -> None:
     assert result.summary["server_requests"] is None  # the first result is left as it was
     failing = result.with_figures({"server_requests": 0, "conversation_error_rate": 0.75})
     assert (failing.passed, failing.exit_code) == (False, 1)
+
+
+def test_a_verdict_says_what_it_measured_in_its_unit_or_why_not() -> None:
+    """ThresholdResult.detail(): the measured value in the expression's unit, or the reason."""
+    metrics = Metrics()
+    metrics.started("p")
+    metrics.request("respond", "POST", 3.43, None, 0)
+    metrics.conversation("p", 3.5, None, False, None, 1)
+    metrics.finish()
+    expressions = ["respond.p99<1s", "respond.p99<900ms", "close.p99<1s"]
+    result = make_result(metrics, thresholds=parse_thresholds(expressions))
+    details = [t.detail() for t in result.thresholds]
+    assert details[0] == "measured 3.43 s"
+    assert details[1].startswith("measured 3,4")
+    assert details[1].endswith(" ms")
+    assert details[2] == "not measured in this run"
+
+
+def test_the_servers_figures_join_the_summary_and_are_judged() -> None:
+    """LoadResult.with_server adds server_* from the fake's counters and judges them again."""
+    metrics = Metrics()
+    metrics.started("p")
+    metrics.conversation("p", 0.1, None, False, None, 1)
+    result = make_result(metrics, thresholds=parse_thresholds(["server_requests<3"]))
+    assert result.summary["server_requests"] is None
+    assert result.exit_code == 99  # not measured yet: fails
+    counters = {
+        "requests": {"create": 1, "respond": 2},
+        "faults": {"503": 1, "latency": 9},
+        "max_open_connections": 4,
+    }
+    served = result.with_server(counters, 0.123456)
+    assert {k: v for k, v in served.summary.items() if k.startswith("server_")} == {
+        "server_cpu_seconds": 0.1235,
+        "server_requests": 3,
+        "server_faults": 1,  # added latency is not a fault
+        "server_max_open_connections": 4,
+    }
+    assert served.thresholds[0].value == 3
+    assert served.exit_code == 99
+    assert result.with_server({"requests": {"create": 2}}, None).exit_code == 0

@@ -2,7 +2,7 @@
 
 Importing locust monkey-patches the interpreter (gevent), so this process never imports it or
 polyai_async.locust: every Locust run is ``python -m locust`` in a subprocess, on loopback,
-against the fake server (``python -m polyai_async.testing``) that the test starts.
+against the fake server (FakeServerProcess) that the test starts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from polyai_async.testing import FakeServerProcess
 
 # Whole Locust clusters in subprocesses: the end-to-end tier (pytest -m e2e; CI runs it).
 pytestmark = pytest.mark.e2e
@@ -58,38 +60,14 @@ def free_port() -> int:
         return port
 
 
-class Fake:
-    """The fake PolyAI server as its own process; ``stop()`` returns its counters."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "polyai_async.testing", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
-        assert self.url.startswith("http://127.0.0.1:"), self.url
-
-    def stop(self) -> dict[str, Any]:
-        """SIGTERM the server; its counters (Stats.as_dict) from the JSON line it prints."""
-        self.process.send_signal(signal.SIGTERM)
-        _, err = self.process.communicate(timeout=30)
-        stats: dict[str, Any] = json.loads(err.strip().splitlines()[-1])
-        return stats
-
-
-def fake_server() -> Iterator[Fake]:
+def fake_server() -> Iterator[FakeServerProcess]:
     """A fake server process, stopped after the test if the test did not stop it."""
-    server = Fake()
-    yield server
-    if server.process.poll() is None:
-        server.stop()
+    with FakeServerProcess() as server:
+        yield server
 
 
 @pytest.fixture
-def fake() -> Iterator[Fake]:
+def fake() -> Iterator[FakeServerProcess]:
     """A fake server process for one test."""
     yield from fake_server()
 
@@ -260,14 +238,17 @@ def assert_every_chat_closed_or_counted(served: dict[str, Any], report: dict[str
     assert never_closed <= report["conversations_left_open"] + report["creates_cancelled"], served
 
 
-def test_distributed_run_counts_agree_with_the_server(tmp_path: Path, fake: Fake) -> None:
+def test_distributed_run_counts_agree_with_the_server(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
     """A master and two workers, 40 users for 10 s: Locust, our report and the fake agree."""
     cluster = Cluster(tmp_path, fake.url)
     try:
         cluster.wait(timeout=90)
     finally:
         cluster.kill()
-    served = fake.stop()
+    fake.stop()
+    served = fake.counters
     assert [p.returncode for p in cluster.processes] == [0, 0, 0], cluster.logs()
     assert_clean(cluster.master_log, *cluster.worker_logs)
 
@@ -305,7 +286,7 @@ def test_distributed_run_counts_agree_with_the_server(tmp_path: Path, fake: Fake
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_stopping_the_master_mid_run_stops_every_worker(
-    tmp_path: Path, fake: Fake, how: signal.Signals
+    tmp_path: Path, fake: FakeServerProcess, how: signal.Signals
 ) -> None:
     """Ctrl-C or SIGTERM to the master: the workers exit within seconds, no chat is lost."""
     cluster = Cluster(tmp_path, fake.url, run_time="5m")
@@ -315,7 +296,8 @@ def test_stopping_the_master_mid_run_stops_every_worker(
         ended = cluster.wait(timeout=30)
     finally:
         cluster.kill()
-    served = fake.stop()
+    fake.stop()
+    served = fake.counters
     assert max(ended) < 15, (ended, cluster.logs())
     assert_clean(*cluster.worker_logs)
     report = cluster.report()
@@ -324,7 +306,9 @@ def test_stopping_the_master_mid_run_stops_every_worker(
     assert_every_chat_closed_or_counted(served, report)
 
 
-def test_a_lost_worker_is_named_and_the_others_are_merged(tmp_path: Path, fake: Fake) -> None:
+def test_a_lost_worker_is_named_and_the_others_are_merged(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
     """One worker killed mid-run: the master's report merges the other and names the lost one."""
     cluster = Cluster(tmp_path, fake.url, run_time="12s")
     try:
@@ -342,7 +326,9 @@ def test_a_lost_worker_is_named_and_the_others_are_merged(tmp_path: Path, fake: 
     assert any("sent no figures" in w for w in report["warnings"])
 
 
-def test_the_web_ui_stop_button_collects_every_worker(tmp_path: Path, fake: Fake) -> None:
+def test_the_web_ui_stop_button_collects_every_worker(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
     """Stop in the web UI: the workers drain and report, the master writes the merged report."""
     web_port = free_port()
     cluster = Cluster(tmp_path, fake.url, run_time="5m", web_port=web_port)
@@ -362,7 +348,8 @@ def test_the_web_ui_stop_button_collects_every_worker(tmp_path: Path, fake: Fake
         ended = cluster.wait(timeout=30)
     finally:
         cluster.kill()
-    served = fake.stop()
+    fake.stop()
+    served = fake.counters
     assert max(ended) < 15, cluster.logs()
     assert len(report["workers"]) == 2, report
     assert report["workers_missing"] == []

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from polyai_async.testing import FakeServerProcess
 from tests.test_locust import (
     BAD_OUTPUT,
     FAKE_CREDS,
     LOCUSTFILE,
-    Fake,
     assert_clean,
     assert_every_chat_closed_or_counted,
     fake_server,
@@ -43,7 +43,7 @@ personas:
 
 
 @pytest.fixture
-def fake() -> Iterator[Fake]:
+def fake() -> Iterator[FakeServerProcess]:
     """A fake server process for one test."""
     yield from fake_server()
 
@@ -71,7 +71,7 @@ def stats_rows(path: Path) -> dict[str, dict[str, str]]:
 
 
 def test_unmet_expectations_fail_the_expectation_entry_not_the_request(
-    tmp_path: Path, fake: Fake
+    tmp_path: Path, fake: FakeServerProcess
 ) -> None:
     """A reply that misses the scenario's expectation is an expectation failure, counted twice."""
     (tmp_path / "picky.yaml").write_text(SCENARIO)
@@ -108,7 +108,9 @@ def test_unmet_expectations_fail_the_expectation_entry_not_the_request(
     assert report["personas"]["greeter"]["expectations_failed"] == failed
 
 
-def test_processes_merge_every_worker_and_write_the_html_report(tmp_path: Path, fake: Fake) -> None:
+def test_processes_merge_every_worker_and_write_the_html_report(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
     """``--processes 2`` on one machine: two workers' figures merged, JSON and HTML written."""
     done = run_locust(
         tmp_path,
@@ -136,7 +138,9 @@ def test_processes_merge_every_worker_and_write_the_html_report(tmp_path: Path, 
     assert workers_table.count("<tr><td>") == 2  # one row per worker
 
 
-def test_stages_shape_ramps_users_and_ends_the_test(tmp_path: Path, fake: Fake) -> None:
+def test_stages_shape_ramps_users_and_ends_the_test(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
     """A StagesShape subclass drives the users through its ramp, then stops the run by itself."""
     done = run_locust(
         tmp_path,
@@ -228,7 +232,9 @@ def test_bad_input_exits_2_with_one_line(
     assert len(errors) == 1, done.stderr
 
 
-def test_a_run_leaves_no_thread_task_or_session_behind(tmp_path: Path, fake: Fake) -> None:
+def test_a_run_leaves_no_thread_task_or_session_behind(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
     """A plain run's output has no leak warning, and every created chat was closed."""
     done = run_locust(
         tmp_path,
@@ -241,7 +247,8 @@ def test_a_run_leaves_no_thread_task_or_session_behind(tmp_path: Path, fake: Fak
         *("-u", "10", "-r", "10", "--run-time", "3s", "--host", fake.url),
         *("--only-summary", "--polyai-json", "polyai.json"),
     )
-    served = fake.stop()
+    fake.stop()
+    served = fake.counters
     assert done.returncode == 0, done.stderr
     log = tmp_path / "locust.log"
     log.write_text(done.stderr)
@@ -251,7 +258,7 @@ def test_a_run_leaves_no_thread_task_or_session_behind(tmp_path: Path, fake: Fak
     assert_every_chat_closed_or_counted(served, report)
 
 
-def test_a_host_name_is_resolved_without_gevent(tmp_path: Path, fake: Fake) -> None:
+def test_a_host_name_is_resolved_without_gevent(tmp_path: Path, fake: FakeServerProcess) -> None:
     """``--host http://localhost:PORT``: the loop resolves the name in a native thread.
 
     (asyncio resolves on its default executor, whose threads gevent turned into greenlets
@@ -271,7 +278,7 @@ def test_a_host_name_is_resolved_without_gevent(tmp_path: Path, fake: Fake) -> N
     assert rows["Aggregated"]["Failure Count"] == "0"
 
 
-def test_the_documented_locustfile_runs(tmp_path: Path, fake: Fake) -> None:
+def test_the_documented_locustfile_runs(tmp_path: Path, fake: FakeServerProcess) -> None:
     """The first locustfile of docs/locust.md, with its scenario file, runs against the fake."""
     page = (Path(__file__).parent.parent / "docs" / "locust.md").read_text()
     locustfile = page.split("```python\n", 1)[1].split("```", 1)[0]
@@ -293,7 +300,8 @@ def test_the_documented_locustfile_runs(tmp_path: Path, fake: Fake) -> None:
 def test_retries_are_counted_in_the_report(tmp_path: Path) -> None:
     """Every retry the process's client makes reaches the report: the fake's 503s are retried
     (no failure in Locust's stats) and the JSON counts them, bar those cut short by the stop."""
-    server = Fake("--error-rate", "0.2", "--error-status", "503", "--seed", "5")
+    server = FakeServerProcess("--error-rate", "0.2", "--error-status", "503", "--seed", "5")
+    server.start()
     try:
         done = run_locust(
             tmp_path,
@@ -309,7 +317,8 @@ def test_retries_are_counted_in_the_report(tmp_path: Path) -> None:
             *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
         )
     finally:
-        served = server.stop()
+        server.stop()
+    served = server.counters
     assert done.returncode == 0, done.stderr
     rows = stats_rows(tmp_path / "stats_stats.csv")
     assert all(rows[name]["Failure Count"] == "0" for name in ("create", "respond", "close"))
@@ -329,7 +338,7 @@ def test_retries_are_counted_in_the_report(tmp_path: Path) -> None:
     ],
 )
 def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(
-    tmp_path: Path, fake: Fake, option: str, path: str, message: str
+    tmp_path: Path, fake: FakeServerProcess, option: str, path: str, message: str
 ) -> None:
     """An unwritable --polyai-json or --polyai-html is one line naming it, exit 2, no
     traceback, and no request reaches the server."""
@@ -347,4 +356,5 @@ def test_a_report_path_that_cannot_be_written_exits_2_before_the_run(
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert len([ln for ln in done.stderr.splitlines() if "/ERROR/" in ln]) == 1, done.stderr
-    assert sum(fake.stop()["requests"].values()) == 0
+    fake.stop()
+    assert sum(fake.counters["requests"].values()) == 0

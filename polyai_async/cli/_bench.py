@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import queue
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-import orjson
-
+from .._commandline import option_names
 from .._config import PoolLimits
 from .._errors import ConfigurationError
-from .._redact import redact_value, safe_text
+from .._redact import safe_text
 from .._retry import RetryPolicy
-from ..testing.__main__ import option_names
+from ..testing import FakeServerProcess
 from ._common import (
     _AGENT_OPTIONS,
     _FAKE_CREDENTIALS,
@@ -48,14 +42,6 @@ from ._common import (
     prog,
 )
 
-try:
-    import resource
-except ImportError:  # pragma: no cover - Windows has no getrusage
-    resource = None  # type: ignore[assignment]
-
-# Starting Python and aiohttp takes about a second; a loaded CI machine may take several.
-_SERVER_START_TIMEOUT = 30.0
-_SERVER_STOP_TIMEOUT = 10.0
 # Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
 _DEFAULT_CONVERSATIONS = 1000
 _DEFAULT_CONCURRENCY = 1000
@@ -212,98 +198,16 @@ def add_parser(commands: Any) -> None:
     bench.set_defaults(run=run)
 
 
-class _EmbeddedServer:
-    """``python -m polyai_async.testing`` in a child process, so it has a core of its own."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1"]
-        self.argv += ["--port", "0", "--agent", "demo"]
-        for option, value in (
-            ("--api-key", _FAKE_CREDENTIALS["api_key"]),
-            ("--token", _FAKE_CREDENTIALS["token"]),
-            ("--account-id", _FAKE_CREDENTIALS["account_id"]),
-            ("--project-id", _FAKE_CREDENTIALS["project_id"]),
-        ):
-            self.argv += [option, value]
-        for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS):
-            given = getattr(args, name, None)
-            if given is not None:
-                self.argv += ["--" + name.replace("_", "-"), str(given)]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.stats: dict[str, Any] = {}
-        self.cpu_seconds: float | None = None
-        # Its stderr goes to a file: a pipe nobody reads could fill up and stall the server.
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-
-    def start(self) -> str:
-        """Start the server and return its URL, read from its first line of output."""
-        # In a session of its own: a terminal's Ctrl-C reaches bench's process group, and the
-        # server must outlive it to see the conversations in flight closed; stop() stops it.
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            start_new_session=True,
-        )
-        lines: queue.Queue[bytes] = queue.Queue()
-        stdout = self.process.stdout
-        assert stdout is not None  # noqa: S101 - stdout=PIPE above
-        # A daemon thread reads the line, so a server that never prints cannot hang us.
-        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-        try:
-            line = lines.get(timeout=_SERVER_START_TIMEOUT)
-        except queue.Empty:
-            raise RuntimeError(
-                f"the embedded fake server printed no URL within {_SERVER_START_TIMEOUT:g}s"
-            ) from None
-        self.url = line.decode(errors="replace").strip()
-        if not self.url.startswith("http"):
-            self.stop()
-            raise RuntimeError(f"the embedded fake server failed to start: {self._last_error()}")
-        return self.url
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after a grace period) and read its counters."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        before = _children_cpu()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(_SERVER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        after = _children_cpu()
-        if before is not None and after is not None:
-            self.cpu_seconds = after - before
-        if process.stdout is not None:
-            process.stdout.close()
-        for line in reversed(self._stderr_lines()):
-            if line.startswith("{"):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    self.stats = orjson.loads(line)
-                break
-        self._stderr.close()
-
-    def _stderr_lines(self) -> list[str]:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace").strip().splitlines()
-
-    def _last_error(self) -> str:
-        lines = self._stderr_lines()
-        return lines[-1] if lines else "it exited without a word"
-
-
-def _children_cpu() -> float | None:
-    """CPU seconds of the children that have exited and been waited for (POSIX only)."""
-    if resource is None:  # pragma: no cover - Windows
-        return None
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _server_options(args: argparse.Namespace) -> list[str]:
+    """The embedded fake's options: the demo agent, its credentials, fault and agent options."""
+    options = ["--agent", "demo"]
+    for name, value in _FAKE_CREDENTIALS.items():
+        options += ["--" + name.replace("_", "-"), value]
+    for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS):
+        given = getattr(args, name, None)
+        if given is not None:
+            options += ["--" + name.replace("_", "-"), str(given)]
+    return options
 
 
 class Terminated(KeyboardInterrupt):
@@ -419,58 +323,18 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, ...]]:
 
 
 def _describe(args: argparse.Namespace, scenario: Any, load: Any, where: str) -> str:
-    """What is run against what, in two lines; the concurrency said is the effective one."""
-    from ..load._units import format_duration  # noqa: PLC0415
-
+    """What is run against what, in two lines (the load in ``Load.describe()``'s words)."""
     if args.scenario is None:
         turns = 5 if args.turns is None else args.turns
         what = f"the demo scenario ({turns} turns at most)"
     else:
         what = f"scenario {scenario.name!r} ({len(scenario.personas)} personas)"
-    length = []
-    if load.conversations is not None:
-        length.append(f"{load.conversations:,} conversations")
-    if load.planned_seconds() is not None:
-        length.append(format_duration(load.planned_seconds()))
-    length_text = " or ".join(length)
-    if load.closed_model:
-        if load.stages:
-            peak = round(max([load.concurrency or 0] + [s.target for s in load.stages]))
-            size = f"up to {peak:,} at a time, following --stages {args.stages}"
-        else:
-            effective = load.concurrency
-            if load.conversations is not None:
-                effective = min(effective, load.conversations)
-            size = f"{effective:,} at a time"
-            if effective != load.concurrency:
-                size += f" (--concurrency {load.concurrency:,}, but only that many to run)"
-        model = f"closed model: {length_text}, {size}"
-    else:
-        rate = f"--stages {args.stages}" if load.stages else f"{load.rate:g} conversations/s"
-        model = (
-            f"open model: {rate} ({load.arrival} arrivals), {length_text}, at most "
-            f"{load.max_in_flight:,} in flight"
-        )
     processes = "" if args.processes == 1 else f", {args.processes} processes"
     return (
-        f"polyai-async bench: {what}, {model}{processes}\n"
+        f"polyai-async bench: {what}, {load.describe()}{processes}\n"
         f"target {where}; client: {args.max_connections:,} connections, "
         f"{args.retry_attempts} attempts per call"
     )
-
-
-def _think_time_text(think: Any) -> str | None:
-    """A ThinkTime as ``--think-time`` takes it: ``2s``, ``exponential:3s``, ``uniform:1s..5s``."""
-    from ..load._units import format_duration  # noqa: PLC0415
-
-    if think is None:
-        return None
-    seconds = format_duration(think.seconds)
-    if think.distribution == "exponential":
-        return f"exponential:{seconds}"
-    if think.distribution == "uniform":
-        return f"uniform:{seconds}..{format_duration(think.upper)}"
-    return seconds
 
 
 def _report_settings(
@@ -481,8 +345,8 @@ def _report_settings(
     ``think_time`` is the one the run used: ``--think-time``, else the scenario's.
     """
     think = args.think_time
-    if think is None and scenario is not None:
-        think = _think_time_text(scenario.think_time)
+    if think is None and scenario is not None and scenario.think_time is not None:
+        think = scenario.think_time.describe()
     settings: dict[str, Any] = {
         "target": target,
         "base_url": base_url,
@@ -517,8 +381,7 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
 
     run_load checks both again, for its other callers.
     """
-    from ..load._api import check_processes  # noqa: PLC0415
-    from ..load._runner import choose_loop  # noqa: PLC0415
+    from ..load import check_processes, choose_loop  # noqa: PLC0415 - the load extra
 
     try:
         check_processes(load, args.processes)
@@ -533,9 +396,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
     from .._client import PolyAIClient  # noqa: PLC0415
-    from ..load import run_load, write_csv, write_html  # noqa: PLC0415
-    from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
-    from ..load._report import render  # noqa: PLC0415
+    from ..load import LiveView, PlainProgress, render, run_load  # noqa: PLC0415
 
     scenario, load, thresholds = _plan(args)
     _check_processes_and_loop(args, load)
@@ -549,7 +410,7 @@ def run(args: argparse.Namespace) -> int:
         retry_budget=args.retry_budget,
     )
     limits = PoolLimits(max_connections=args.max_connections)
-    server: _EmbeddedServer | None = None
+    server: FakeServerProcess | None = None
     if embedded:
         _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
         _agent_capacity_from(args)
@@ -559,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
-            server = _EmbeddedServer(args)
+            server = FakeServerProcess(*_server_options(args))
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
@@ -614,10 +475,10 @@ def run(args: argparse.Namespace) -> int:
     if server is not None:
         # Known only once the fake has stopped: added here, then everything is judged again on
         # the final summary (thresholds on server_* included).
-        result = result.with_figures(_server_figures(server))
+        result = result.with_server(server.counters, server.cpu_seconds)
     summary = result.summary
     render(summary, console, description=description)
-    written = _write_reports(args, summary, write_csv, write_html)
+    written = _write_reports(args, result)
     return _conclude(args, result, written)
 
 
@@ -677,8 +538,8 @@ def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
             f"--max-error-rate {args.max_error_rate:g}"
         )
     elif code == 99:
-        failed = [t for t in summary["thresholds"] if not t["passed"]]
-        measured = [f"{t['expression']} ({_verdict_detail(t)})" for t in failed]
+        failed = [t for t in result.thresholds if not t.passed]
+        measured = [f"{t.expression} ({t.detail()})" for t in failed]
         _fail("threshold failed: " + "; ".join(measured))
     return code
 
@@ -693,52 +554,11 @@ def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
         )
 
 
-def _server_figures(server: _EmbeddedServer) -> dict[str, Any]:
-    """The embedded fake's server_* figures, known once it has stopped."""
-    faults = server.stats.get("faults", {})
-    cpu = server.cpu_seconds
-    return {
-        "server_cpu_seconds": None if cpu is None else round(cpu, 4),
-        "server_requests": sum(server.stats.get("requests", {}).values()),
-        "server_faults": sum(n for name, n in faults.items() if name != "latency"),
-        "server_max_open_connections": server.stats.get("max_open_connections"),
-    }
+def _write_reports(args: argparse.Namespace, result: Any) -> bool:
+    """Write --json, --csv and --html; False if one could not be (one error line each)."""
+    from ..load import write_reports  # noqa: PLC0415 - the load extra
 
-
-def _verdict_detail(threshold: Mapping[str, Any]) -> str:
-    """``measured 3.43 s`` (in the expression's unit), or why nothing was measured."""
-    from ..load._thresholds import measured_text  # noqa: PLC0415 - the load extra
-
-    if threshold["value"] is None:
-        return str(threshold.get("reason") or "not measured in this run")
-    return f"measured {measured_text(threshold['expression'], threshold['value'])}"
-
-
-def _write_reports(
-    args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any, write_html: Any
-) -> bool:
-    """Write --json, --csv and --html; False if one could not be.
-
-    Each failure is one error line naming its option; the other reports are still written.
-    """
-
-    def write_json(path: Path) -> None:
-        # Redacted as values, before encoding: a credential JSON escapes is still found.
-        text = orjson.dumps(redact_value(summary), option=orjson.OPT_INDENT_2).decode()
-        path.write_text(text + "\n", encoding="utf-8")
-
-    writers = (
-        ("--json", args.json, write_json),
-        ("--csv", args.csv, lambda p: write_csv(summary, p)),
-        ("--html", args.html, lambda p: write_html(summary, p)),
-    )
-    written = True
-    for option, path, write in writers:
-        if path is None:
-            continue
-        try:
-            write(path)
-        except OSError as exc:
-            _fail(f"{option}: could not write {path}: {exc.strerror or exc}")
-            written = False
-    return written
+    problems = write_reports(result, json=args.json, csv=args.csv, html=args.html)
+    for name, problem in problems.items():
+        _fail(f"--{name}: {problem}")
+    return not problems

@@ -19,7 +19,8 @@ from .._config import PoolLimits
 from .._errors import ConfigurationError
 from .._redact import redact_value, safe_text
 from .._retry import RetryPolicy
-from ._bench import _duration, _EmbeddedServer, _import_extras, _interrupt_on_sigterm
+from ..testing import FakeServerProcess
+from ._bench import _duration, _import_extras, _interrupt_on_sigterm, _server_options
 from ._common import (
     _FAKE_CREDENTIALS,
     UsageError,
@@ -178,9 +179,13 @@ def add_parser(commands: Any) -> None:
 
 def _search_from(args: argparse.Namespace, embedded: bool, theory: float | None) -> Any:
     """The CapacitySearch the options describe; UsageError if they do not fit."""
-    from ..load import demo_scenario, load_scenario  # noqa: PLC0415 - the load extra
-    from ..load._capacity import CapacitySearch  # noqa: PLC0415
-    from ..load._scenario import ScenarioError, parse_think_time  # noqa: PLC0415
+    from ..load import (  # noqa: PLC0415 - the load extra
+        CapacitySearch,
+        ScenarioError,
+        demo_scenario,
+        load_scenario,
+        parse_think_time,
+    )
 
     if not embedded and args.max is None:
         flag = "--real" if args.real else "--base-url"
@@ -246,8 +251,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
     from .._client import PolyAIClient  # noqa: PLC0415
-    from ..load._capacity import find_capacity  # noqa: PLC0415
-    from ..load._live import LiveView  # noqa: PLC0415
+    from ..load import LiveView, find_capacity  # noqa: PLC0415
 
     embedded = not (args.base_url or args.real)
     theory = None
@@ -271,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     )
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
-            server = _EmbeddedServer(args)
+            server = FakeServerProcess(*_server_options(args))
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
         settings = {

@@ -21,20 +21,18 @@ from typing import Any
 from yarl import URL
 
 from .. import _logging
+from .._commandline import OneLineParser, option_names
 from .._config import DEFAULT_REGION, REGIONS, PoolLimits, is_loopback
 from .._errors import ConfigurationError
 from .._redact import safe_text
 from .._retry import RetryPolicy
-from ..testing import FakePolyAI, Faults
-from ..testing.__main__ import OneLineParser, option_names
-from ..testing._agents import _AGENTS
-from ..testing._server import _DEFAULT_CREDENTIALS
+from ..testing import AGENTS, DEFAULT_CREDENTIALS, FakePolyAI, Faults
 
 PROG = "polyai-async"
 _CREDENTIAL_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN", "POLYAI_ACCOUNT_ID", "POLYAI_PROJECT_ID")
 # The embedded server's credentials: made up, the fake's defaults (the same as FakePolyAI's and
 # ``python -m polyai_async.testing``'s), accepted only by the fake this command starts.
-_FAKE_CREDENTIALS: dict[str, str] = dict(_DEFAULT_CREDENTIALS)
+_FAKE_CREDENTIALS: dict[str, str] = dict(DEFAULT_CREDENTIALS)
 
 
 class UsageError(Exception):
@@ -118,7 +116,7 @@ def _budget(text: str) -> int | None:
 
 def _json_path(text: str) -> Path:
     """A report's path, checked (by trying) before anything runs: argparse names the option."""
-    from ..load._report import output_path_problem  # noqa: PLC0415 - the load extra
+    from ..load import output_path_problem  # noqa: PLC0415 - the load extra
 
     problem = output_path_problem(text)
     if problem is not None:
@@ -453,7 +451,7 @@ def _fake(
         token=_FAKE_CREDENTIALS["token"],
         account_id=_FAKE_CREDENTIALS["account_id"],
         project_id=_FAKE_CREDENTIALS["project_id"],
-        agent=_AGENTS[agent](),
+        agent=AGENTS[agent](),
         faults=faults,
         seed=seed,
         **agent_capacity,

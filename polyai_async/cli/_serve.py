@@ -6,8 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
+from .._commandline import port_number
 from ..testing import FakePolyAI, run_server
-from ..testing.__main__ import port_number
 from ._common import (
     _add_agent_options,
     _add_fault_options,

@@ -6,7 +6,7 @@ Load a scenario, describe a load, run it, read the figures, write reports::
 
     result = run_load(Load.open(rate=20, duration=60), load_scenario("support.yaml"))
     print(result.figure("create_p99_ms"), result.passed)
-    write_json(result, "bench.json")
+    write_json(result, "bench.json")  # or write_reports(result, json=..., csv=..., html=...)
 
 Inside a running event loop (pytest-asyncio, a notebook) use ``await run_load_async(client,
 load, scenario)``. Needs the ``load`` extra (hdrhistogram, pyyaml). The client never imports
@@ -14,7 +14,7 @@ this package.
 """
 
 from ._abort import AbortOnFail
-from ._api import parse_thresholds, run_load, run_load_async
+from ._api import check_processes, parse_thresholds, run_load, run_load_async
 from ._capacity import (
     CAPACITY_SCHEMA,
     CapacityResult,
@@ -25,9 +25,12 @@ from ._capacity import (
 )
 from ._conversation import Observer, run_conversation
 from ._html import render_html, write_html
+from ._live import LiveView, PlainProgress
 from ._metrics import Metrics
-from ._report import write_csv, write_json
+from ._output import write_reports
+from ._report import output_path_problem, render, write_csv, write_json
 from ._result import SCHEMA, LoadResult, summarize
+from ._runner import choose_loop
 from ._scenario import (
     Expect,
     Persona,
@@ -40,6 +43,7 @@ from ._scenario import (
     parse_think_time,
 )
 from ._shape import Load, Stage, arrivals, parse_stages
+from ._summary import Summary
 from ._thresholds import Threshold, ThresholdResult
 from ._units import parse_duration
 from ._workers import WorkerError
@@ -52,28 +56,35 @@ __all__ = [
     "CapacitySearch",
     "CapacityStep",
     "Expect",
+    "LiveView",
     "Load",
     "LoadResult",
     "Metrics",
     "Observer",
     "Persona",
+    "PlainProgress",
     "Scenario",
     "ScenarioError",
     "Stage",
+    "Summary",
     "ThinkTime",
     "Threshold",
     "ThresholdResult",
     "TurnSpec",
     "WorkerError",
     "arrivals",
+    "check_processes",
+    "choose_loop",
     "demo_scenario",
     "find_capacity",
     "find_capacity_async",
     "load_scenario",
+    "output_path_problem",
     "parse_duration",
     "parse_stages",
     "parse_think_time",
     "parse_thresholds",
+    "render",
     "render_html",
     "run_conversation",
     "run_load",
@@ -82,4 +93,5 @@ __all__ = [
     "write_csv",
     "write_html",
     "write_json",
+    "write_reports",
 ]

@@ -27,7 +27,7 @@ from ._shape import Load
 from ._thresholds import Threshold
 from ._workers import run_processes
 
-__all__ = ["parse_thresholds", "run_load", "run_load_async"]
+__all__ = ["check_processes", "parse_thresholds", "run_load", "run_load_async"]
 
 #: ``processes`` at most this many per CPU: more workers than cores only share them.
 MAX_PROCESSES_PER_CPU = 4

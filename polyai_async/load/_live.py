@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
+from . import _format
 from ._metrics import ENDPOINTS, _decode
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS
 from ._units import format_duration
@@ -103,9 +104,7 @@ def warnings_of(figures: Mapping[str, Any]) -> list[str]:
 
 
 def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+    return "-" if value is None else _format.figure(value)
 
 
 def _short(warning: str) -> str:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._redact import redact_value
+from . import _format
 from ._interrupt import stop_notes
 from ._metrics import ENDPOINTS
 from ._result import LoadResult
@@ -96,13 +97,12 @@ def write_csv(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[st
 
 
 def _count(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
+    return "-" if value is None else _format.count(value)
 
 
 def _millis(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if value >= 1000 else f"{value:,.1f}"
+    """A latency in a column headed "ms": three significant digits, or "-" for no data."""
+    return "-" if value is None else _format.figure(value)
 
 
 def connection_note(summary: Mapping[str, Any]) -> str | None:
@@ -173,10 +173,12 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         _count(completed) if completed else "[red]0[/]",
         "" if completed else "[red]none: the run cannot pass[/]",
     )
-    rate = f"{s['conversation_error_rate']:.2%} of those ended or interrupted"
+    rate = f"{_format.percent(s['conversation_error_rate'])} of those ended or interrupted"
     if s["max_error_rate"] is not None:
         ok = s["conversation_error_rate"] <= s["max_error_rate"]
-        rate += f" (max {s['max_error_rate']:.2%}: " + ("passed)" if ok else "[red]FAILED[/])")
+        rate += f" (max {_format.percent(s['max_error_rate'])}: " + (
+            "passed)" if ok else "[red]FAILED[/])"
+        )
     failed = s["conversations_failed"]
     totals.add_row("conversations failed", f"[red]{failed:,}[/]" if failed else "0", rate)
     dropped = s["conversations_dropped"]
@@ -214,11 +216,11 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
     )
     totals.add_row(
         "throughput",
-        f"{s['conversations_per_second']:,.1f}",
+        _format.figure(s["conversations_per_second"]),
         "conversations/s over the load window",
     )
-    totals.add_row("", f"{s['turns_per_second']:,.0f}", "turns/s")
-    totals.add_row("", f"{s['requests_per_second']:,.0f}", "requests/s")
+    totals.add_row("", _format.figure(s["turns_per_second"]), "turns/s")
+    totals.add_row("", _format.figure(s["requests_per_second"]), "requests/s")
     totals.add_row(
         "load window",
         f"{s['load_window_seconds']:.2f}",

@@ -269,6 +269,23 @@ class LoadResult:
             summary["passed"] = False
         return attrs.evolve(self, summary=summary, thresholds=verdicts)
 
+    def with_server(self, counters: Mapping[str, Any], cpu_seconds: float | None) -> LoadResult:
+        """This result with the server's ``server_*`` figures, and everything judged again.
+
+        ``counters`` are the fake server's (``Stats.as_dict()``, as
+        ``FakeServerProcess.counters`` reads them once it has stopped); ``cpu_seconds`` the
+        CPU time it used (``FakeServerProcess.cpu_seconds``).
+        """
+        faults = counters.get("faults", {})
+        return self.with_figures(
+            {
+                "server_cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 4),
+                "server_requests": sum(counters.get("requests", {}).values()),
+                "server_faults": sum(n for name, n in faults.items() if name != "latency"),
+                "server_max_open_connections": counters.get("max_open_connections"),
+            }
+        )
+
     @property
     def passed(self) -> bool:
         """True when a conversation completed, and the error rate and every threshold held."""

@@ -106,12 +106,21 @@ class ThinkTime:
         return self.seconds
 
     def describe(self) -> str:
-        """The think time as a scenario file writes it: ``2s``, ``exponential 3s``..."""
+        """The think time as ``--think-time`` (and ``parse_think_time``) takes it.
+
+        ``2s``, ``exponential:3s`` or ``uniform:1s..5s``.
+        """
+        seconds = _duration_text(self.seconds)
         if self.distribution == "exponential":
-            return f"exponential {self.seconds:g}s"
+            return f"exponential:{seconds}"
         if self.distribution == "uniform":
-            return f"uniform {self.seconds:g}s..{self.upper:g}s"
-        return f"{self.seconds:g}s"
+            return f"uniform:{seconds}..{_duration_text(self.upper)}"
+        return seconds
+
+
+def _duration_text(seconds: float) -> str:
+    """``500ms``, ``2s``, ``90s``: a duration as ``parse_duration`` reads it back."""
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
 
 
 @attrs.frozen(kw_only=True)

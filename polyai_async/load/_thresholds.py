@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigurationError
+from ._format import number as _number
 
 __all__ = [
     "LATENCY_SOURCES",
@@ -74,6 +75,12 @@ class ThresholdResult:
             "passed": self.passed,
             "reason": self.reason,
         }
+
+    def detail(self) -> str:
+        """What was measured, in the expression's unit (``measured 3.43 s``), or why not."""
+        if self.value is None:
+            return self.reason or NOT_MEASURED
+        return f"measured {measured_text(self.expression, self.value)}"
 
 
 @attrs.frozen(kw_only=True)
@@ -169,10 +176,3 @@ def measured_text(expression: str, value: float) -> str:
     if match.group("unit") == "s":
         return f"{_number(value / 1000)} s"
     return f"{_number(value)} ms"
-
-
-def _number(value: float) -> str:
-    """Three significant digits at least, never an exponent: ``3.43``, ``3,434``, ``0.0123``."""
-    if value == int(value) or abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.3g}"

@@ -32,14 +32,15 @@ from .._models import Channel
 from ._agents import DEFAULT_GREETING, Agent, AgentReply, ConversationState, DemoAgent
 from ._faults import ENDPOINTS, Fault, FaultPlan, Faults
 
-__all__ = ["FakePolyAI", "Stats", "run_server"]
+__all__ = ["DEFAULT_CREDENTIALS", "FakePolyAI", "Stats", "run_server"]
 
 logger = logging.getLogger("polyai_async.testing")
 
 _JSON = "application/json"
-# The credentials a FakePolyAI accepts by default: made up, accepted by nothing else.
-# ``python -m polyai_async.testing`` and the ``polyai-async`` command use the same ones.
-_DEFAULT_CREDENTIALS: dict[str, str] = {
+#: The credentials a FakePolyAI accepts by default: made up, accepted by nothing else.
+#: ``python -m polyai_async.testing``, FakeServerProcess and the ``polyai-async`` command use
+#: the same ones: ``PolyAIClient(base_url=url, **DEFAULT_CREDENTIALS)``.
+DEFAULT_CREDENTIALS: dict[str, str] = {
     "api_key": "test-api-key",
     "token": "test-token",
     "account_id": "ACCOUNT-test",
