@@ -58,7 +58,7 @@ def test_a_search_against_a_target_writes_its_answer(cli: CliRunner, tmp_path: P
         done = cli(
             *("--base-url", fake.url, "--min", "5", "--max", "5", "--turns", "1"),
             *("--slo", "respond.p99<1s", "--step-duration", "0.4", "--warmup", "0"),
-            *("--json", str(path), "--quiet"),
+            *("--json", str(path), "--html", str(tmp_path / "capacity.html"), "--quiet"),
             env=CREDS,
         )
     assert done.returncode == 0, done.stderr
@@ -75,6 +75,9 @@ def test_a_search_against_a_target_writes_its_answer(cli: CliRunner, tmp_path: P
     assert answer["steps"][0]["stopped_early"] is False
     assert "max_rate: 5 conversations/s (confirmed)" in done.stdout
     assert "the maximum passed" in done.stdout
+    page = (tmp_path / "capacity.html").read_text()
+    assert "max_rate: 5 conversations/s" in page
+    assert 'data-chart="knee"' in page
 
 
 @pytest.mark.e2e

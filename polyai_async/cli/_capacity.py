@@ -172,6 +172,13 @@ def add_parser(commands: Any) -> None:
         "polyai-async-capacity/1) to PATH",
     )
     output.add_argument(
+        "--html",
+        type=_json_path,
+        metavar="PATH",
+        help="also write the knee chart and the steps as a self-contained HTML report (opens "
+        "offline) to PATH",
+    )
+    output.add_argument(
         "-q", "--quiet", action="store_true", help="no live view; print only the steps and answer"
     )
     capacity.set_defaults(run=run)
@@ -320,7 +327,10 @@ def run(args: argparse.Namespace) -> int:
             except ConfigurationError as exc:
                 raise UsageError(str(exc)) from None
     _render(result, console)
-    if args.json is not None and not _write_json(args.json, result.as_dict()):
+    answer = result.as_dict()
+    if args.json is not None and not _write(args.json, answer, _json_text):
+        return 1
+    if args.html is not None and not _write(args.html, answer, _html_text):
         return 1
     return _conclude(result)
 
@@ -428,11 +438,20 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> bool:
+def _json_text(answer: Mapping[str, Any]) -> str:
     # Redacted as values, before encoding: a credential JSON escapes is still found.
+    return orjson.dumps(redact_value(answer), option=orjson.OPT_INDENT_2).decode() + "\n"
+
+
+def _html_text(answer: Mapping[str, Any]) -> str:
+    from ..load import render_capacity_html  # noqa: PLC0415 - the load extra
+
+    return render_capacity_html(answer)
+
+
+def _write(path: Path, answer: Mapping[str, Any], text: Any) -> bool:
     try:
-        text = orjson.dumps(redact_value(data), option=orjson.OPT_INDENT_2).decode()
-        path.write_text(text + "\n", encoding="utf-8")
+        path.write_text(text(answer), encoding="utf-8")
     except OSError as exc:
         _fail(f"could not write {path}: {exc.strerror or exc}")
         return False

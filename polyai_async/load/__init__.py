@@ -23,6 +23,7 @@ from ._capacity import (
     find_capacity,
     find_capacity_async,
 )
+from ._capacity_html import render_capacity_html, write_capacity_html
 from ._conversation import Observer, run_conversation
 from ._html import render_html, write_html
 from ._live import LiveView, PlainProgress
@@ -85,11 +86,13 @@ __all__ = [
     "parse_think_time",
     "parse_thresholds",
     "render",
+    "render_capacity_html",
     "render_html",
     "run_conversation",
     "run_load",
     "run_load_async",
     "summarize",
+    "write_capacity_html",
     "write_csv",
     "write_html",
     "write_json",
