@@ -183,9 +183,25 @@ def _ticker(on_tick: OnTick, load: Load) -> Callable[[Metrics], None]:
         snapshot = metrics.snapshot()
         snapshot["cpu_seconds"] = time.process_time() - cpu
         snapshot["elapsed"] = time.perf_counter() - metrics.start
-        on_tick(live_figures([snapshot], planned=load.planned_seconds()))
+        on_tick(with_target(live_figures([snapshot], planned=load.planned_seconds()), load))
 
     return tick
+
+
+def with_target(figures: dict[str, Any], load: Load) -> dict[str, Any]:
+    """The live ``figures`` with the load's ``target`` now and its ``stage`` (``2/3``, or None)."""
+    elapsed = figures.get("elapsed") or 0.0
+    figures["target"] = load.target_at(elapsed)
+    figures["target_unit"] = "/s" if not load.closed_model else " at once"
+    stage = None
+    left = elapsed
+    for index, step in enumerate(load.stages):
+        if left < step.duration:
+            stage = f"{index + 1}/{len(load.stages)}"
+            break
+        left -= step.duration
+    figures["stage"] = stage
+    return figures
 
 
 def check_rate(load: Load, processes: int = 1) -> None:
@@ -344,7 +360,7 @@ def run_load(
 
     def tick(snapshots: Sequence[Mapping[str, Any]]) -> None:
         if on_tick is not None:
-            on_tick(live_figures(snapshots, planned=load.planned_seconds()))
+            on_tick(with_target(live_figures(snapshots, planned=load.planned_seconds()), load))
 
     outcome = run_processes(
         scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick

@@ -48,6 +48,7 @@ _COLORS = {
     "conversations_started": "#0d9488",
     "errors": "#dc2626",
     "in_flight": "#7c3aed",
+    "target": "#64748b",
 }
 # Latency columns of the summary table: the summary's key infix and the column heading.
 _LATENCY_COLUMNS = (
@@ -212,6 +213,7 @@ def _charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         for p in ("p50", "p99")
     ]
     spectrum = _mapping(summary.get("latency_spectrum"), "latency_spectrum")
+    open_model = summary.get("load_model") == "open"
     return [
         chart(
             "latency",
@@ -233,6 +235,11 @@ def _charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                     column("conversations_started"),
                     _COLORS["conversations_started"],
                 ),
+                *(
+                    [series("target rate", column("target"), _COLORS["target"], dash=True)]
+                    if open_model
+                    else []
+                ),
             ],
             unit="/s",
         ),
@@ -249,7 +256,14 @@ def _charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "Conversations in flight",
             "conversations running at the end of each second",
             xs,
-            [series("in flight", column("in_flight"), _COLORS["in_flight"], fill=True)],
+            [
+                series("in flight", column("in_flight"), _COLORS["in_flight"], fill=True),
+                *(
+                    []
+                    if open_model
+                    else [series("target", column("target"), _COLORS["target"], dash=True)]
+                ),
+            ],
             unit="",
         ),
         _spectrum_chart(

@@ -37,6 +37,7 @@ __all__ = [
 #: call that ended in that second; ``<endpoint>_ok_...``: the successful ones).
 CSV_COLUMNS = (
     "t",
+    "target",
     "conversations_started",
     "requests",
     "errors",

@@ -57,11 +57,14 @@ def _latencies(metrics: Metrics, source: str) -> dict[str, float | None]:
     return figures
 
 
-def _timeseries(metrics: Metrics) -> list[dict[str, Any]]:
+def _timeseries(metrics: Metrics, load: Load | None = None) -> list[dict[str, Any]]:
     rows = []
     for t, counters, in_flight, histograms in metrics.seconds():
         row: dict[str, Any] = {
             "t": t,
+            # What the load asked for in the middle of that second: the rate (open model) or
+            # the concurrency (closed), following the stages.
+            "target": None if load is None else round(load.target_at(t + 0.5), 3),
             "conversations_started": counters.get("conversations_started", 0),
             "requests": counters.get("requests", 0),
             "errors": counters.get("errors", 0),
@@ -226,7 +229,7 @@ def summarize(
             for turn in turns
         ],
         latency_spectrum={source: metrics.spectrum(source) for source in LATENCY_SOURCES},
-        timeseries=_timeseries(metrics),
+        timeseries=_timeseries(metrics, load),
         workers=[],
     )
     return summary

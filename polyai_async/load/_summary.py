@@ -208,6 +208,8 @@ class TimeseriesRow(TypedDict):
     """One second of the run (``t``: seconds since the start)."""
 
     t: int
+    #: The rate (open model) or concurrency (closed) the load asked for in that second.
+    target: float | None
     conversations_started: int
     requests: int
     errors: int
