@@ -66,3 +66,31 @@ def test_the_html_throughput_chart_draws_the_target_rate() -> None:
     target = next(s for s in charts["throughput"]["series"] if s["label"] == "target rate")
     assert target["values"] == [2.5, 7.5]
     assert target["dash"] is True
+
+
+def test_each_stage_has_its_own_figures() -> None:
+    """Two stages of 2 s: each counts the conversations started in its own seconds."""
+    metrics = Metrics()
+    metrics.series = {t: _Second(t) for t in range(4)}
+    for t, started in ((0, 2), (1, 4), (2, 10), (3, 12)):
+        metrics.series[t].counters["conversations_started"] = started
+    metrics.series[3].counters.update(conversations_ended=4, conversations_failed=1)
+    summary = summarize(metrics, load=Load.open(rate=0, stages="2s:5,2s:10"))
+    first, second = summary["stages"]
+    assert (first["stage"], first["start_seconds"], first["end_seconds"]) == (1, 0.0, 2.0)
+    assert (first["target_from"], first["target_to"]) == (0.0, 5.0)
+    assert first["conversations_per_second"] == 3.0
+    assert first["conversation_error_rate"] is None
+    assert (second["target_from"], second["target_to"]) == (5.0, 10.0)
+    assert second["conversations_per_second"] == 11.0
+    assert second["conversation_error_rate"] == 0.25
+    page = render_html(summary)
+    assert 'id="stages"' in page
+    assert "5 -&gt; 10" in page
+
+
+def test_no_stages_no_stage_figures() -> None:
+    """Without --stages the list is empty and the HTML has no Stages section."""
+    summary = series_of(Load.closed(concurrency=2, duration=2), 2)
+    assert summary["stages"] == []
+    assert 'id="stages"' not in render_html(summary)

@@ -117,6 +117,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         "over_time": [c for c in charts if c["xKind"] == "seconds"],
         "spectra": [c for c in charts if c["xKind"] == "percentile"],
         "latency": _latency_table(summary),
+        "stages": _stages_table(summary),
         "outcomes": _outcomes(summary),
         "turns": _turns(summary),
         "personas": _personas(summary),
@@ -444,6 +445,34 @@ def _latency_table(summary: Mapping[str, Any]) -> dict[str, Any] | None:
                 }
             )
     headings = [("", False), ("calls", True), *((heading, True) for _, heading in columns)]
+    return {"headings": headings, "rows": rows}
+
+
+def _stages_table(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Each stage's own figures (``summary['stages']``), None without stages."""
+    stages = [
+        _mapping(row, "stages", i)
+        for i, row in enumerate(_sequence(summary.get("stages"), "stages"))
+    ]
+    if not stages:
+        return None
+    headings = [
+        ("stage", True), ("from (s)", True), ("to (s)", True), ("target", False),
+        ("conversations/s", True), ("failed", True), ("respond p50", True), ("respond p99", True),
+    ]  # fmt: skip
+    rows = [
+        [
+            _value(row.get("stage")),
+            _value(row.get("start_seconds")),
+            _value(row.get("end_seconds")),
+            f"{_value(row.get('target_from')) or '-'} -> {_value(row.get('target_to')) or '-'}",
+            _value(row.get("conversations_per_second")),
+            _percent(row.get("conversation_error_rate")),
+            _ms(row.get("respond_p50_ms")),
+            _ms(row.get("respond_p99_ms")),
+        ]
+        for row in stages
+    ]
     return {"headings": headings, "rows": rows}
 
 

@@ -81,6 +81,42 @@ def _timeseries(metrics: Metrics, load: Load | None = None) -> list[dict[str, An
     return rows
 
 
+def _stages(metrics: Metrics, load: Load | None) -> list[dict[str, Any]]:
+    """Each stage's own figures, from the per-second series of its whole seconds."""
+    from ._abort import window_figures  # noqa: PLC0415 - a sibling that imports this module's
+
+    if load is None or not load.stages:
+        return []
+    rows = []
+    start, level = 0.0, load.target_at(0.0)
+    for index, stage in enumerate(load.stages):
+        end = start + stage.duration
+        f = window_figures(metrics, start, end, sources=ENDPOINTS)
+        seconds = f["window_seconds"]
+        rows.append(
+            {
+                "stage": index + 1,
+                "start_seconds": round(start, 3),
+                "end_seconds": round(end, 3),
+                "target_from": level,
+                "target_to": stage.target,
+                "seconds_measured": seconds,
+                "conversations_per_second": _round(f.get("conversations_per_second")),
+                "turns_per_second": _round(f.get("turns_per_second")),
+                "requests_per_second": _round(f.get("requests_per_second")),
+                "conversation_error_rate": _round(f.get("conversation_error_rate"), 6),
+                "errors": f["errors_total"],
+                **{
+                    f"{e}_{p}_ms": _round(f.get(f"{e}_{p}_ms"))
+                    for e in ENDPOINTS
+                    for p in ("p50", "p99")
+                },
+            }
+        )
+        start, level = end, stage.target
+    return rows
+
+
 def _per(count: int, seconds: float) -> float:
     return round(count / seconds, 2) if seconds else 0.0
 
@@ -230,6 +266,7 @@ def summarize(
         ],
         latency_spectrum={source: metrics.spectrum(source) for source in LATENCY_SOURCES},
         timeseries=_timeseries(metrics, load),
+        stages=_stages(metrics, load),
         workers=[],
     )
     return summary

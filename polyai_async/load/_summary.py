@@ -270,4 +270,6 @@ class Summary(Figures):
     #: Per source (an endpoint or ``conversation``).
     latency_spectrum: dict[str, list[SpectrumPoint]]
     timeseries: list[TimeseriesRow]
+    #: With ``--stages``: each stage's own figures, from the seconds it covered.
+    stages: list[dict[str, Any]]
     workers: list[WorkerFigures]
