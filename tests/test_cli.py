@@ -98,7 +98,7 @@ def test_bench_reports_every_figure(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     code, report = done.returncode, json.loads(path.read_text())
     assert code == 0
-    assert report["schema"] == "polyai-async-bench/3"
+    assert report["schema"] == "polyai-async-bench/4"
     assert report["load_model"] == "closed"
     assert report["target"] == "embedded"
     assert report["conversations"] == report["conversations_started"] == 20

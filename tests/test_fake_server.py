@@ -20,6 +20,7 @@ from polyai_async import (
     APIConnectionError,
     APITimeoutError,
     AuthenticationError,
+    ConfigurationError,
     ConversationEndedError,
     Handoff,
     InternalServerError,
@@ -317,6 +318,55 @@ async def test_close_then_respond_is_410_and_close_is_idempotent(
     )
     assert (status, answer["error_code"]) == (410, "CHAT_CONVERSATION_ENDED")
     assert "closed" in answer["error_message"]
+
+
+async def test_closed_conversations_are_forgotten_beyond_keep_closed(
+    session: aiohttp.ClientSession,
+) -> None:
+    """300 closed with keep_closed=10: it holds 10 closed and the open ones, never more."""
+    async with FakePolyAI(keep_closed=10) as fake:
+        still_open = [await create(session, fake) for _ in range(3)]
+        for _ in range(300):
+            conversation_id = await create(session, fake)
+            await call(session, fake, "respond", {"conversation_id": conversation_id})
+            await call(session, fake, "close", {"conversation_id": conversation_id})
+        assert len(fake.conversations) == 3 + 10
+        assert all(cid in fake.conversations for cid in still_open)
+        assert len(fake.stats.attempts) <= 3 + 10
+        assert fake.requests["close"] == 300  # the counters are whole
+
+
+async def test_a_forgotten_id_still_answers_as_closed_and_a_made_up_one_404(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A closed id it forgot: respond 410, close 200; an id it never made, even well formed: 404."""
+    async with FakePolyAI(keep_closed=0) as fake:
+        forgotten = await create(session, fake)
+        await call(session, fake, "close", {"conversation_id": forgotten})
+        assert fake.conversations == {}
+        status, answer, _ = await call(
+            session, fake, "respond", {"conversation_id": forgotten, "message": "hi"}
+        )
+        assert (status, answer["error_code"]) == (410, "CHAT_CONVERSATION_ENDED")
+        assert "closed" in answer["error_message"]
+        status, answer, _ = await call(session, fake, "close", {"conversation_id": forgotten})
+        assert (status, answer) == (200, {"success": True})
+        forged = forgotten[:-1] + ("0" if forgotten[-1] != "0" else "1")
+        async with FakePolyAI(seed=7) as other:
+            foreign = await create(session, other)
+        for made_up in (forged, foreign):
+            for endpoint in ("respond", "close"):
+                status, answer, _ = await call(
+                    session, fake, endpoint, {"conversation_id": made_up}
+                )
+                assert (status, answer["error_code"]) == (404, "CONVERSATION_NOT_FOUND")
+
+
+def test_keep_closed_must_be_a_whole_number() -> None:
+    """keep_closed=-1 (or 1.5) is refused, naming the setting."""
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigurationError, match="keep_closed"):
+            FakePolyAI(keep_closed=bad)  # type: ignore[arg-type]
 
 
 async def test_legacy_error_shape(session: aiohttp.ClientSession) -> None:

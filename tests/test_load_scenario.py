@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -212,3 +213,148 @@ def test_think_time_describes_itself_as_the_command_line_takes_it(
     """ThinkTime.describe() is the --think-time form, and parse_think_time reads it back."""
     assert think.describe() == text
     assert parse_think_time(text) == think
+
+
+ONE_TURN = "personas: [{turns: [hi]}]\n"
+
+
+def nested(levels: int) -> str:
+    """JSON for a list nested ``levels`` deep."""
+    return "[" * levels + "]" * levels
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "s.yaml",
+            "personas: [{turns: [{say: x, metadata: {score: .nan}}]}]\n",
+            "personas[0].turns[0].metadata.score: is nan, which JSON cannot carry",
+        ),
+        (
+            "s.yaml",
+            "create: {integration_attributes: {tags: !!set {a, b}}}\n" + ONE_TURN,
+            "create.integration_attributes.tags: cannot be sent as JSON (a set",
+        ),
+        (
+            "s.yaml",
+            "personas: [{turns: [{say: x, metadata: {a: [1, {2: two}]}}]}]\n",
+            "personas[0].turns[0].metadata.a[1]: has the key 2, an integer: JSON keys are strings",
+        ),
+        (
+            "s.yaml",
+            "create: {integration_attributes: {blob: !!binary aGk=}}\n" + ONE_TURN,
+            "create.integration_attributes.blob: cannot be sent as JSON (a bytes",
+        ),
+        (
+            "s.yaml",
+            "create: {integration_attributes: {n: 1180591620717411303424}}\n" + ONE_TURN,
+            "create.integration_attributes.n: cannot be sent as JSON",
+        ),
+        (
+            "s.json",
+            '{"personas": [{"turns": [{"say": "x", "metadata": {"a": ' + nested(253) + "}}]}]}",
+            "s.json: personas[0].turns[0].metadata: nests more than 253 levels deep",
+        ),
+        (
+            "s.yaml",
+            "a: &a [lol, lol]\nb: &b [*a, *a]\n" + ONE_TURN,
+            "s.yaml: line 2: the alias *a is refused",
+        ),
+        (
+            "s.yaml",
+            "personas:\n  - {name: a, turns: [hi]}\n  - {name: b, turns: [yo]}\n"
+            "  - {name: a, turns: [hey]}\n",
+            "personas[2].name: 'a' is already the name at personas[0].name",
+        ),
+        (
+            "s.jsonl",
+            '{"name": "x", "turns": ["a"]}\n\n{"name": "x", "turns": ["b"]}\n',
+            "s.jsonl: line 3: name: 'x' is already the name at line 1: name",
+        ),
+    ],
+    ids=[
+        "nan",
+        "set",
+        "int-key",
+        "binary",
+        "huge-int",
+        "too-deep",
+        "alias",
+        "twins",
+        "jsonl-twins",
+    ],
+)
+def test_what_cannot_be_sent_is_refused_at_load_naming_the_field(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    """Unsendable metadata, aliases and two personas of one name: one line naming the field."""
+    path = write(tmp_path, name, text)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value).startswith(str(path))
+    assert message in str(caught.value)
+
+
+def test_the_deepest_metadata_accepted_is_what_the_client_sends(tmp_path: Path) -> None:
+    """Metadata nested to the limit loads, and the client's encoder takes its request body."""
+    from polyai_async._models import RespondChatRequest, dumps
+
+    text = '{"personas": [{"turns": [{"say": "x", "metadata": {"a": ' + nested(252) + "}}]}]}"
+    scenario = load_scenario(write(tmp_path, "deep.json", text))
+    metadata = scenario.personas[0].turns[0].metadata
+    assert metadata is not None
+    dumps(RespondChatRequest(conversation_id="c", message="x", metadata=dict(metadata)))
+
+
+def test_anchors_without_aliases_and_dates_still_load(tmp_path: Path) -> None:
+    """An anchor used nowhere is harmless, and a date goes as its ISO text."""
+    text = "create: {integration_attributes: &a {day: 2026-12-06}}\n" + ONE_TURN
+    scenario = load_scenario(write(tmp_path, "s.yaml", text))
+    assert "day" in scenario.create["integration_attributes"]
+
+
+def test_only_a_regular_file_is_read(tmp_path: Path) -> None:
+    """/dev/zero (endless) and a FIFO (no writer: it would block) are refused at once."""
+    fifo = tmp_path / "s.yaml"
+    os.mkfifo(fifo)
+    for path in (Path("/dev/zero"), fifo):
+        with pytest.raises(ScenarioError, match="is not a regular file"):
+            load_scenario(path)
+    with pytest.raises(ScenarioError, match="cannot read it: Is a directory"):
+        load_scenario(tmp_path)
+
+
+def test_a_file_over_the_size_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file one byte over MAX_SCENARIO_BYTES is refused, saying the limit."""
+    from polyai_async.load import _scenario
+
+    assert _scenario.MAX_SCENARIO_BYTES == 16 * 1024 * 1024  # the documented limit
+    monkeypatch.setattr(_scenario, "MAX_SCENARIO_BYTES", 2 * 1024 * 1024)
+    path = write(tmp_path, "s.yaml", ONE_TURN + "#" * (2 * 1024 * 1024))
+    with pytest.raises(ScenarioError, match="is larger than 2 MiB"):
+        load_scenario(path)
+
+
+def test_a_scenario_refuses_two_personas_of_one_name() -> None:
+    """Built in Python too, two personas named alike are refused, not merged."""
+    persona = Persona(name="same", turns=(TurnSpec(say=("hi",)),))
+    with pytest.raises(ConfigurationError, match="two personas are named 'same'"):
+        Scenario(name="s", personas=(persona, persona))
+
+
+@pytest.mark.usefixtures("cli_state")
+def test_bench_refuses_dev_zero_in_one_line_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench --scenario /dev/zero: exit 2 and one line, no MemoryError, nothing sent."""
+    from .cli_runner import CliRunner
+
+    done = CliRunner(monkeypatch, capsys, command="bench")("--scenario", "/dev/zero")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "polyai-async bench: error: /dev/zero: is not a regular file: "
+        "give the path of a scenario file\n"
+    )

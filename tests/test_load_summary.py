@@ -1,4 +1,4 @@
-"""The JSON summary (polyai-async-bench/3): every key documented, with its documented type."""
+"""The JSON summary (polyai-async-bench/4): every key documented, with its documented type."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ async def test_every_key_is_documented_with_its_type() -> None:
     summary = await summary_of_a_run_with_errors()
     assert summary["errors_total"] > 0
     jsonschema.validate(summary, schema(keys))
-    assert summary["schema"] == "polyai-async-bench/3"
+    assert summary["schema"] == "polyai-async-bench/4"
     row = summary["timeseries"][0]
     assert set(row) == {
         "t", "target", "conversations_started", "requests", "errors", "in_flight",

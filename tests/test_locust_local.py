@@ -87,25 +87,95 @@ def test_unmet_expectations_fail_the_expectation_entry_not_the_request(
         *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
     )
     fake.stop()
-    # Locust exits 1 when any entry failed: here the expectations did, as they should.
+    # An unmet expectation fails the run (exit 1), as a Locust failure does.
     assert done.returncode == 1, done.stderr
     rows = stats_rows(tmp_path / "stats_stats.csv")
     assert rows["respond"]["Failure Count"] == "0"
-    assert rows["conversation"]["Failure Count"] == "0"
-    checked = int(rows["expectation"]["Request Count"])
-    failed = int(rows["expectation"]["Failure Count"])
-    assert rows["expectation"]["Type"] == "CHECK"
-    assert 0 < failed < checked  # "Thanks, bye" ends the conversation as expected
+    # Conversations and expectations have statistics of their own, not Locust's requests.
+    assert set(rows) == {"create", "respond", "close", "Aggregated"}
+    calls = sum(int(rows[name]["Request Count"]) for name in ("create", "respond", "close"))
+    assert int(rows["Aggregated"]["Request Count"]) == calls
     with (tmp_path / "stats_failures.csv").open() as rows_file:
-        failures = list(csv.DictReader(rows_file))
-    assert [f["Name"] for f in failures] == ["expectation"]
-    assert "ExpectationFailed" in failures[0]["Error"]
-    assert "greeter: response_contains" in failures[0]["Error"]
+        assert list(csv.DictReader(rows_file)) == []
+    with (tmp_path / "stats_polyai_checks.csv").open() as rows_file:
+        lines = list(csv.reader(rows_file))
+    checks = {line[1]: line for line in lines[1:3]}
+    assert lines[0][:4] == ["Type", "Name", "Count", "Failures"]
+    assert checks["conversation"][0] == "CHAT"
+    assert checks["conversation"][3] == "0"
+    assert checks["expectation"][0] == "CHECK"
+    checked, failed = int(checks["expectation"][2]), int(checks["expectation"][3])
+    assert 0 < failed < checked  # "Thanks, bye" ends the conversation as expected
+    [failure] = lines[3:]
+    assert failure[:3] == ["CHECK", "expectation", str(failed)]
+    assert "ExpectationFailed" in failure[3]
+    assert "greeter: response_contains" in failure[3]
     report = json.loads((tmp_path / "polyai.json").read_text())
     assert report["scenario"] == "picky"
     assert report["expectations_checked"] == checked
     assert report["expectations_failed"] == failed
     assert report["personas"]["greeter"]["expectations_failed"] == failed
+
+
+def test_every_close_made_at_the_stop_reaches_locusts_stats(
+    tmp_path: Path, fake: FakeServerProcess
+) -> None:
+    """40 users stopped mid-conversation: Locust's create and close counts equal the server's.
+
+    The closes of the conversations the stop cancelled (and of the chats still open after it)
+    are fired into Locust's stats before its final report. A respond cut off in flight was
+    received by the server but never answered: Locust does not count it (at most one a user).
+    """
+    done = run_locust(
+        tmp_path,
+        LOCUSTFILE,
+        *("-u", "40", "-r", "40", "--run-time", "6s", "--host", fake.url),
+        *("--csv", "stats", "--only-summary", "--polyai-json", "polyai.json"),
+    )
+    fake.stop()
+    served = fake.counters
+    assert done.returncode == 0, done.stderr
+    rows = stats_rows(tmp_path / "stats_stats.csv")
+    for name in ("create", "close"):
+        assert int(rows[name]["Request Count"]) == served["requests"][name], (name, served)
+    cut_off = served["requests"]["respond"] - int(rows["respond"]["Request Count"])
+    assert 0 <= cut_off <= 40, served
+    report = json.loads((tmp_path / "polyai.json").read_text())
+    assert report["conversations_interrupted"] > 0  # the stop did cut conversations short
+    assert report["histogram_counts"]["close"] == served["requests"]["close"]
+
+
+def test_failures_are_named_by_kind_and_status_not_by_request(tmp_path: Path) -> None:
+    """Hundreds of 500s are one failure row an endpoint, without any correlation id."""
+    fake = FakeServerProcess("--error-rate", "0.3")
+    fake.start()
+    try:
+        done = run_locust(
+            tmp_path,
+            """
+            from polyai_async import RetryPolicy
+            from polyai_async.locust import PolyAIUser
+
+            class Chat(PolyAIUser):
+                think_time = "20ms"
+                retry = RetryPolicy(max_attempts=1)
+            """,
+            *("-u", "10", "-r", "10", "--run-time", "3s", "--host", fake.url),
+            *("--csv", "stats", "--only-summary"),
+        )
+    finally:
+        fake.stop()
+    assert done.returncode == 1, done.stderr  # the 500s are failures
+    rows = stats_rows(tmp_path / "stats_stats.csv")
+    failed = sum(int(rows[name]["Failure Count"]) for name in ("create", "respond", "close"))
+    with (tmp_path / "stats_failures.csv").open() as rows_file:
+        failures = list(csv.DictReader(rows_file))
+    assert failed > 20
+    assert len(failures) <= 3  # one kind of failure, on each endpoint at most
+    assert sum(int(f["Occurrences"]) for f in failures) == failed
+    for failure in failures:
+        assert "InternalServerError: http_500" in failure["Error"], failure
+        assert "correlation" not in failure["Error"], failure
 
 
 def test_processes_merge_every_worker_and_write_the_html_report(

@@ -1,4 +1,4 @@
-"""The ``polyai-async`` command: ``bench`` (load), ``serve`` (a fake API) and ``chat``.
+"""The ``polyai-async`` command: ``bench`` (load), ``compare``, ``serve`` (a fake API), ``chat``.
 
 Nothing in the library imports this module. rich (the ``cli`` extra) is imported only by
 ``bench``, which needs it for its progress bar and report; ``serve`` and ``chat`` print plain
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from .._errors import PolyAIError
 from .._redact import redact
-from . import _bench, _capacity, _chat, _serve
+from . import _bench, _capacity, _chat, _compare, _serve
 from ._common import (
     PROG,
     UsageError,
@@ -58,6 +58,13 @@ POLYAI_ACCOUNT_ID and POLYAI_PROJECT_ID.""",
 
 With no target, the demo: an embedded fake agent of 8 slots of 100 ms (80 turns a second),
 found in about a minute. --base-url and --real need --max.""",
+    "compare": """examples:
+  polyai-async compare base.json new.json
+  polyai-async compare base.json new.json --fail-on 'respond.p99>+10%' --html compare.html
+  polyai-async compare --base a.json --base b.json --new c.json --noise 3%
+
+Exit 99 when a --fail-on rule fails and its change is real (significant and beyond --noise),
+0 otherwise, 2 on a usage error.""",
     "serve": """examples:
   polyai-async serve
   polyai-async serve --port 0 --agent echo
@@ -105,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_bench, _capacity, _serve, _chat):
+    for module in (_bench, _capacity, _compare, _serve, _chat):
         module.add_parser(commands)
     for name, command in commands.choices.items():
         command.epilog = _EXAMPLES[name]

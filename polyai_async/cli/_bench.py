@@ -11,7 +11,8 @@ import argparse
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .._commandline import option_names
@@ -41,6 +42,7 @@ from ._common import (
     _whole,
     prog,
 )
+from ._compare import add_rule_options, load_side
 
 # Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
 _DEFAULT_CONVERSATIONS = 1000
@@ -195,6 +197,14 @@ def add_parser(commands: Any) -> None:
     output.add_argument(
         "-q", "--quiet", action="store_true", help="no live view; print only the report"
     )
+    gate = bench.add_argument_group("comparing with a baseline (as polyai-async compare)")
+    gate.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="after the run, compare it with this earlier --json result and apply --fail-on",
+    )
+    add_rule_options(gate)
     bench.set_defaults(run=run)
 
 
@@ -400,6 +410,7 @@ def run(args: argparse.Namespace) -> int:
 
     scenario, load, thresholds = _plan(args)
     _check_processes_and_loop(args, load)
+    baseline = _baseline(args)
     embedded = not (args.base_url or args.real)
     if not embedded:
         _refuse_server_thresholds(thresholds)
@@ -479,7 +490,7 @@ def run(args: argparse.Namespace) -> int:
     summary = result.summary
     render(summary, console, description=description)
     written = _write_reports(args, result)
-    return _conclude(args, result, written)
+    return _conclude(args, result, written, baseline)
 
 
 def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
@@ -500,7 +511,12 @@ def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
         ) from None
 
 
-def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
+def _conclude(
+    args: argparse.Namespace,
+    result: Any,
+    written: bool,
+    baseline: Mapping[str, Any] | None = None,
+) -> int:
     """The exit status, and the line on stderr that says why it is not 0."""
     summary = result.summary
     code: int = result.exit_code
@@ -526,6 +542,7 @@ def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
         return code
     if not written:
         return 1
+    regressed = baseline is not None and _compare_with_baseline(args, baseline, summary)
     if code == 1 and not result.completed_any:
         _fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "
@@ -541,7 +558,38 @@ def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
         failed = [t for t in result.thresholds if not t.passed]
         measured = [f"{t.expression} ({t.detail()})" for t in failed]
         _fail("threshold failed: " + "; ".join(measured))
-    return code
+    # The run's own failures come first; else a regression against the baseline exits 99.
+    return 99 if code == 0 and regressed else code
+
+
+def _baseline(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --baseline result, read and checked with the --fail-on rules before the run."""
+    from ..load import compare  # noqa: PLC0415 - the load extra is checked first
+
+    if args.baseline is None:
+        if args.fail_on:
+            raise UsageError("--fail-on compares with a baseline: give --baseline FILE too")
+        return None
+    baseline = load_side([args.baseline])
+    try:
+        compare(baseline, baseline, rules=args.fail_on, noise=args.noise)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    return baseline
+
+
+def _compare_with_baseline(
+    args: argparse.Namespace, baseline: Mapping[str, Any], summary: Mapping[str, Any]
+) -> bool:
+    """Print the comparison with the baseline; True when a rule failed on a real change."""
+    from ..load import compare, render_comparison  # noqa: PLC0415
+
+    comparison = compare(baseline, summary, rules=args.fail_on, noise=args.noise)
+    print(safe_text(render_comparison(comparison)), end="", flush=True)
+    if comparison.failed:
+        failed = [v.expression for v in comparison.verdicts if v.failed]
+        _fail("regression against the baseline: " + "; ".join(failed))
+    return comparison.failed
 
 
 def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:

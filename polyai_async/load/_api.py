@@ -17,6 +17,7 @@ from typing import Any
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ._abort import AbortOnFail, WindowJudge
+from ._conversation import guarded
 from ._interrupt import Interrupt, on_loop_signals
 from ._live import live_figures
 from ._metrics import Metrics
@@ -305,7 +306,8 @@ def run_load(
         loop: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``.
         thresholds: expressions such as ``respond.p99<1500ms`` (see Threshold).
         max_error_rate: the run fails above this share of failed conversations.
-        on_tick: called about once a second with the live figures.
+        on_tick: called about once a second with the live figures; what it raises is
+            logged once, and the run goes on.
         settings: the run's options, for the report (never a secret).
         context: keys added to the summary (target, base_url...).
         abort_on_fail: stop the run at the first threshold to fail over a sliding window
@@ -358,9 +360,11 @@ def run_load(
 
         return run_with_loop(main, chosen)
 
+    shown = None if on_tick is None else guarded(on_tick, "the on_tick callback")
+
     def tick(snapshots: Sequence[Mapping[str, Any]]) -> None:
-        if on_tick is not None:
-            on_tick(with_target(live_figures(snapshots, planned=load.planned_seconds()), load))
+        if shown is not None:
+            shown(with_target(live_figures(snapshots, planned=load.planned_seconds()), load))
 
     outcome = run_processes(
         scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick

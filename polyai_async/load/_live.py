@@ -188,7 +188,10 @@ class LiveView:
         from rich.text import Text  # noqa: PLC0415
 
         f = figures
-        head = Table(box=box.SIMPLE_HEAD, show_header=False, title=self.title, title_justify="left")
+        # Text, not str: a scenario's name holding "[/]" is shown, not read as markup.
+        head = Table(
+            box=box.SIMPLE_HEAD, show_header=False, title=Text(self.title), title_justify="left"
+        )
         for _ in range(4):
             head.add_column()
         failed = f"[red]{f['failed']:,}[/]" if f["failed"] else "0"

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - the load extra is missing
 __all__ = [
     "ENDPOINTS",
     "HIGHEST_US",
+    "HISTOGRAM_ENCODING",
     "LOWEST_US",
     "SERIES_HISTOGRAMS",
     "SIGNIFICANT_DIGITS",
@@ -50,6 +51,14 @@ SERIES_HISTOGRAMS = (*ENDPOINTS, *(f"{e}.ok" for e in ENDPOINTS))
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
+#: How ``to_dict`` (and bench's JSON) writes histograms: what any HdrHistogram library needs.
+HISTOGRAM_ENCODING = {
+    "format": "HdrHistogram compressed (V2), base64",
+    "unit": "us",
+    "lowest_trackable_value": LOWEST_US,
+    "highest_trackable_value": HIGHEST_US,
+    "significant_figures": SIGNIFICANT_DIGITS,
+}
 _VERSION = 2
 
 
@@ -435,8 +444,14 @@ class Metrics:
 
     # -- merging and transport -------------------------------------------------------------
 
-    def merge(self, other: Metrics) -> None:
-        """Add ``other`` into this one, exactly: histograms added, counters summed, series by t."""
+    def merge(self, other: Metrics, *, after: bool = False) -> None:
+        """Add ``other`` into this one, exactly: histograms added, counters summed, series by t.
+
+        ``other`` ran beside this one (a worker process of the same run) by default. With
+        ``after=True`` it ran after it (another run of the same setup, for ``compare``): its
+        series follows this one's, the load windows add up and the peak in flight is the
+        larger one, so the rates stay those of one run.
+        """
         for name, histogram in other.histograms.items():
             mine = self.histograms.get(name)
             if mine is None:
@@ -461,10 +476,18 @@ class Metrics:
         for key, reply in other.expectation_examples.items():
             self.expectation_examples.setdefault(key, reply)
         self.in_flight += other.in_flight
-        self.in_flight_peak += other.in_flight_peak
-        if other.load_seconds is not None:
-            self.load_seconds = max(self.load_seconds or 0.0, other.load_seconds)
-        for t, theirs_s in other.series.items():
+        offset = 0
+        if after:
+            self.in_flight_peak = max(self.in_flight_peak, other.in_flight_peak)
+            if other.load_seconds is not None:
+                self.load_seconds = (self.load_seconds or 0.0) + other.load_seconds
+            offset = max(self.series, default=-1) + 1
+        else:
+            self.in_flight_peak += other.in_flight_peak
+            if other.load_seconds is not None:
+                self.load_seconds = max(self.load_seconds or 0.0, other.load_seconds)
+        for t_other, theirs_s in other.series.items():
+            t = t_other + offset
             mine_s = self.series.get(t)
             if mine_s is None:
                 mine_s = self.series[t] = _Second(t)
@@ -487,6 +510,7 @@ class Metrics:
             )
         return {
             "version": _VERSION,
+            "histogram_encoding": dict(HISTOGRAM_ENCODING),
             "histograms": {name: _encode(h) for name, h in self.histograms.items()},
             "counters": dict(self.counters),
             "retries": dict(self.retries),

@@ -1,7 +1,7 @@
 """A run's result: the merged Metrics, the summary built from them, thresholds, warnings (private).
 
 The summary (``LoadResult.summary``, written by ``--json``) is one JSON object with schema
-``polyai-async-bench/3``; every key is documented in ``docs/load-testing.md``.
+``polyai-async-bench/4``; every key is documented in ``docs/load-testing.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
     "summarize",
 ]
 
-SCHEMA = "polyai-async-bench/3"
+SCHEMA = "polyai-async-bench/4"
 #: Past this generator lag (p99, ms), the figures describe the generator, not the agent.
 LAG_WARNING_MS = 10.0
 #: Past this share of a core, the client's CPU is saturated.
@@ -134,7 +134,7 @@ def summarize(
     context: Mapping[str, Any] | None = None,
     detail: bool = True,
 ) -> dict[str, Any]:
-    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/3``).
+    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/4``).
 
     Args:
         metrics: what was measured.
@@ -269,6 +269,14 @@ def summarize(
         stages=_stages(metrics, load),
         workers=[],
     )
+    # Lossless: every histogram as HdrHistogram.encode() writes it, and the rest of the raw
+    # measurements, so runs merge exactly (``merge_summaries``) and compare from distributions.
+    raw = metrics.to_dict()
+    summary.update(
+        histogram_encoding=raw.pop("histogram_encoding"),
+        histograms=dict(sorted(raw.pop("histograms").items())),
+        metrics=raw,
+    )
     return summary
 
 
@@ -285,7 +293,7 @@ class LoadResult:
 
     Attributes:
         metrics: every measurement, merged over the worker processes.
-        summary: the JSON summary (schema ``polyai-async-bench/3``), thresholds included.
+        summary: the JSON summary (schema ``polyai-async-bench/4``), thresholds included.
         thresholds: each threshold's verdict.
         workers: each worker process's own Metrics (empty for a single process).
         rules: the thresholds judged, kept so ``with_figures`` can judge them again.

@@ -1,4 +1,4 @@
-"""What the JSON summary of a load run holds (schema ``polyai-async-bench/3``), as types.
+"""What the JSON summary of a load run holds (schema ``polyai-async-bench/4``), as types.
 
 ``summarize`` writes a ``Summary``; ``--json`` writes it as it is, and docs/load-testing.md
 documents every key (tests/test_load_summary.py checks that the table and these types list the
@@ -269,6 +269,12 @@ class Summary(Figures):
     respond_by_turn: list[TurnLatency]
     #: Per source (an endpoint or ``conversation``).
     latency_spectrum: dict[str, list[SpectrumPoint]]
+    #: How ``histograms`` are encoded (HdrHistogram's compressed base64; unit, range, digits).
+    histogram_encoding: dict[str, Any]
+    #: Every latency histogram by name (``respond``, ``respond.ok``, ``respond[0]``...), lossless.
+    histograms: dict[str, str]
+    #: The rest of the raw measurements (``Metrics.to_dict()`` without its histograms).
+    metrics: dict[str, Any]
     timeseries: list[TimeseriesRow]
     #: With ``--stages``: each stage's own figures, from the seconds it covered.
     stages: list[dict[str, Any]]

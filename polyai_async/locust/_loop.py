@@ -244,6 +244,10 @@ class LoopThread:
                 self.inbox.post(done, task.result(), None)
 
         def cancel_on_loop() -> None:
+            # Once: a second cancel (the user stopped, then the drain) would cut off the close
+            # a cancelled conversation is sending, and that chat would be closed twice.
+            if cancelled[0]:
+                return
             cancelled[0] = True
             if holder:
                 holder[0].cancel()

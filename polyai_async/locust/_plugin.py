@@ -32,6 +32,7 @@ from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
 from ..load._report import output_path_problem
 from ._bridge import bridge_of
+from ._checks import checks_of
 from ._user import PolyAIUser
 from ._webui import hide_host_password, remember_host_password
 
@@ -58,7 +59,7 @@ def _add_options(parser: Any) -> None:
         metavar="PATH",
         default=None,
         include_in_web_ui=False,
-        help="write the merged JSON summary of PolyAIUser runs (polyai-async-bench/3) to PATH",
+        help="write the merged JSON summary of PolyAIUser runs (polyai-async-bench/4) to PATH",
     )
     parser.add_argument(
         "--polyai-html",
@@ -326,6 +327,11 @@ def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
     if isinstance(runner, (MasterRunner, LocalRunner)):
         # Locust's own web UI and HTML report: the host without its password.
         hide_host_password(environment)
+    checks_of(environment).attach(
+        environment,
+        master=isinstance(runner, MasterRunner),
+        worker=isinstance(runner, WorkerRunner),
+    )
     if isinstance(runner, MasterRunner):
         collector = Collector(environment)
         runner.register_message(METRICS, collector.on_metrics)

@@ -12,7 +12,9 @@ doing real work, such as an async agent, get that grace (``_SHUTDOWN_GRACE``) to
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import hashlib
 import http
 import inspect
 import logging
@@ -27,7 +29,7 @@ import orjson
 from aiohttp import web
 
 from .._client import PolyAIClient
-from .._errors import CORRELATION_HEADER
+from .._errors import CORRELATION_HEADER, ConfigurationError
 from .._models import Channel
 from ._agents import DEFAULT_GREETING, Agent, AgentReply, ConversationState, DemoAgent
 from ._faults import ENDPOINTS, Fault, FaultPlan, Faults
@@ -56,6 +58,9 @@ _MALFORMED = b'{"conversation_id": "CONV-'
 _OVER_CAPACITY = Fault("status", "429", 429)
 # Thousands of clients connect at once in load benchmarks; the default backlog (128) drops SYNs.
 _BACKLOG = 4096
+# Closed conversations a server remembers whole by default (about 1.3 KB each): a soak of hours
+# holds ~13 MB of them, while a test still reads back every conversation it made.
+KEEP_CLOSED = 10_000
 # How long stopping waits for a handler doing real work (an async agent) before cancelling it.
 # A short grace: a test's server must not hold its teardown for a minute.
 _SHUTDOWN_GRACE = 1.0
@@ -131,7 +136,8 @@ class Stats:
         requests: requests per endpoint (``create``, ``respond``, ``close``), counted once
             the path names the endpoint, whatever the outcome; ``unknown`` for other paths.
         attempts: respond and close requests per conversation id they named, faulted
-            ones included: more than the turns sent means the client retried.
+            ones included: more than the turns sent means the client retried. Only for the
+            conversations the server remembers (see ``FakePolyAI.keep_closed``).
         faults: faults injected, by name (``500``, ``429``, ``reset``, ``malformed``...,
             and ``latency`` for each delayed request).
         lost_answers: requests per endpoint that were processed but whose answer the client
@@ -220,6 +226,11 @@ class FakePolyAI:
             and its latency grow without bound, the knee a capacity search looks for.
         agent_latency: the seconds a turn holds its slot (with ``agent_capacity``).
         agent_latency_jitter: up to this many more seconds a turn, uniformly random.
+        keep_closed: how many closed conversations it remembers whole (``conversations``,
+            ``stats.attempts``), the most recently closed; older ones are forgotten, so a
+            long soak's memory stays flat. A forgotten id still answers as a closed one
+            does (respond 410, close 200): the ids carry a keyed check, so the server knows
+            its own ids without keeping them. An id it never made answers 404.
     """
 
     def __init__(
@@ -239,7 +250,12 @@ class FakePolyAI:
         agent_capacity: int | None = None,
         agent_latency: float = 0.1,
         agent_latency_jitter: float = 0.0,
+        keep_closed: int = KEEP_CLOSED,
     ) -> None:
+        if isinstance(keep_closed, bool) or not isinstance(keep_closed, int) or keep_closed < 0:
+            raise ConfigurationError(
+                f"keep_closed must be a whole number >= 0, got {keep_closed!r}"
+            )
         if agent_capacity is not None and (
             isinstance(agent_capacity, bool)
             or not isinstance(agent_capacity, int)
@@ -277,12 +293,18 @@ class FakePolyAI:
         # The slots' latency draws from a source of its own, so faults stay as the seed says.
         self._slot_rng = random.Random(seed)  # noqa: S311 - simulated latency, not secrets
         self.stats = Stats()
-        #: Every conversation created, by id.
+        self.keep_closed = keep_closed
+        #: The conversations it remembers, by id: every open one, and the last
+        #: ``keep_closed`` closed ones.
         self.conversations: dict[str, ConversationState] = {}
+        # The ids of the closed conversations it remembers, the oldest first.
+        self._closed: collections.deque[str] = collections.deque()
         # Faults draw from one source and ids from another, so the n-th request's fault
         # depends only on the seed, not on how many ids were made before it.
         self._rng = random.Random(seed)  # noqa: S311 - repeatable test faults, not secrets
         self._ids = random.Random(seed)  # noqa: S311 - ids need only be unique per server
+        # Signs the conversation ids, so a forgotten one is still known for this server's own.
+        self._id_key = self._ids.getrandbits(128).to_bytes(16, "big")
         self._plan = FaultPlan(faults or Faults(), self._rng)
         prefix = f"/{version}/{account_id}/{project_id}/chat/"
         self._routes = {prefix + endpoint: endpoint for endpoint in ENDPOINTS}
@@ -415,7 +437,7 @@ class FakePolyAI:
             endpoint = self._route(request)
             body = self._parse(await request.read(), endpoint)
             conversation_id = body.get("conversation_id")
-            if conversation_id is not None:
+            if conversation_id in self.conversations:  # not for ids forgotten or never made
                 self.stats.attempts[conversation_id] += 1
             plan = self._plan
             stats = self.stats
@@ -575,11 +597,36 @@ class FakePolyAI:
             return await self._respond(body, request)
         if endpoint == "create":
             return self._create(body), None
-        self._conversation(body["conversation_id"]).closed = True
+        state = self._conversation(body["conversation_id"])
+        if state is not None and not state.closed:
+            self._close(state)
         return _CLOSED, None
 
+    def _close(self, state: ConversationState) -> None:
+        """Mark it closed; forget the oldest closed ones beyond ``keep_closed``."""
+        state.closed = True
+        closed = self._closed
+        closed.append(state.conversation_id)
+        while len(closed) > self.keep_closed:
+            forgotten = closed.popleft()
+            self.conversations.pop(forgotten, None)
+            self.stats.attempts.pop(forgotten, None)
+
+    def _sign(self, token: str) -> str:
+        return hashlib.blake2b(token.encode(), key=self._id_key, digest_size=4).hexdigest()
+
+    def _made_here(self, conversation_id: str) -> bool:
+        """Whether this server made the id (a forgotten one included), from its signature."""
+        token = conversation_id.removeprefix("CONV-")
+        return (
+            len(token) == 24
+            and conversation_id.startswith("CONV-")
+            and self._sign(token[:16]) == token[16:]
+        )
+
     def _create(self, body: dict[str, Any]) -> bytes:
-        conversation_id = f"CONV-{self._new_id()}"
+        token = self._new_id()
+        conversation_id = f"CONV-{token}{self._sign(token)}"
         greeting = getattr(self.agent, "greeting", DEFAULT_GREETING)
         self.conversations[conversation_id] = ConversationState(
             conversation_id,
@@ -597,12 +644,12 @@ class FakePolyAI:
     ) -> tuple[bytes, int]:
         conversation_id: str = body["conversation_id"]
         state = self._conversation(conversation_id)
-        if state.closed or state.ended:
+        if state is None or state.closed or state.ended:
             raise _Reject(
                 410,
                 "CHAT_CONVERSATION_ENDED",
                 f"conversation {conversation_id} has "
-                + ("been closed" if state.closed else "ended")
+                + ("ended" if state is not None and not state.closed else "been closed")
                 + "; start a new one",
             )
         message: str | None = body.get("message")
@@ -636,9 +683,10 @@ class FakePolyAI:
             state.ended = True
         return orjson.dumps(answer), turn
 
-    def _conversation(self, conversation_id: str) -> ConversationState:
+    def _conversation(self, conversation_id: str) -> ConversationState | None:
+        """Its state; None for one closed and forgotten; a 404 for an id it never made."""
         state = self.conversations.get(conversation_id)
-        if state is None:
+        if state is None and not self._made_here(conversation_id):
             raise _Reject(
                 404, "CONVERSATION_NOT_FOUND", f"conversation {conversation_id!r} does not exist"
             )
@@ -646,8 +694,9 @@ class FakePolyAI:
 
     def _lose(self, endpoint: str, body: dict[str, Any], turn: int | None) -> None:
         self.stats.lost_answers[endpoint] += 1
-        if turn is not None:
-            self.conversations[body["conversation_id"]].lost_replies.add(turn)
+        state = self.conversations.get(body.get("conversation_id", ""))
+        if turn is not None and state is not None:  # closed and forgotten meanwhile
+            state.lost_replies.add(turn)
 
     # -- answers ---------------------------------------------------------------------------
 
