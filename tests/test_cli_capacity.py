@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from polyai_async.load import SCHEMA
+
 from .cli_runner import CliRunner, ThreadedFake
 
 pytestmark = pytest.mark.usefixtures("cli_state")
@@ -71,7 +73,7 @@ def test_a_search_against_a_target_writes_its_answer(cli: CliRunner, tmp_path: P
         ("minimum", True),
         ("confirm", True),
     ]
-    assert answer["steps"][0]["summary"]["schema"] == "polyai-async-bench/3"
+    assert answer["steps"][0]["summary"]["schema"] == SCHEMA
     assert answer["steps"][0]["stopped_early"] is False
     assert "max_rate: 5 conversations/s (confirmed)" in done.stdout
     assert "the maximum passed" in done.stdout

@@ -250,7 +250,7 @@ class CapacityStep:
         first_failed: the first SLO to fail (the one that stopped the step, if one did).
         verdicts: each SLO's verdict on the step's measured window.
         figures: the measured window's figures (see ``window_figures``).
-        summary: the step's bench summary (schema ``polyai-async-bench/3``).
+        summary: the step's bench summary (schema ``polyai_async.load.SCHEMA``).
         seconds: how long the step took.
     """
 
