@@ -34,13 +34,14 @@ def test_the_closed_model_target_is_the_concurrency() -> None:
 
 
 def test_the_csv_has_the_target(tmp_path: Path) -> None:
-    """The CSV's second column is the target."""
+    """The CSV's last column is the target (the others keep their places)."""
     summary = series_of(Load.open(rate=0, stages="2s:10"), 2)
     path = tmp_path / "series.csv"
     write_csv(summary, path)
     with path.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [float(r["target"]) for r in rows] == [2.5, 7.5]
+    assert next(iter(csv.reader(path.read_text().splitlines())))[-1] == "target"
 
 
 def test_the_live_view_names_the_target_and_the_stage() -> None:
