@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from polyai_async import ConfigurationError, RetryPolicy
-from polyai_async.load import AbortOnFail, Load, demo_scenario, run_load, run_load_async
+from polyai_async.load import (
+    AbortOnFail,
+    Load,
+    demo_scenario,
+    render_html,
+    run_load,
+    run_load_async,
+)
 from polyai_async.testing import FakePolyAI
 
 from .cli_runner import CliRunner, ThreadedFake
@@ -85,6 +92,20 @@ def test_bench_refuses_what_it_cannot_judge(
     assert message in done.stderr
 
 
+def test_the_reports_say_when_and_why_it_was_aborted() -> None:
+    """The HTML report opens with an "Aborted run" box naming the threshold and the time."""
+    summary = json.loads((Path(__file__).parent / "data" / "load_summary.json").read_text())
+    summary["aborted"] = {
+        "at_seconds": 12.4, "threshold": "respond.p99<200ms", "value": 812.0, "window_seconds": 5,
+    }  # fmt: skip
+    page = render_html(summary)
+    assert 'data-stopped="aborted"' in page
+    assert (
+        "ABORTED at 12 s (--abort-on-fail): respond.p99&lt;200ms failed over the last 5 s" in page
+    )
+    assert "(measured 812)" in page
+
+
 @pytest.mark.e2e
 async def test_an_overloaded_run_stops_within_its_window() -> None:
     """40 turns a second at an agent of 20: the p99 fails, the 30 s run stops in seconds."""
@@ -142,6 +163,7 @@ def test_bench_aborts_writes_its_reports_and_exits_99(
     assert done.returncode == 99, done.stderr
     assert "aborted at " in done.stderr
     assert "respond.p99<200ms failed over the last 1s" in done.stderr
+    assert "ABORTED at " in done.stdout  # the terminal report says it first
     summary = json.loads(path.read_text())
     assert summary["aborted"]["threshold"] == "respond.p99<200ms"
     assert summary["passed"] is False

@@ -367,7 +367,13 @@ def _stopped(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     notes = stop_notes(summary)
     if not notes:
         return None
-    state = "interrupted" if summary.get("interrupted") else "partial"
+    state = (
+        "interrupted"
+        if summary.get("interrupted")
+        else "aborted"
+        if summary.get("aborted")
+        else "partial"
+    )
     return {"state": state, "title": f"{state.capitalize()} run", "notes": notes}
 
 
