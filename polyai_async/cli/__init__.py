@@ -19,11 +19,11 @@ from .._redact import redact
 from . import _bench, _capacity, _chat, _compare, _serve
 from ._common import (
     PROG,
+    Parser,
     UsageError,
-    _configure_logging,
-    _fail,
-    _Parser,
     cli_words,
+    configure_logging,
+    fail,
     prog,
     set_command,
 )
@@ -104,7 +104,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Make the parser of the whole command, subcommands included."""
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Tools around the PolyAI Chat API client: load benchmark, fake server, chat.",
         epilog=_EXAMPLES[None],
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 1 failure, 2 usage, 130 interrupted)."""
     parser = build_parser()
-    _configure_logging()
+    configure_logging()
     set_command(None)
     try:
         args = parser.parse_args(argv)
@@ -133,14 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     except UsageError as exc:
-        _fail(cli_words(str(exc)))
+        fail(cli_words(str(exc)))
         return 2
     except KeyboardInterrupt as exc:
         print(f"{prog()}: interrupted", file=sys.stderr, flush=True)
         return 143 if isinstance(exc, _bench.Terminated) else 130
     except PolyAIError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return 1
     except Exception as exc:  # anything unforeseen: still one line, never a traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
         return 1

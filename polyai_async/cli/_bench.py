@@ -22,25 +22,25 @@ from .._redact import safe_text
 from .._retry import RetryPolicy
 from ..testing import FakeServerProcess
 from ._common import (
-    _AGENT_OPTIONS,
-    _FAKE_CREDENTIALS,
-    _FAULT_OPTIONS,
+    AGENT_OPTIONS,
+    FAKE_CREDENTIALS,
+    FAULT_OPTIONS,
     UsageError,
-    _add_agent_options,
-    _add_client_options,
-    _add_fault_options,
-    _add_generator_options,
-    _add_scenario_options,
-    _add_target_options,
-    _agent_capacity_from,
-    _client_settings,
-    _display_url,
-    _fail,
-    _faults_from,
-    _json_path,
-    _rate,
-    _whole,
+    add_agent_options,
+    add_client_options,
+    add_fault_options,
+    add_generator_options,
+    add_scenario_options,
+    add_target_options,
+    agent_capacity_from,
+    client_settings,
+    display_url,
+    fail,
+    faults_from,
+    json_path,
     prog,
+    rate,
+    whole,
 )
 from ._compare import add_rule_options, load_side
 
@@ -91,11 +91,11 @@ def add_parser(commands: Any) -> None:
         "--rate gives the open model (new conversations a second, latency counted from each "
         "one's scheduled start). By default against a fake server started in its own process.",
     )
-    _add_scenario_options(bench)
+    add_scenario_options(bench)
     load = bench.add_argument_group("load")
     load.add_argument(
         "--concurrency",
-        type=_whole(1),
+        type=whole(1),
         metavar="N",
         help=f"closed model: conversations in flight at once (default {_DEFAULT_CONCURRENCY})",
     )
@@ -114,7 +114,7 @@ def add_parser(commands: Any) -> None:
     )
     load.add_argument(
         "--conversations",
-        type=_whole(1),
+        type=whole(1),
         metavar="N",
         help=f"conversations to start in all (default {_DEFAULT_CONVERSATIONS} when there is "
         "no --duration or --stages)",
@@ -125,7 +125,7 @@ def add_parser(commands: Any) -> None:
         metavar="TIME",
         help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
     )
-    _add_generator_options(load)
+    add_generator_options(load)
     load.add_argument(
         "--graceful-stop",
         type=_duration,
@@ -134,10 +134,10 @@ def add_parser(commands: Any) -> None:
         help="after --duration, wait this long for conversations in flight, then cancel "
         "them (default 30s)",
     )
-    _add_client_options(bench)
-    _add_target_options(bench, "load-test")
-    _add_fault_options(bench)
-    _add_agent_options(bench)
+    add_client_options(bench)
+    add_target_options(bench, "load-test")
+    add_fault_options(bench)
+    add_agent_options(bench)
     output = bench.add_argument_group("pass/fail and output")
     output.add_argument(
         "--threshold",
@@ -170,26 +170,26 @@ def add_parser(commands: Any) -> None:
     )
     output.add_argument(
         "--max-error-rate",
-        type=_rate,
+        type=rate,
         default=0.01,
         metavar="F",
         help="exit 1 when the share of failed conversations is above this (default 0.01)",
     )
     output.add_argument(
         "--json",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the summary as JSON (schema polyai-async-bench/3) to PATH",
     )
     output.add_argument(
         "--csv",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the time series as CSV (one row a second) to PATH",
     )
     output.add_argument(
         "--html",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write a self-contained HTML report (charts over time, latency spectrum, "
         "outcomes, thresholds, settings; opens offline) to PATH",
@@ -211,9 +211,9 @@ def add_parser(commands: Any) -> None:
 def _server_options(args: argparse.Namespace) -> list[str]:
     """The embedded fake's options: the demo agent, its credentials, fault and agent options."""
     options = ["--agent", "demo"]
-    for name, value in _FAKE_CREDENTIALS.items():
+    for name, value in FAKE_CREDENTIALS.items():
         options += ["--" + name.replace("_", "-"), value]
-    for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS):
+    for name in (*FAULT_OPTIONS, *AGENT_OPTIONS):
         given = getattr(args, name, None)
         if given is not None:
             options += ["--" + name.replace("_", "-"), str(given)]
@@ -381,7 +381,7 @@ def _report_settings(
         "threshold": "; ".join(args.threshold) or None,
         "max_error_rate": args.max_error_rate,
     }
-    for name in (*_FAULT_OPTIONS, *_AGENT_OPTIONS):
+    for name in (*FAULT_OPTIONS, *AGENT_OPTIONS):
         settings[name] = getattr(args, name, None)
     return settings
 
@@ -423,18 +423,18 @@ def run(args: argparse.Namespace) -> int:
     limits = PoolLimits(max_connections=args.max_connections)
     server: FakeServerProcess | None = None
     if embedded:
-        _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
-        _agent_capacity_from(args)
+        faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        agent_capacity_from(args)
         target, settings = "embedded", {}
     else:
-        target, settings = ("real" if args.real else "base_url"), _client_settings(args)
+        target, settings = ("real" if args.real else "base_url"), client_settings(args)
     console = Console(highlight=False)
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
             server = FakeServerProcess(*_server_options(args))
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
-            settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
+            settings = {"base_url": server.start(), **FAKE_CREDENTIALS}
         settings = {
             **settings,
             "retry": policy,
@@ -442,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
             "adaptive_concurrency": args.adaptive_concurrency,
         }
         try:
-            base_url = _display_url(PolyAIClient(**settings).base_url)
+            base_url = display_url(PolyAIClient(**settings).base_url)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
         where = base_url + (
@@ -489,8 +489,8 @@ def run(args: argparse.Namespace) -> int:
         result = result.with_server(server.counters, server.cpu_seconds)
     summary = result.summary
     render(summary, console, description=description)
-    written = _write_reports(args, result)
-    return _conclude(args, result, written, baseline)
+    written = write_outputs(args, result)
+    return conclude(args, result, written, baseline)
 
 
 def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
@@ -511,7 +511,7 @@ def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
         ) from None
 
 
-def _conclude(
+def conclude(
     args: argparse.Namespace,
     result: Any,
     written: bool,
@@ -522,7 +522,7 @@ def _conclude(
     code: int = result.exit_code
     aborted = result.aborted
     if aborted is not None:
-        _fail(
+        fail(
             f"aborted at {aborted['at_seconds']:.0f}s: {aborted['threshold']} failed over the "
             f"last {aborted['window_seconds']:g}s (measured {aborted['value']:g}); the report "
             "covers the run up to there"
@@ -538,26 +538,26 @@ def _conclude(
         return code
     if result.partial:
         lost = ", ".join(f"worker {w['worker']}" for w in summary["workers_missing"])
-        _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
+        fail(f"partial run: no result from {lost}; the report has the other workers' figures")
         return code
     if not written:
         return 1
     regressed = baseline is not None and _compare_with_baseline(args, baseline, summary)
     if code == 1 and not result.completed_any:
-        _fail(
+        fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "
             f"{summary['conversations_failed']:,} failed, "
             f"{summary['conversations_interrupted']:,} interrupted): the run cannot pass"
         )
     elif code == 1:
-        _fail(
+        fail(
             f"{summary['conversation_error_rate']:.2%} of conversations failed, above "
             f"--max-error-rate {args.max_error_rate:g}"
         )
     elif code == 99:
         failed = [t for t in result.thresholds if not t.passed]
         measured = [f"{t.expression} ({t.detail()})" for t in failed]
-        _fail("threshold failed: " + "; ".join(measured))
+        fail("threshold failed: " + "; ".join(measured))
     # The run's own failures come first; else a regression against the baseline exits 99.
     return 99 if code == 0 and regressed else code
 
@@ -588,7 +588,7 @@ def _compare_with_baseline(
     print(safe_text(render_comparison(comparison)), end="", flush=True)
     if comparison.failed:
         failed = [v.expression for v in comparison.verdicts if v.failed]
-        _fail("regression against the baseline: " + "; ".join(failed))
+        fail("regression against the baseline: " + "; ".join(failed))
     return comparison.failed
 
 
@@ -602,11 +602,11 @@ def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
         )
 
 
-def _write_reports(args: argparse.Namespace, result: Any) -> bool:
+def write_outputs(args: argparse.Namespace, result: Any) -> bool:
     """Write --json, --csv and --html; False if one could not be (one error line each)."""
     from ..load import write_reports  # noqa: PLC0415 - the load extra
 
     problems = write_reports(result, json=args.json, csv=args.csv, html=args.html)
     for name, problem in problems.items():
-        _fail(f"--{name}: {problem}")
+        fail(f"--{name}: {problem}")
     return not problems

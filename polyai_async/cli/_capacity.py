@@ -22,22 +22,22 @@ from .._retry import RetryPolicy
 from ..testing import FakeServerProcess
 from ._bench import _duration, _import_extras, _interrupt_on_sigterm, _server_options
 from ._common import (
-    _FAKE_CREDENTIALS,
+    FAKE_CREDENTIALS,
     UsageError,
-    _add_agent_options,
-    _add_client_options,
-    _add_fault_options,
-    _add_generator_options,
-    _add_scenario_options,
-    _add_target_options,
-    _agent_capacity_from,
-    _client_settings,
-    _display_url,
-    _fail,
-    _faults_from,
-    _json_path,
-    _positive_seconds,
-    _whole,
+    add_agent_options,
+    add_client_options,
+    add_fault_options,
+    add_generator_options,
+    add_scenario_options,
+    add_target_options,
+    agent_capacity_from,
+    client_settings,
+    display_url,
+    fail,
+    faults_from,
+    json_path,
+    positive_seconds,
+    whole,
 )
 
 # The demo: an embedded agent of 8 slots of 100 ms (80 turns a second), one-turn
@@ -94,7 +94,7 @@ def add_parser(commands: Any) -> None:
         f"{_DEMO_AGENT['agent_capacity']} slots of {_DEMO_AGENT['agent_latency']:g} s "
         "(80 turns a second) unless --agent-capacity says otherwise.",
     )
-    _add_scenario_options(capacity)
+    add_scenario_options(capacity)
     search = capacity.add_argument_group("search")
     search.add_argument(
         "--slo",
@@ -149,31 +149,31 @@ def add_parser(commands: Any) -> None:
     )
     search.add_argument(
         "--window",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help=f"a step stops early once an SLO fails over this sliding window twice in a row "
         f"(default {_WINDOW:g}; the demo 1)",
     )
     search.add_argument(
-        "--max-steps", type=_whole(1), default=20, metavar="N", help="steps at most (default 20)"
+        "--max-steps", type=whole(1), default=20, metavar="N", help="steps at most (default 20)"
     )
     load = capacity.add_argument_group("load")
-    _add_generator_options(load)
-    _add_client_options(capacity)
-    _add_target_options(capacity, "search the capacity of")
-    _add_fault_options(capacity)
-    _add_agent_options(capacity)
+    add_generator_options(load)
+    add_client_options(capacity)
+    add_target_options(capacity, "search the capacity of")
+    add_fault_options(capacity)
+    add_agent_options(capacity)
     output = capacity.add_argument_group("output")
     output.add_argument(
         "--json",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the answer and every step's bench summary as JSON (schema "
         "polyai-async-capacity/1) to PATH",
     )
     output.add_argument(
         "--html",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the knee chart and the steps as a self-contained HTML report (opens "
         "offline) to PATH",
@@ -263,15 +263,15 @@ def run(args: argparse.Namespace) -> int:
     embedded = not (args.base_url or args.real)
     theory = None
     if embedded:
-        _faults_from(args)
-        agent = _agent_capacity_from(args) or dict(_DEMO_AGENT)
+        faults_from(args)
+        agent = agent_capacity_from(args) or dict(_DEMO_AGENT)
         for name, value in agent.items():
             setattr(args, name, value)  # the embedded fake's command line takes them
         latency = agent.get("agent_latency", 0.1) + agent.get("agent_latency_jitter", 0.0) / 2
         theory = agent["agent_capacity"] / latency if latency > 0 else None
         settings: dict[str, Any] = {}
     else:
-        settings = _client_settings(args)
+        settings = client_settings(args)
     scenario, search = _search_from(args, embedded, theory)
     console = Console(highlight=False)
     policy = RetryPolicy(
@@ -284,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
         if embedded:
             server = FakeServerProcess(*_server_options(args))
             cleanup.callback(server.stop)
-            settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
+            settings = {"base_url": server.start(), **FAKE_CREDENTIALS}
         settings = {
             **settings,
             "retry": policy,
@@ -292,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             "adaptive_concurrency": args.adaptive_concurrency,
         }
         try:
-            base_url = _display_url(PolyAIClient(**settings).base_url)
+            base_url = display_url(PolyAIClient(**settings).base_url)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
         where = base_url + (" (embedded fake)" if embedded else "")
@@ -453,7 +453,7 @@ def _write(path: Path, answer: Mapping[str, Any], text: Any) -> bool:
     try:
         path.write_text(text(answer), encoding="utf-8")
     except OSError as exc:
-        _fail(f"could not write {path}: {exc.strerror or exc}")
+        fail(f"could not write {path}: {exc.strerror or exc}")
         return False
     return True
 
@@ -461,9 +461,9 @@ def _write(path: Path, answer: Mapping[str, Any], text: Any) -> bool:
 def _conclude(result: Any) -> int:
     code: int = result.exit_code
     if code == 99:
-        _fail(_answer_text(result).splitlines()[0])
+        fail(_answer_text(result).splitlines()[0])
     elif code == 1:
-        _fail(
+        fail(
             f"the answer {result.answer:.4g} was not confirmed by a step at full length "
             "(raise --max-steps, or a longer --step-duration if the agent is not steady there)"
         )

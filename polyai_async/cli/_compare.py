@@ -16,7 +16,7 @@ import orjson
 
 from .._errors import ConfigurationError
 from .._redact import redact_value, safe_text
-from ._common import UsageError, _fail, _json_path
+from ._common import UsageError, fail, json_path
 
 
 def noise_share(text: str) -> float:
@@ -96,11 +96,11 @@ def add_parser(commands: Any) -> None:
     )
     output = command.add_argument_group("output")
     output.add_argument(
-        "--json", type=_json_path, metavar="PATH", help="also write the comparison as JSON"
+        "--json", type=json_path, metavar="PATH", help="also write the comparison as JSON"
     )
     output.add_argument(
         "--html",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write a self-contained HTML report (spectra overlaid, series side by side)",
     )
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if comparison.failed:
         failed = [v.expression for v in comparison.verdicts if v.failed]
-        _fail("regression: " + "; ".join(failed))
+        fail("regression: " + "; ".join(failed))
     return comparison.exit_code
 
 
@@ -178,6 +178,6 @@ def write_outputs(comparison: Any, json_path: Path | None, html_path: Path | Non
         try:
             write(path)
         except OSError as exc:
-            _fail(f"could not write {path}: {exc.strerror or exc}")
+            fail(f"could not write {path}: {exc.strerror or exc}")
             return False
     return True

@@ -9,12 +9,12 @@ from typing import Any
 from .._commandline import port_number
 from ..testing import FakePolyAI, run_server
 from ._common import (
-    _add_agent_options,
-    _add_fault_options,
-    _agent_capacity_from,
-    _fail,
-    _fake,
-    _faults_from,
+    add_agent_options,
+    add_fault_options,
+    agent_capacity_from,
+    fail,
+    faults_from,
+    make_fake,
 )
 
 
@@ -37,20 +37,20 @@ def add_parser(commands: Any) -> None:
     where.add_argument(
         "--agent", choices=("demo", "echo"), default="demo", help="who answers (default demo)"
     )
-    _add_agent_options(serve)
-    _add_fault_options(serve)
+    add_agent_options(serve)
+    add_fault_options(serve)
     serve.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async serve`` with the parsed ``args``; returns the exit status."""
-    fake = _fake(
+    fake = make_fake(
         host=args.host,
         port=args.port,
         agent=args.agent,
-        faults=_faults_from(args),
+        faults=faults_from(args),
         seed=args.seed,
-        **_agent_capacity_from(args),
+        **agent_capacity_from(args),
     )
 
     def ready(running: FakePolyAI) -> None:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = asyncio.run(run_server(fake, on_ready=ready))
     except OSError as exc:
-        _fail(f"could not listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        fail(f"could not listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return 1
     requests = sum(stats.requests.values())
     print(f"Stopped after {requests:,} requests.", flush=True)

@@ -1,4 +1,4 @@
-"""The load tester's front door: run a Load with a Scenario, get a LoadResult (private).
+"""The load tester's front door: run a Load with a Scenario, get a LoadResult.
 
 ``run_load`` (blocking: scripts, the command line, worker processes) and ``run_load_async``
 (inside a running event loop: pytest-asyncio, notebooks) do the same: apply the load, merge

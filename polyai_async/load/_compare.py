@@ -1,4 +1,4 @@
-"""Comparing load runs: is the new one slower than the base, beyond noise? (private).
+"""Comparing load runs: is the new one slower than the base, beyond noise?
 
 A bench summary (schema ``polyai-async-bench/4``) carries its histograms losslessly (HdrHistogram's
 compressed base64) and its raw measurements, so:
@@ -503,7 +503,7 @@ def figures_of(summary: Mapping[str, Any]) -> dict[str, float | None]:
 
 
 class _Histograms:
-    """The decoded histograms of one side, decoded once each (private)."""
+    """The decoded histograms of one side, decoded once each."""
 
     def __init__(self, summary: Mapping[str, Any]) -> None:
         encoded = summary.get("histograms")
@@ -692,7 +692,7 @@ def _why_real(change: Change, alpha: float, noise: float) -> str:
     return f"{test}, beyond the {noise:.0%} noise floor"
 
 
-def _p(value: float | None) -> str:
+def p_text(value: float | None) -> str:
     if value is None:
         return "-"
     return "<0.0001" if value < 0.0001 else f"{value:.4f}"
@@ -700,23 +700,23 @@ def _p(value: float | None) -> str:
 
 def _p_is(value: float | None) -> str:
     """``p<0.0001`` or ``p=0.0123``."""
-    text = _p(value)
+    text = p_text(value)
     return f"p{text}" if text.startswith("<") else f"p={text}"
 
 
-def _value(value: float | None, figure: str) -> str:
+def value_text(value: float | None, figure: str) -> str:
     if value is None:
         return "-"
     return _format.milliseconds(value) if figure.endswith("_ms") else _format.number(value)
 
 
-def _signed(value: float | None, figure: str) -> str:
+def signed_text(value: float | None, figure: str) -> str:
     if value is None:
         return "-"
-    return ("+" if value >= 0 else "-") + _value(abs(value), figure)
+    return ("+" if value >= 0 else "-") + value_text(abs(value), figure)
 
 
-def _percent(value: float | None) -> str:
+def percent_text(value: float | None) -> str:
     if value is None:
         return "-"
     return ("+" if value >= 0 else "-") + _format.percent(abs(value), digits=1)
@@ -724,12 +724,12 @@ def _percent(value: float | None) -> str:
 
 def _describe_change(change: Change) -> str:
     return (
-        f"{change.figure} {_value(change.base, change.figure)} -> "
-        f"{_value(change.new, change.figure)} ({_percent(change.relative)})"
+        f"{change.figure} {value_text(change.base, change.figure)} -> "
+        f"{value_text(change.new, change.figure)} ({percent_text(change.relative)})"
     )
 
 
-def _mark(change: Change) -> str:
+def mark(change: Change) -> str:
     if change.real:
         # A count or a rate has no test here: its change passed the noise floor alone.
         return "REAL" if change.test is not None else "changed"
@@ -758,12 +758,12 @@ def render_comparison(comparison: Comparison) -> str:
         rows.append(
             (
                 c.figure,
-                _value(c.base, c.figure),
-                _value(c.new, c.figure),
-                _signed(c.absolute, c.figure),
-                _percent(c.relative),
-                _p(c.p_value),
-                _mark(c),
+                value_text(c.base, c.figure),
+                value_text(c.new, c.figure),
+                signed_text(c.absolute, c.figure),
+                percent_text(c.relative),
+                p_text(c.p_value),
+                mark(c),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(7)]

@@ -1,4 +1,4 @@
-"""The HTML report of a comparison: one self-contained page, as bench's report (private).
+"""The HTML report of a comparison: one self-contained page, as bench's report.
 
 ``_templates/compare.html.j2`` extends the reports' shared page and macros (``_page``:
 autoescaped, offline, strict Content-Security-Policy) and lays out the setup differences, the
@@ -111,7 +111,7 @@ def _text(value: Any) -> str:
 
 
 def _table(changes: Sequence[Change]) -> list[dict[str, Any]]:
-    from ._compare import _mark, _p, _percent, _signed, _value  # noqa: PLC0415
+    from ._compare import mark, p_text, percent_text, signed_text, value_text  # noqa: PLC0415
 
     rows = []
     for c in changes:
@@ -120,13 +120,13 @@ def _table(changes: Sequence[Change]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "figure": c.figure,
-                "base": _value(c.base, c.figure),
-                "new": _value(c.new, c.figure),
-                "absolute": _signed(c.absolute, c.figure),
-                "relative": "-" if c.relative is None else _percent(c.relative),
-                "p": _p(c.p_value),
+                "base": value_text(c.base, c.figure),
+                "new": value_text(c.new, c.figure),
+                "absolute": signed_text(c.absolute, c.figure),
+                "relative": "-" if c.relative is None else percent_text(c.relative),
+                "p": p_text(c.p_value),
                 "real": c.real and c.test is not None,
-                "mark": _mark(c).lower(),
+                "mark": mark(c).lower(),
             }
         )
     return rows

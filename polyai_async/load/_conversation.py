@@ -1,6 +1,6 @@
 """One simulated conversation: create, the persona's turns, close; every outcome to an Observer.
 
-(private) ``run_conversation`` never raises a PolyAIError: each call's latency and error, each
+``run_conversation`` never raises a PolyAIError: each call's latency and error, each
 expectation and the conversation's end go to the observer, which counts them.
 """
 
@@ -30,7 +30,7 @@ CLOSE_ON_CANCEL_SECONDS = 2.0
 def guarded(callback: Callable[P, object], what: str) -> Callable[P, None]:
     """``callback``, but what it raises is logged (the first time only) instead of raised.
 
-    (private helper) A dashboard's bug must cost a log line, not the load run: the first
+    A dashboard's bug must cost a log line, not the load run: the first
     failure is logged with its traceback, later ones are not logged at all.
     """
     failed = False
@@ -248,7 +248,7 @@ _logged: set[tuple[type[Any], str]] = set()
 
 
 class _Guarded:
-    """An Observer passing each outcome on to another, logging what it raises (private helper)."""
+    """An Observer passing each outcome on to another, logging what it raises."""
 
     __slots__ = ("_observer",)
 

@@ -1,4 +1,4 @@
-r"""The HTML report of a load run: one self-contained page that opens offline (private).
+r"""The HTML report of a load run: one self-contained page that opens offline.
 
 ``render_html`` turns the JSON summary (schema ``polyai-async-bench/3``) into one HTML file,
 through the template ``_templates/bench.html.j2`` (the look every report shares is

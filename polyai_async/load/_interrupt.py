@@ -1,4 +1,4 @@
-"""Interrupting a run: the first SIGINT or SIGTERM stops it and keeps what was measured (private).
+"""Interrupting a run: the first SIGINT or SIGTERM stops it and keeps what was measured.
 
 As k6 and Locust do, the first signal stops starting conversations, closes those in flight
 and lets the run end with a result marked interrupted (``LoadResult.interrupted``); the

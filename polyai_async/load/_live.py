@@ -1,4 +1,4 @@
-"""What a person sees while a load runs (private).
+"""What a person sees while a load runs.
 
 ``live_figures`` turns the workers' snapshots (``Metrics.snapshot``) into the figures of one
 moment: elapsed and planned time, conversations started / in flight / done / failed /
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from . import _format
-from ._metrics import ENDPOINTS, _decode
+from ._metrics import ENDPOINTS, decode
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS
 from ._units import format_duration
 
@@ -52,7 +52,7 @@ def live_figures(
         cpu += snapshot.get("cpu_seconds", 0.0)
         elapsed = max(elapsed, snapshot.get("elapsed", 0.0))
         if snapshot["generator_lag"] is not None:
-            theirs = _decode(snapshot["generator_lag"])
+            theirs = decode(snapshot["generator_lag"])
             if lag is None:
                 lag = theirs
             else:
@@ -60,7 +60,7 @@ def live_figures(
         if snapshot["last"] is not None:
             last.update(snapshot["last"]["counters"])
             for endpoint, text in snapshot["last"]["histograms"].items():
-                theirs = _decode(text)
+                theirs = decode(text)
                 if endpoint in histograms:
                     histograms[endpoint].add(theirs)
                 else:

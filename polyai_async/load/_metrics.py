@@ -1,4 +1,4 @@
-"""What a load run measured, in a form that adds up exactly across processes (private).
+"""What a load run measured, in a form that adds up exactly across processes.
 
 Latencies go into HDR histograms (``hdrhistogram``: 1 us .. 1 h at 3 significant digits,
 recorded in microseconds): per endpoint (``create``, ``respond``, ``close``), per respond turn
@@ -97,13 +97,13 @@ def _encode(histogram: Any) -> str:
     return encoded.decode("ascii")
 
 
-def _decode(text: str) -> Any:
+def decode(text: str) -> Any:
     return HdrHistogram.decode(text.encode("ascii"))
 
 
 @attrs.define(eq=False)
 class _Second:
-    """One second of the series (private): counters, a gauge and per-endpoint histograms."""
+    """One second of the series: counters, a gauge and per-endpoint histograms."""
 
     t: int
     counters: Counter[str] = attrs.Factory(Counter)
@@ -115,7 +115,7 @@ class _Second:
         if endpoint in self.live:
             return self.live[endpoint]
         text = self.encoded.get(endpoint)
-        return None if text is None else _decode(text)
+        return None if text is None else decode(text)
 
     def add(self, other: _Second) -> None:
         """Add ``other``'s counters, gauge and histograms (the same second of another run)."""
@@ -537,7 +537,7 @@ class Metrics:
             raise ValueError("not the data of Metrics.to_dict (version 2)")
         metrics = cls()
         try:
-            metrics.histograms = {n: _decode(h) for n, h in data["histograms"].items()}
+            metrics.histograms = {n: decode(h) for n, h in data["histograms"].items()}
             metrics.counters = Counter(data["counters"])
             metrics.retries = Counter(data["retries"])
             metrics.errors = {n: [int(c), str(e)] for n, (c, e) in data["errors"].items()}

@@ -53,7 +53,7 @@ def render_page(template: str, /, *, title: str, data: Mapping[str, Any], **cont
         ConfigurationError: Jinja2 is not installed.
     """
     return (
-        _environment()
+        environment()
         .get_template(template)
         .render(page=_page_assets(), title=title, data=data, **context)
     )
@@ -77,7 +77,7 @@ _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     try:
         import jinja2  # noqa: PLC0415 - an optional dependency (the extras that write reports)
     except ImportError:

@@ -1,4 +1,4 @@
-"""Reports of a LoadResult: JSON, CSV and the terminal tables (private).
+"""Reports of a LoadResult: JSON, CSV and the terminal tables.
 
 rich is imported inside ``render`` alone, so the engine and the file reports run without it.
 """

@@ -1,4 +1,4 @@
-"""A run's result: the merged Metrics, the summary built from them, thresholds, warnings (private).
+"""A run's result: the merged Metrics, the summary built from them, thresholds, warnings.
 
 The summary (``LoadResult.summary``, written by ``--json``) is one JSON object with schema
 ``polyai-async-bench/4``; every key is documented in ``docs/load-testing.md``.

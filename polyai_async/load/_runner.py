@@ -1,4 +1,4 @@
-"""The runner: applies a Load with a Scenario through one client, on one event loop (private).
+"""The runner: applies a Load with a Scenario through one client, on one event loop.
 
 ``drive`` is the engine: the closed model's simulated users, or the open model's arrival
 schedule, conversations as tasks, the generator's own lag measured, a tick a second for the

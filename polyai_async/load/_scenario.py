@@ -1,4 +1,4 @@
-"""Scenarios: who the simulated users are and what they say (private).
+"""Scenarios: who the simulated users are and what they say.
 
 A scenario file is YAML (``.yaml``/``.yml``, needs pyyaml from the ``load`` extra), JSON
 (``.json``) or JSON Lines of recorded conversations (``.jsonl``, ``{"turns": [...]}`` a line,
@@ -65,7 +65,7 @@ class ScenarioError(ConfigurationError):
 
 
 class _Bad(Exception):
-    """A problem at a field path, before the file name is known (private)."""
+    """A problem at a field path, before the file name is known."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}" if path else problem)

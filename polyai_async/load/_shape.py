@@ -1,4 +1,4 @@
-"""Load shapes: how many conversations run, and when (private).
+"""Load shapes: how many conversations run, and when.
 
 Two models, as k6 names its executors:
 

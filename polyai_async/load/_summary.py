@@ -1,7 +1,7 @@
 """What the JSON summary of a load run holds (schema ``polyai-async-bench/4``), as types.
 
 ``summarize`` writes a ``Summary``; ``--json`` writes it as it is, and docs/load-testing.md
-documents every key (tests/test_load_summary.py checks that the table and these types list the
+documents every key (tests/load/test_load_summary.py checks that the table and these types list the
 same keys with the same types, and that a run writes exactly them). ``Figures`` are the flat
 numbers and names, what a threshold may name and what each worker reports
 (``WorkerFigures``); ``Summary`` adds the lists and tables the reports draw.

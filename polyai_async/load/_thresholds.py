@@ -1,4 +1,4 @@
-"""Thresholds, as in k6: a run passes only when each holds (private).
+"""Thresholds, as in k6: a run passes only when each holds.
 
 An expression is ``FIGURE OP NUMBER[UNIT]``:
 

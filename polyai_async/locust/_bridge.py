@@ -1,4 +1,4 @@
-"""One Locust process's bridge: its loop thread, its client, its metrics (private).
+"""One Locust process's bridge: its loop thread, its client, its metrics.
 
 Every Locust process that runs users (a worker, or a plain ``locust`` run) has one
 ``Bridge``: one asyncio loop in a native thread, one ``PolyAIClient`` shared by all its users,
@@ -60,7 +60,7 @@ class ExpectationFailed(Exception):
 
 
 class _TrackingClient(PolyAIClient):
-    """A PolyAIClient that knows which chats it created and has not closed (private helper)."""
+    """A PolyAIClient that knows which chats it created and has not closed."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -88,7 +88,7 @@ class _TrackingClient(PolyAIClient):
 
 
 class _Relay:
-    """The Observer a conversation reports to, on the loop's thread (private helper).
+    """The Observer a conversation reports to, on the loop's thread.
 
     It records each outcome in the bridge's Metrics and posts it to the gevent thread, where
     Locust's events fire.
@@ -130,7 +130,7 @@ class _Relay:
 
 
 class _Firing:
-    """Fires Locust's request event, on the gevent thread only (private helper).
+    """Fires Locust's request event, on the gevent thread only.
 
     Only the HTTP calls are Locust requests; conversations and expectations go to the
     process's Checks (their own statistics, see ``_checks``).

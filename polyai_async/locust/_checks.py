@@ -1,4 +1,4 @@
-"""Conversations and expectations, in statistics of their own beside Locust's (private).
+"""Conversations and expectations, in statistics of their own beside Locust's.
 
 Locust's request statistics (its table, its Aggregated row, its total RPS, its failures) hold
 the HTTP calls only: ``create``, ``respond`` and ``close``. A whole conversation (seconds

@@ -1,6 +1,6 @@
 """Locust event hooks: the report options, the worker-to-master messages, the merged report.
 
-(private) Importing ``polyai_async.locust`` registers these listeners on ``locust.events``,
+Importing ``polyai_async.locust`` registers these listeners on ``locust.events``,
 as Locust plugins do.
 
 - Every process that runs users (a worker, or a plain ``locust`` run) has a Bridge. When its
@@ -93,7 +93,7 @@ def report_summary(
     base_url: str | None,
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The JSON summary of a Locust run from each worker's final report (private helper).
+    """The JSON summary of a Locust run from each worker's final report.
 
     The load engine's summary of the merged Metrics, plus ``workers`` (one flat summary per
     worker, with its ``worker`` id), ``workers_missing``, ``conversations_left_open``,

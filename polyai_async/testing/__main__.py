@@ -20,7 +20,7 @@ from ._server import DEFAULT_CREDENTIALS, FakePolyAI, run_server
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Make the command line parser (private helper, shared with ``benchmarks/_fake.py``)."""
+    """Make the command line parser (shared with ``benchmarks/_fake.py``)."""
     parser = OneLineParser(
         prog="python -m polyai_async.testing",
         description="Run a fake PolyAI Chat API server; prints its URL on the first line.",
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fake_from_args(args: argparse.Namespace) -> FakePolyAI:
-    """Build the FakePolyAI the parsed arguments describe (private helper).
+    """Build the FakePolyAI the parsed arguments describe.
 
     Raises:
         ValueError: a fault option is out of range; the message names it.

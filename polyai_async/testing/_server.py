@@ -115,7 +115,7 @@ def _error_code(status: int) -> str:
 
 
 class _Reject(Exception):
-    """An error answer, raised anywhere in a request's handling (private helper)."""
+    """An error answer, raised anywhere in a request's handling."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -170,7 +170,7 @@ class Stats:
 
 
 class _CountingServer(web.Server):
-    """aiohttp's low-level server, counting TCP connections into a Stats (private helper).
+    """aiohttp's low-level server, counting TCP connections into a Stats.
 
     ``web.Server`` is told of every connection by its protocol (``RequestHandler``) exactly
     once when it opens and once when it closes, so these two hooks see every TCP connection.
