@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from .._errors import PolyAIError
 from .._redact import redact
-from . import _bench, _chat, _compare, _serve
+from . import _bench, _capacity, _chat, _compare, _serve
 from ._common import (
     PROG,
     Parser,
@@ -35,6 +35,7 @@ __all__ = ["build_parser", "main", "redact"]
 _EXAMPLES = {
     None: """examples:
   polyai-async bench              load test against an embedded fake server
+  polyai-async capacity           find how much an agent takes (a one-minute demo)
   polyai-async serve --port 0     run a fake API; export the settings it prints
   polyai-async chat               chat with the fake's demo agent
 
@@ -49,6 +50,14 @@ Each COMMAND --help lists its options and examples.""",
 
 --base-url and --real take their credentials from POLYAI_API_KEY, POLYAI_TOKEN,
 POLYAI_ACCOUNT_ID and POLYAI_PROJECT_ID.""",
+    "capacity": """examples:
+  polyai-async capacity
+  polyai-async capacity --agent-capacity 4 --model closed --slo 'respond.p99<300ms'
+  polyai-async capacity --base-url https://staging.example.com --max 50 --slo 'respond.p99<2s' \\
+      --slo 'conversation_error_rate<0.01' --json capacity.json
+
+With no target, the demo: an embedded fake agent of 8 slots of 100 ms (80 turns a second),
+found in about a minute. --base-url and --real need --max.""",
     "compare": """examples:
   polyai-async compare base.json new.json
   polyai-async compare base.json new.json --fail-on 'respond.p99>+10%' --html compare.html
@@ -103,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_bench, _compare, _serve, _chat):
+    for module in (_bench, _capacity, _compare, _serve, _chat):
         module.add_parser(commands)
     for name, command in commands.choices.items():
         command.epilog = _EXAMPLES[name]

@@ -22,18 +22,22 @@ from .._redact import safe_text
 from .._retry import RetryPolicy
 from ..testing import FakeServerProcess
 from ._common import (
+    AGENT_OPTIONS,
     FAKE_CREDENTIALS,
     FAULT_OPTIONS,
     UsageError,
+    add_agent_options,
+    add_client_options,
     add_fault_options,
+    add_generator_options,
+    add_scenario_options,
     add_target_options,
-    budget,
+    agent_capacity_from,
     client_settings,
     display_url,
     fail,
     faults_from,
     json_path,
-    positive_seconds,
     prog,
     rate,
     whole,
@@ -57,6 +61,15 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _duration_or_zero(text: str) -> float:
+    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_number(text: str) -> float:
     try:
         value = float(text)
@@ -78,28 +91,7 @@ def add_parser(commands: Any) -> None:
         "--rate gives the open model (new conversations a second, latency counted from each "
         "one's scheduled start). By default against a fake server started in its own process.",
     )
-    scenario = bench.add_argument_group("scenario")
-    scenario.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
-        "conversations (default: the demo scenario)",
-    )
-    scenario.add_argument(
-        "--turns",
-        type=whole(0),
-        default=None,
-        metavar="N",
-        help="the demo scenario's user messages per conversation; fewer when the agent ends "
-        "it (default 5)",
-    )
-    scenario.add_argument(
-        "--think-time",
-        metavar="TIME",
-        help="pause before each user message, overriding the scenario's: 2s, "
-        "exponential:3s or uniform:1s..5s",
-    )
+    add_scenario_options(bench)
     load = bench.add_argument_group("load")
     load.add_argument(
         "--concurrency",
@@ -113,20 +105,6 @@ def add_parser(commands: Any) -> None:
         metavar="R",
         help="open model: new conversations a second (with --stages, the starting rate); at "
         "most 10000 per process",
-    )
-    load.add_argument(
-        "--arrival",
-        choices=("poisson", "constant"),
-        default="poisson",
-        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
-    )
-    load.add_argument(
-        "--max-in-flight",
-        type=whole(1),
-        default=10_000,
-        metavar="N",
-        help="open model: arrivals that find N conversations in flight (counted from their "
-        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
     )
     load.add_argument(
         "--stages",
@@ -147,6 +125,7 @@ def add_parser(commands: Any) -> None:
         metavar="TIME",
         help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
     )
+    add_generator_options(load)
     load.add_argument(
         "--graceful-stop",
         type=_duration,
@@ -155,67 +134,10 @@ def add_parser(commands: Any) -> None:
         help="after --duration, wait this long for conversations in flight, then cancel "
         "them (default 30s)",
     )
-    load.add_argument(
-        "--processes",
-        type=whole(1),
-        default=1,
-        metavar="N",
-        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
-        "exactly (default 1)",
-    )
-    load.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="the event loop: auto is uvloop when it is installed (default auto)",
-    )
-    client = bench.add_argument_group("client")
-    client.add_argument(
-        "--max-connections",
-        type=whole(1),
-        default=PoolLimits().max_connections,
-        metavar="N",
-        help=f"connections to the host at most, per process (PoolLimits; default "
-        f"{PoolLimits().max_connections})",
-    )
-    client.add_argument(
-        "--retry-attempts",
-        type=whole(1),
-        default=RetryPolicy().max_attempts,
-        metavar="N",
-        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
-        f"{RetryPolicy().max_attempts})",
-    )
-    client.add_argument(
-        "--no-retry-ambiguous",
-        action="store_true",
-        help="do not retry create and respond when the server may have processed them",
-    )
-    client.add_argument(
-        "--deadline",
-        type=positive_seconds,
-        default=RetryPolicy().deadline,
-        metavar="SECONDS",
-        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
-    )
-    client.add_argument(
-        "--retry-budget",
-        type=budget,
-        default=RetryPolicy().retry_budget,
-        metavar="N|off",
-        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
-        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
-        f"(default {RetryPolicy().retry_budget})",
-    )
-    client.add_argument(
-        "--adaptive-concurrency",
-        action="store_true",
-        help="cap the client's calls in flight and move the cap as the API answers (slow "
-        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
-        "PolyAIClient(adaptive_concurrency=True) would",
-    )
+    add_client_options(bench)
     add_target_options(bench, "load-test")
     add_fault_options(bench)
+    add_agent_options(bench)
     output = bench.add_argument_group("pass/fail and output")
     output.add_argument(
         "--threshold",
@@ -224,6 +146,27 @@ def add_parser(commands: Any) -> None:
         metavar="EXPR",
         help="fail the run (exit 99) unless EXPR holds, such as respond.p99<1500ms, "
         "create.p95<=2s, conversation_error_rate<0.01, expectations_failed==0; repeatable",
+    )
+    output.add_argument(
+        "--abort-on-fail",
+        action="store_true",
+        help="judge the thresholds every second over a sliding window (after --abort-grace) and "
+        "stop the run at the first that fails twice in a row: exit 99, reports written and "
+        "marked with when and why (one process only)",
+    )
+    output.add_argument(
+        "--abort-grace",
+        type=_duration_or_zero,
+        default=10.0,
+        metavar="TIME",
+        help="with --abort-on-fail, nothing is judged before this (default 10s)",
+    )
+    output.add_argument(
+        "--abort-window",
+        type=_duration,
+        default=5.0,
+        metavar="TIME",
+        help="with --abort-on-fail, the sliding window judged every second (default 5s)",
     )
     output.add_argument(
         "--max-error-rate",
@@ -266,14 +209,14 @@ def add_parser(commands: Any) -> None:
 
 
 def _server_options(args: argparse.Namespace) -> list[str]:
-    """The embedded fake's options: the demo agent, the fake's credentials, the fault options."""
+    """The embedded fake's options: the demo agent, its credentials, fault and agent options."""
     options = ["--agent", "demo"]
     for name, value in FAKE_CREDENTIALS.items():
         options += ["--" + name.replace("_", "-"), value]
-    for name in FAULT_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            options += ["--" + name.replace("_", "-"), str(value)]
+    for name in (*FAULT_OPTIONS, *AGENT_OPTIONS):
+        given = getattr(args, name, None)
+        if given is not None:
+            options += ["--" + name.replace("_", "-"), str(given)]
     return options
 
 
@@ -438,7 +381,7 @@ def _report_settings(
         "threshold": "; ".join(args.threshold) or None,
         "max_error_rate": args.max_error_rate,
     }
-    for name in FAULT_OPTIONS:
+    for name in (*FAULT_OPTIONS, *AGENT_OPTIONS):
         settings[name] = getattr(args, name, None)
     return settings
 
@@ -481,6 +424,7 @@ def run(args: argparse.Namespace) -> int:
     server: FakeServerProcess | None = None
     if embedded:
         faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        agent_capacity_from(args)
         target, settings = "embedded", {}
     else:
         target, settings = ("real" if args.real else "base_url"), client_settings(args)
@@ -537,6 +481,7 @@ def run(args: argparse.Namespace) -> int:
                 on_tick=None if view is None else view.update,
                 settings=_report_settings(args, target, base_url, scenario),
                 context=context,
+                abort_on_fail=_abort_on_fail(args, thresholds),
             )
     if server is not None:
         # Known only once the fake has stopped: added here, then everything is judged again on
@@ -548,6 +493,24 @@ def run(args: argparse.Namespace) -> int:
     return conclude(args, result, written, baseline)
 
 
+def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
+    """The AbortOnFail of --abort-on-fail, None without it; UsageError if it cannot apply."""
+    if not args.abort_on_fail:
+        return None
+    from ..load import AbortOnFail  # noqa: PLC0415 - the load extra
+
+    if not thresholds:
+        raise UsageError("--abort-on-fail needs a --threshold to judge")
+    if args.processes > 1:
+        raise UsageError("--abort-on-fail judges one process's figures: drop --processes")
+    try:
+        return AbortOnFail(grace=args.abort_grace, window=args.abort_window)
+    except ConfigurationError as exc:
+        raise UsageError(
+            option_names(str(exc).replace("window", "abort_window"), ("abort_window",))
+        ) from None
+
+
 def conclude(
     args: argparse.Namespace,
     result: Any,
@@ -557,6 +520,14 @@ def conclude(
     """The exit status, and the line on stderr that says why it is not 0."""
     summary = result.summary
     code: int = result.exit_code
+    aborted = result.aborted
+    if aborted is not None:
+        fail(
+            f"aborted at {aborted['at_seconds']:.0f}s: {aborted['threshold']} failed over the "
+            f"last {aborted['window_seconds']:g}s (measured {aborted['value']:g}); the report "
+            "covers the run up to there"
+        )
+        return code
     if result.interrupted:
         print(
             f"{prog()}: interrupted ({result.interrupted_by}): the load was stopped early; the "

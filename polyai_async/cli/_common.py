@@ -22,9 +22,10 @@ from yarl import URL
 
 from .. import _logging
 from .._commandline import OneLineParser, option_names
-from .._config import DEFAULT_REGION, REGIONS, is_loopback
+from .._config import DEFAULT_REGION, REGIONS, PoolLimits, is_loopback
 from .._errors import ConfigurationError
 from .._redact import safe_text
+from .._retry import RetryPolicy
 from ..testing import AGENTS, DEFAULT_CREDENTIALS, FakePolyAI, Faults
 
 PROG = "polyai-async"
@@ -170,6 +171,113 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """The scenario group (bench's and capacity's)."""
+    scenario = parser.add_argument_group("scenario")
+    scenario.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
+        "conversations (default: the demo scenario)",
+    )
+    scenario.add_argument(
+        "--turns",
+        type=whole(0),
+        default=None,
+        metavar="N",
+        help="the demo scenario's user messages per conversation; fewer when the agent ends "
+        "it (default 5)",
+    )
+    scenario.add_argument(
+        "--think-time",
+        metavar="TIME",
+        help="pause before each user message, overriding the scenario's: 2s, "
+        "exponential:3s or uniform:1s..5s",
+    )
+
+
+def add_generator_options(load: Any) -> None:
+    """The load group's options on how the generator runs (bench's and capacity's)."""
+    load.add_argument(
+        "--arrival",
+        choices=("poisson", "constant"),
+        default="poisson",
+        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=whole(1),
+        default=10_000,
+        metavar="N",
+        help="open model: arrivals that find N conversations in flight (counted from their "
+        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
+    )
+    load.add_argument(
+        "--processes",
+        type=whole(1),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
+        "exactly (default 1)",
+    )
+    load.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: auto is uvloop when it is installed (default auto)",
+    )
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The client group: pool, retries, deadline, adaptive concurrency (bench's and capacity's)."""
+    client = parser.add_argument_group("client")
+    client.add_argument(
+        "--max-connections",
+        type=whole(1),
+        default=PoolLimits().max_connections,
+        metavar="N",
+        help=f"connections to the host at most, per process (PoolLimits; default "
+        f"{PoolLimits().max_connections})",
+    )
+    client.add_argument(
+        "--retry-attempts",
+        type=whole(1),
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
+        f"{RetryPolicy().max_attempts})",
+    )
+    client.add_argument(
+        "--no-retry-ambiguous",
+        action="store_true",
+        help="do not retry create and respond when the server may have processed them",
+    )
+    client.add_argument(
+        "--deadline",
+        type=positive_seconds,
+        default=RetryPolicy().deadline,
+        metavar="SECONDS",
+        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
+    )
+    client.add_argument(
+        "--retry-budget",
+        type=budget,
+        default=RetryPolicy().retry_budget,
+        metavar="N|off",
+        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
+        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
+        f"(default {RetryPolicy().retry_budget})",
+    )
+    client.add_argument(
+        "--adaptive-concurrency",
+        action="store_true",
+        help="cap the client's calls in flight and move the cap as the API answers (slow "
+        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
+        "PolyAIClient(adaptive_concurrency=True) would",
+    )
+
+
 FAULT_OPTIONS = (
     "error_rate",
     "rate_limit_rate",
@@ -180,6 +288,42 @@ FAULT_OPTIONS = (
     "latency_jitter",
     "seed",
 )
+
+
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    # Defaults None, as the fault options: a real target refuses them.
+    agent = parser.add_argument_group("the fake agent's capacity")
+    agent.add_argument(
+        "--agent-capacity",
+        type=whole(1),
+        metavar="N",
+        help="respond turns the fake agent works on at once; more wait their turn, first come "
+        "first served: it sustains N / --agent-latency turns a second (default: no limit)",
+    )
+    agent.add_argument(
+        "--agent-latency",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --agent-capacity, the seconds each turn holds its slot (default 0.1)",
+    )
+    agent.add_argument(
+        "--agent-latency-jitter",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --agent-capacity, up to this much more per turn, uniformly random",
+    )
+
+
+AGENT_OPTIONS = ("agent_capacity", "agent_latency", "agent_latency_jitter")
+
+
+def agent_capacity_from(args: argparse.Namespace) -> dict[str, Any]:
+    """FakePolyAI's agent_* arguments the agent options give; UsageError if they do not fit."""
+    options = {n: getattr(args, n) for n in AGENT_OPTIONS if getattr(args, n, None) is not None}
+    if options and "agent_capacity" not in options:
+        flags = ", ".join("--" + n.replace("_", "-") for n in options)
+        raise UsageError(f"{flags}: give --agent-capacity too (they shape its slots)")
+    return options
 
 
 def add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -275,7 +419,9 @@ def client_settings(args: argparse.Namespace, *, source: str | None = None) -> d
 
     ``source`` names what chose the target in messages (default ``--real`` or ``--base-url``).
     """
-    given = [name for name in FAULT_OPTIONS if getattr(args, name, None) is not None]
+    given = [
+        name for name in (*FAULT_OPTIONS, *AGENT_OPTIONS) if getattr(args, name, None) is not None
+    ]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: only the embedded fake server takes these options")
@@ -296,6 +442,7 @@ def make_fake(
     host: str = "127.0.0.1",
     port: int = 0,
     faults: Faults | None = None,
+    **agent_capacity: Any,
 ) -> FakePolyAI:
     return FakePolyAI(
         host=host,
@@ -307,6 +454,7 @@ def make_fake(
         agent=AGENTS[agent](),
         faults=faults,
         seed=seed,
+        **agent_capacity,
     )
 
 

@@ -8,7 +8,14 @@ from typing import Any
 
 from .._commandline import port_number
 from ..testing import FakePolyAI, run_server
-from ._common import add_fault_options, fail, faults_from, make_fake
+from ._common import (
+    add_agent_options,
+    add_fault_options,
+    agent_capacity_from,
+    fail,
+    faults_from,
+    make_fake,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -30,6 +37,7 @@ def add_parser(commands: Any) -> None:
     where.add_argument(
         "--agent", choices=("demo", "echo"), default="demo", help="who answers (default demo)"
     )
+    add_agent_options(serve)
     add_fault_options(serve)
     serve.set_defaults(run=run)
 
@@ -42,10 +50,16 @@ def run(args: argparse.Namespace) -> int:
         agent=args.agent,
         faults=faults_from(args),
         seed=args.seed,
+        **agent_capacity_from(args),
     )
 
     def ready(running: FakePolyAI) -> None:
         print(running.url)
+        if running.agent_turns_per_second is not None:
+            print(
+                f"The agent takes {running.agent_capacity} turns at once: at most "
+                f"{running.agent_turns_per_second:g} turns a second."
+            )
         print("Fake credentials, for this server only (export them, or pass them to the client):")
         print(f"  POLYAI_BASE_URL={running.url}")
         print(f"  POLYAI_API_KEY={running.api_key}")

@@ -13,7 +13,17 @@ load, scenario)``. Needs the ``load`` extra (hdrhistogram, pyyaml). The client n
 this package.
 """
 
+from ._abort import AbortOnFail
 from ._api import check_processes, parse_thresholds, run_load, run_load_async
+from ._capacity import (
+    CAPACITY_SCHEMA,
+    CapacityResult,
+    CapacitySearch,
+    CapacityStep,
+    find_capacity,
+    find_capacity_async,
+)
+from ._capacity_html import render_capacity_html, write_capacity_html
 from ._compare import (
     Change,
     Comparison,
@@ -51,7 +61,12 @@ from ._units import parse_duration
 from ._workers import WorkerError
 
 __all__ = [
+    "CAPACITY_SCHEMA",
     "SCHEMA",
+    "AbortOnFail",
+    "CapacityResult",
+    "CapacitySearch",
+    "CapacityStep",
     "Change",
     "Comparison",
     "Expect",
@@ -78,6 +93,8 @@ __all__ = [
     "choose_loop",
     "compare",
     "demo_scenario",
+    "find_capacity",
+    "find_capacity_async",
     "load_scenario",
     "merge_summaries",
     "output_path_problem",
@@ -87,6 +104,7 @@ __all__ = [
     "parse_thresholds",
     "read_summary",
     "render",
+    "render_capacity_html",
     "render_comparison",
     "render_comparison_html",
     "render_html",
@@ -94,6 +112,7 @@ __all__ = [
     "run_load",
     "run_load_async",
     "summarize",
+    "write_capacity_html",
     "write_comparison_html",
     "write_csv",
     "write_html",

@@ -132,6 +132,9 @@ class PlainProgress:
         # Warnings first: they say the other figures are the generator's, not the agent's.
         pieces = [f"started {f['started']:,}"]
         pieces += [f"WARNING {_short(w)}" for w in warnings_of(f)]
+        if f.get("target") is not None:
+            stage = f" (stage {f['stage']})" if f.get("stage") else ""
+            pieces.append(f"target {f['target']:.3g}{f.get('target_unit', '')}{stage}")
         pieces += [
             f"in flight {f['in_flight']:,}",
             f"done {f['done']:,}",
@@ -194,6 +197,13 @@ class LiveView:
         failed = f"[red]{f['failed']:,}[/]" if f["failed"] else "0"
         dropped = f"[red]{f['dropped']:,}[/]" if f["dropped"] else "0"
         head.add_row("elapsed", _clock(f), "started", f"{f['started']:,}")
+        if f.get("target") is not None:
+            head.add_row(
+                "target",
+                f"{f['target']:.3g}{f.get('target_unit', '')}",
+                "stage",
+                f.get("stage") or "-",
+            )
         head.add_row("in flight", f"{f['in_flight']:,}", "done", f"{f['done']:,}")
         head.add_row("failed", failed, "dropped", dropped)
         head.add_row(

@@ -333,6 +333,12 @@ class Metrics:
         self.counters["turns_completed"] += turns
         self.turns_per_conversation[turns] += 1
         self._record("conversation", seconds)
+        # Per second too, so a window of the run has its error rate and mean duration.
+        second = self._second().counters
+        second["conversations_ended"] += 1
+        second["conversation_ms"] += round(seconds * 1000)
+        if error is not None:
+            second["conversations_failed"] += 1
         if error is None:
             self.counters["conversations_completed"] += 1
             counts.completed += 1

@@ -43,6 +43,8 @@ CSV_COLUMNS = (
     "in_flight",
     *(f"{e}_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
     *(f"{e}_ok_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
+    # Last, so that the columns before it keep their places.
+    "target",
 )
 # The terminal's columns (p95 and the mean are in the JSON): they fit in 80 columns.
 _LATENCY_KEYS = ("p50", "p90", "p99", "p999", "max")

@@ -208,6 +208,8 @@ class TimeseriesRow(TypedDict):
     """One second of the run (``t``: seconds since the start)."""
 
     t: int
+    #: The rate (open model) or concurrency (closed) the load asked for in that second.
+    target: float | None
     conversations_started: int
     requests: int
     errors: int
@@ -247,6 +249,9 @@ class Summary(Figures):
     interrupted: bool
     #: ``SIGINT``, ``SIGTERM`` or ``stop`` when interrupted, else null.
     interrupted_by: str | None
+    #: With ``--abort-on-fail``: when and why it stopped the run (``at_seconds``,
+    #: ``threshold``, ``value``, ``window_seconds``), else null.
+    aborted: dict[str, Any] | None
     #: A worker sent no result in time: the figures are the other workers' only.
     partial: bool
     workers_missing: list[MissingWorker | str]
@@ -271,4 +276,6 @@ class Summary(Figures):
     #: The rest of the raw measurements (``Metrics.to_dict()`` without its histograms).
     metrics: dict[str, Any]
     timeseries: list[TimeseriesRow]
+    #: With ``--stages``: each stage's own figures, from the seconds it covered.
+    stages: list[dict[str, Any]]
     workers: list[WorkerFigures]

@@ -36,6 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--agent", choices=sorted(AGENTS), default="demo")
     server.add_argument("--seed", type=int, default=None)
     server.add_argument("--legacy-errors", action="store_true", help="old error body shape")
+    agent = parser.add_argument_group("agent capacity")
+    agent.add_argument(
+        "--agent-capacity",
+        type=int,
+        default=None,
+        help="respond turns the agent works on at once; more wait their turn (default: no limit)",
+    )
+    agent.add_argument(
+        "--agent-latency", type=float, default=0.1, help="seconds a turn holds its slot (0.1)"
+    )
+    agent.add_argument("--agent-latency-jitter", type=float, default=0.0)
     faults = parser.add_argument_group("faults")
     faults.add_argument("--error-rate", type=float, default=0.0)
     faults.add_argument("--error-status", type=int, default=500)
@@ -89,6 +100,9 @@ def fake_from_args(args: argparse.Namespace) -> FakePolyAI:
         faults=faults,
         seed=args.seed,
         legacy_errors=args.legacy_errors,
+        agent_capacity=args.agent_capacity,
+        agent_latency=args.agent_latency,
+        agent_latency_jitter=args.agent_latency_jitter,
     )
 
 

@@ -148,6 +148,8 @@ class Stats:
         in_flight: requests being processed now (from their arrival at an endpoint to
             their answer), those refused by ``Faults.concurrency_limit`` not included.
         max_in_flight: the most requests processed at once.
+        agent_waiting: respond turns waiting now for a slot of ``agent_capacity``.
+        max_agent_waiting: the most turns that waited for a slot at once.
     """
 
     requests: Counter[str] = attrs.Factory(Counter)
@@ -159,6 +161,8 @@ class Stats:
     max_open_connections: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    agent_waiting: int = 0
+    max_agent_waiting: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the CLI prints it on exit)."""
@@ -213,6 +217,15 @@ class FakePolyAI:
         seed: seeds the random sources behind faults, latency and ids: with the same seed the
             n-th request the faults apply to gets the same fault.
         legacy_errors: answer errors in the older shape ``{"error_message": ...}``.
+        agent_capacity: respond turns the agent works on at once, None for no limit (the
+            default: answers take no time whatever the load). With N, each respond turn holds
+            one of N slots for ``agent_latency`` plus up to ``agent_latency_jitter`` seconds
+            (uniformly random), then the agent answers; turns beyond N wait for a slot, first
+            come first served. Create and close take no slot. Such an agent sustains at most
+            ``agent_turns_per_second`` (N / mean latency) turns a second: past that, its queue
+            and its latency grow without bound, the knee a capacity search looks for.
+        agent_latency: the seconds a turn holds its slot (with ``agent_capacity``).
+        agent_latency_jitter: up to this many more seconds a turn, uniformly random.
         keep_closed: how many closed conversations it remembers whole (``conversations``,
             ``stats.attempts``), the most recently closed; older ones are forgotten, so a
             long soak's memory stays flat. A forgotten id still answers as a closed one
@@ -234,12 +247,35 @@ class FakePolyAI:
         faults: Faults | None = None,
         seed: int | None = None,
         legacy_errors: bool = False,
+        agent_capacity: int | None = None,
+        agent_latency: float = 0.1,
+        agent_latency_jitter: float = 0.0,
         keep_closed: int = KEEP_CLOSED,
     ) -> None:
         if isinstance(keep_closed, bool) or not isinstance(keep_closed, int) or keep_closed < 0:
             raise ConfigurationError(
                 f"keep_closed must be a whole number >= 0, got {keep_closed!r}"
             )
+        if agent_capacity is not None and (
+            isinstance(agent_capacity, bool)
+            or not isinstance(agent_capacity, int)
+            or agent_capacity < 1
+        ):
+            raise ValueError(
+                f"agent_capacity must be a whole number >= 1 or None, got {agent_capacity!r}"
+            )
+        for name, seconds in (
+            ("agent_latency", agent_latency),
+            ("agent_latency_jitter", agent_latency_jitter),
+        ):
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not seconds >= 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {seconds!r}")
+            if seconds == float("inf"):
+                raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
         self.host = host
         self.port = port
         self.api_key = api_key
@@ -249,6 +285,13 @@ class FakePolyAI:
         self.version = version
         self.agent: Agent = agent if agent is not None else DemoAgent()
         self.legacy_errors = legacy_errors
+        self.agent_capacity = agent_capacity
+        self.agent_latency = float(agent_latency)
+        self.agent_latency_jitter = float(agent_latency_jitter)
+        # asyncio.Semaphore wakes its waiters in the order they came (FIFO).
+        self._slots = None if agent_capacity is None else asyncio.Semaphore(agent_capacity)
+        # The slots' latency draws from a source of its own, so faults stay as the seed says.
+        self._slot_rng = random.Random(seed)  # noqa: S311 - simulated latency, not secrets
         self.stats = Stats()
         self.keep_closed = keep_closed
         #: The conversations it remembers, by id: every open one, and the last
@@ -301,6 +344,17 @@ class FakePolyAI:
         """
         counts = {cid: state.duplicated_turns() for cid, state in self.conversations.items()}
         return {cid: n for cid, n in counts.items() if n}
+
+    @property
+    def agent_turns_per_second(self) -> float | None:
+        """The most respond turns a second the agent sustains: ``agent_capacity`` / mean latency.
+
+        None without ``agent_capacity`` (no limit), or with a latency of zero.
+        """
+        mean = self.agent_latency + self.agent_latency_jitter / 2
+        if self.agent_capacity is None or mean <= 0:
+            return None
+        return self.agent_capacity / mean
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -415,10 +469,10 @@ class FakePolyAI:
                 if fault.after:
                     # Processed, whatever came of it; then the answer is lost to the fault.
                     with contextlib.suppress(_Reject):
-                        _, turn = await self._process(endpoint, body)
+                        _, turn = await self._process(endpoint, body, request)
                         self._lose(endpoint, body, turn)
                 return self._inject(request, fault, plan)
-            answer, turn = await self._process(endpoint, body)
+            answer, turn = await self._process(endpoint, body, request)
             transport = request.transport
             if transport is None or transport.is_closing():
                 self._lose(endpoint, body, turn)  # the client gave up waiting
@@ -439,6 +493,40 @@ class FakePolyAI:
             await asyncio.sleep(seconds)
         finally:
             self._delayed.discard(task)
+
+    async def _hold_slot(self, request: web.BaseRequest | None) -> None:
+        """Wait for one of the agent's slots, hold it for a turn's latency, give it back.
+
+        A turn whose client hung up while it waited gives its slot back at once (the agent
+        would answer nobody), so an overload drains as its clients give up rather than
+        outliving them. Cancelled like injected latency when the server stops (``_delay``).
+        """
+        assert self._slots is not None  # noqa: S101 - called only with agent_capacity
+        task = asyncio.current_task()
+        if task is not None:
+            if self._stopping:
+                task.cancel()
+            self._delayed.add(task)
+        stats = self.stats
+        stats.agent_waiting += 1
+        stats.max_agent_waiting = max(stats.max_agent_waiting, stats.agent_waiting)
+        waiting = True
+        try:
+            async with self._slots:
+                stats.agent_waiting -= 1
+                waiting = False
+                transport = None if request is None else request.transport
+                if request is not None and (transport is None or transport.is_closing()):
+                    return
+                jitter = self.agent_latency_jitter
+                await asyncio.sleep(
+                    self.agent_latency + (self._slot_rng.uniform(0, jitter) if jitter else 0.0)
+                )
+        finally:
+            if waiting:  # cancelled in the queue
+                stats.agent_waiting -= 1
+            if task is not None:
+                self._delayed.discard(task)
 
     def _route(self, request: web.BaseRequest) -> str:
         path = request.path
@@ -501,10 +589,12 @@ class FakePolyAI:
             raise _invalid(f"channel must be one of {_CHANNELS}, not {channel!r}")
         return body
 
-    async def _process(self, endpoint: str, body: dict[str, Any]) -> tuple[bytes, int | None]:
+    async def _process(
+        self, endpoint: str, body: dict[str, Any], request: web.BaseRequest | None = None
+    ) -> tuple[bytes, int | None]:
         """Run an endpoint on a valid body; return the answer and, for respond, the turn index."""
         if endpoint == "respond":
-            return await self._respond(body)
+            return await self._respond(body, request)
         if endpoint == "create":
             return self._create(body), None
         state = self._conversation(body["conversation_id"])
@@ -549,7 +639,9 @@ class FakePolyAI:
         )
         return orjson.dumps({"conversation_id": conversation_id, "response": greeting})
 
-    async def _respond(self, body: dict[str, Any]) -> tuple[bytes, int]:
+    async def _respond(
+        self, body: dict[str, Any], request: web.BaseRequest | None = None
+    ) -> tuple[bytes, int]:
         conversation_id: str = body["conversation_id"]
         state = self._conversation(conversation_id)
         if state is None or state.closed or state.ended:
@@ -564,6 +656,8 @@ class FakePolyAI:
         state.metadata = body.get("metadata")
         if "integration_attributes" in body:
             state.integration_attributes.update(body["integration_attributes"])
+        if self._slots is not None:
+            await self._hold_slot(request)
         state.turns.append(message)
         turn = len(state.turns) - 1
         try:

@@ -101,7 +101,7 @@ async def test_every_key_is_documented_with_its_type() -> None:
     assert summary["schema"] == "polyai-async-bench/4"
     row = summary["timeseries"][0]
     assert set(row) == {
-        "t", "conversations_started", "requests", "errors", "in_flight",
+        "t", "target", "conversations_started", "requests", "errors", "in_flight",
         *(f"{e}_{p}_ms" for e in ("create", "respond", "close") for p in ("p50", "p99")),
         *(f"{e}_ok_{p}_ms" for e in ("create", "respond", "close") for p in ("p50", "p99")),
     }  # fmt: skip
