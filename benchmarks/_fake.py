@@ -12,9 +12,8 @@ import sys
 
 import orjson
 
-from polyai_async.testing import FakePolyAI
+from polyai_async.testing import FakePolyAI, run_server
 from polyai_async.testing.__main__ import build_parser, fake_from_args
-from polyai_async.testing._server import run_server
 
 
 def counters(fake: FakePolyAI) -> dict[str, object]:

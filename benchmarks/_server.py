@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-from types import TracebackType
-from typing import Any
 
-import orjson
+from polyai_async.testing import FakeServerProcess
 
 
 def cpu_plan() -> tuple[int, int] | tuple[None, None]:
@@ -29,60 +24,20 @@ def pin(pid: int, cpu: int) -> None:
     os.sched_setaffinity(pid, {cpu})
 
 
-class ServerProcess:
-    """Runs ``python -m benchmarks._fake ARGS``, on CPU ``cpu`` if given; ``url`` and ``pid``.
+class ServerProcess(FakeServerProcess):
+    """``python -m benchmarks._fake ARGS`` (seed 1) through FakeServerProcess, on CPU ``cpu``.
 
-    On exit it is stopped with SIGTERM and its counters (one JSON line on stderr) are read
-    into ``counters``.
+    ``url`` and ``pid`` while it runs; once stopped, its ``counters`` (the fake's Stats plus
+    the turns it recorded) and ``cpu_seconds``.
     """
 
     def __init__(self, *args: str, cpu: int | None = None) -> None:
+        super().__init__("--seed", "1", *args, module="benchmarks._fake")
         self.cpu = cpu
-        self.args = ["--host", "127.0.0.1", "--port", "0", "--seed", "1", *args]
-        self.url = ""
-        self.pid = 0
-        self.counters: dict[str, Any] = {}
-        self._proc: subprocess.Popen[str] | None = None
 
-    def __enter__(self) -> ServerProcess:
-        # Our own interpreter and module, arguments from this suite.
-        self._proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "benchmarks._fake", *self.args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self._proc.stdout is not None
-        try:
-            if self.cpu is not None:
-                pin(self._proc.pid, self.cpu)
-            self.url = self._proc.stdout.readline().strip()
-        except BaseException:
-            self._proc.kill()
-            self._proc.communicate()
-            raise
-        if not self.url.startswith("http://127.0.0.1:"):
-            self._proc.kill()
-            _, err = self._proc.communicate()
-            raise RuntimeError(f"the fake server did not start: {self.url!r} {err}")
-        self.pid = self._proc.pid
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        proc = self._proc
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        lines = [line for line in err.splitlines() if line.startswith("{")]
-        if lines:
-            self.counters = orjson.loads(lines[-1])
+    def start(self) -> str:
+        """Start the server, then pin it to its CPU (when there is one to give it)."""
+        url = super().start()
+        if self.cpu is not None and self.pid is not None:
+            pin(self.pid, self.cpu)
+        return url

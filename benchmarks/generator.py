@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 
 from polyai_async import PoolLimits
 from polyai_async.load import Load, Persona, Scenario, TurnSpec, run_load
+from polyai_async.testing import DEFAULT_CREDENTIALS, FakeServerProcess
 
 LATENCY_S = 0.1
 LAG_LIMIT_MS = 10.0
@@ -43,38 +43,13 @@ LOOPS = ("asyncio", "uvloop")
 SCENARIO = Scenario(
     name="one-turn", personas=(Persona(name="p", turns=(TurnSpec(say=("hello",)),)),)
 )
-CREDENTIALS = {
-    "api_key": "test-api-key",
-    "token": "test-token",
-    "account_id": "ACCOUNT-test",
-    "project_id": "PROJECT-test",
-}
-
-
-class Server:
-    """``python -m polyai_async.testing --latency 0.1`` in its own process."""
-
-    def __init__(self) -> None:
-        argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1"]
-        argv += ["--port", "0", "--latency", str(LATENCY_S)]
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-        )
-        assert self.process.stdout is not None
-        self.url = self.process.stdout.readline().strip()
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 def measure(url: str, loop: str, rate: float, seconds: float) -> dict[str, Any]:
     """One open-model run at ``rate`` for ``seconds``: its figures."""
     settings = {
         "base_url": url,
-        **CREDENTIALS,
+        **DEFAULT_CREDENTIALS,
         # Enough connections that no call waits for one: the latency is the server's.
         "limits": PoolLimits(max_connections=10_000),
     }
@@ -131,7 +106,8 @@ def run_generator(smoke: bool, log: Callable[[str], None]) -> dict[str, Any]:
     """
     rates, seconds, rounds = (SMOKE_RATES, SMOKE_SECONDS, 1) if smoke else (RATES, SECONDS, ROUNDS)
     load_before = round(os.getloadavg()[0], 2)
-    server = Server()
+    server = FakeServerProcess("--latency", str(LATENCY_S))
+    server.start()
     steps: list[dict[str, Any]] = []
     climbing = list(LOOPS)
     started = time.perf_counter()

@@ -35,7 +35,7 @@ from typing import Any
 
 import attrs
 
-from ._config import _positive_int
+from ._config import positive_int
 from ._errors import APIStatusError, APITimeoutError, ConfigurationError
 from ._gate import Gate
 
@@ -108,9 +108,9 @@ class AdaptiveConcurrency:
             ``Retry-After`` pauses the client.
     """
 
-    initial_limit: int = attrs.field(default=4, validator=_positive_int)
-    min_limit: int = attrs.field(default=1, validator=_positive_int)
-    max_limit: int = attrs.field(default=100, validator=_positive_int)
+    initial_limit: int = attrs.field(default=4, validator=positive_int)
+    min_limit: int = attrs.field(default=1, validator=positive_int)
+    max_limit: int = attrs.field(default=100, validator=positive_int)
     increase: float = attrs.field(default=1.0, validator=_increase)
     decrease_ratio: float = attrs.field(default=0.5, validator=_ratio)
     overload_statuses: frozenset[int] = attrs.field(
@@ -140,7 +140,7 @@ class AdaptiveConcurrency:
 
 
 class Limiter:
-    """One client's cap on attempts in flight, and the pause (private helper).
+    """One client's cap on attempts in flight, and the pause.
 
     ``admit()`` or ``await acquire()`` takes a slot and returns a ticket; ``release(ticket,
     error)`` gives it back and moves the cap by what the attempt's answer was.

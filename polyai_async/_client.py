@@ -219,8 +219,8 @@ def _encode(request: object) -> bytes:
         ) from None
 
 
-class _Endpoint(Generic[T]):
-    """One call of the API, with everything it needs built once (private helper)."""
+class Endpoint(Generic[T]):
+    """One call of the API, with everything it needs built once."""
 
     __slots__ = ("answer", "idempotent", "method", "structure", "url", "what")
 
@@ -377,9 +377,9 @@ class PolyAIClient:
         # into one on every request (some 5,000 instructions of a request's ~590,000).
         self._headers = CIMultiDictProxy(CIMultiDict(headers))
         chat = self.base_url / self.version / self.account_id / self.project_id / "chat"
-        self._create = _Endpoint("POST", chat / "create", CreateChatResponse, "create_chat", False)
-        self._respond = _Endpoint("POST", chat / "respond", RespondChatResponse, "respond", False)
-        self._close = _Endpoint("PUT", chat / "close", CloseChatResponse, "close_chat", True)
+        self._create = Endpoint("POST", chat / "create", CreateChatResponse, "create_chat", False)
+        self._respond = Endpoint("POST", chat / "respond", RespondChatResponse, "respond", False)
+        self._close = Endpoint("PUT", chat / "close", CloseChatResponse, "close_chat", True)
         self._origin = self.base_url.origin()
         self._retrier = Retrier(self.retry_policy)
         # aiohttp bounds only the opening of a connection; the attempt's own timer does the rest
@@ -701,7 +701,7 @@ class PolyAIClient:
     # -- the hot path ----------------------------------------------------------------------
 
     async def _call(
-        self, endpoint: _Endpoint[T], body: bytes, conversation_id: str | None = None
+        self, endpoint: Endpoint[T], body: bytes, conversation_id: str | None = None
     ) -> T:
         if self._closed:
             raise ClientClosedError(f"{endpoint.what}: this PolyAIClient is closed; make a new one")
@@ -731,7 +731,7 @@ class PolyAIClient:
         return result
 
     async def _observed_call(
-        self, endpoint: _Endpoint[T], body: bytes, conversation_id: str | None, hooks: Hooks
+        self, endpoint: Endpoint[T], body: bytes, conversation_id: str | None, hooks: Hooks
     ) -> T:
         """``_call`` telling the event hooks what happens (only when there are hooks)."""
         call = CallState(
@@ -761,7 +761,7 @@ class PolyAIClient:
         return result
 
     async def _observed_attempt(
-        self, endpoint: _Endpoint[T], body: bytes, call: CallState, seconds_left: float
+        self, endpoint: Endpoint[T], body: bytes, call: CallState, seconds_left: float
     ) -> T:
         call.begin_attempt()
         try:
@@ -775,7 +775,7 @@ class PolyAIClient:
 
     async def _attempt(
         self,
-        endpoint: _Endpoint[T],
+        endpoint: Endpoint[T],
         body: bytes,
         call: CallState | None,
         seconds_left: float,
@@ -821,7 +821,7 @@ class PolyAIClient:
     async def _limited_attempt(
         self,
         limiter: Limiter,
-        endpoint: _Endpoint[T],
+        endpoint: Endpoint[T],
         body: bytes,
         call: CallState | None,
         seconds_left: float,
@@ -860,7 +860,7 @@ class PolyAIClient:
         return result
 
     async def _exchange(
-        self, host: Host, endpoint: _Endpoint[Any], body: bytes, call: CallState | None
+        self, host: Host, endpoint: Endpoint[Any], body: bytes, call: CallState | None
     ) -> tuple[bytes, int, str | None]:
         """Send one request on an admitted connection; return the answer, status, correlation.
 
@@ -956,7 +956,7 @@ class PolyAIClient:
         )
 
     @staticmethod
-    def _parse(raw: bytes, status: int, endpoint: _Endpoint[T], correlation_id: str | None) -> T:
+    def _parse(raw: bytes, status: int, endpoint: Endpoint[T], correlation_id: str | None) -> T:
         what = endpoint.what
         try:
             data = orjson.loads(raw)

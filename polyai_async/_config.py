@@ -42,7 +42,7 @@ def _is_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
-def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not _is_number(value) or not value > 0:
         raise ConfigurationError(
             f"{_owner(instance)}.{attribute.name} must be a finite number of seconds > 0, "
@@ -50,7 +50,7 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: 
         )
 
 
-def _seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not _is_number(value) or value < 0:
         raise ConfigurationError(
             f"{_owner(instance)}.{attribute.name} must be a finite number of seconds >= 0, "
@@ -59,7 +59,7 @@ def _seconds_or_zero(instance: object, attribute: attrs.Attribute[Any], value: A
 
 
 def check_bool(value: object, name: str) -> bool:
-    """Refuse anything but True or False: ``"no"`` is truthy (private helper)."""
+    """Refuse anything but True or False: ``"no"`` is truthy."""
     if not isinstance(value, bool):
         raise ConfigurationError(f"{name} must be True or False, not {type(value).__name__}")
     return value
@@ -78,8 +78,8 @@ class Timeouts:
             may think for a while, so this is generous.
     """
 
-    connect: float = attrs.field(default=5.0, validator=_positive_seconds)
-    read: float = attrs.field(default=30.0, validator=_positive_seconds)
+    connect: float = attrs.field(default=5.0, validator=positive_seconds)
+    read: float = attrs.field(default=30.0, validator=positive_seconds)
 
     @classmethod
     def coerce(cls, value: Timeouts | float | None) -> Timeouts:
@@ -96,7 +96,7 @@ class Timeouts:
         return cls(connect=value, read=value)
 
 
-def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def positive_int(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(
             f"{_owner(instance)}.{attribute.name} must be a whole number >= 1, got {value!r}"
@@ -118,13 +118,13 @@ class PoolLimits:
         dns_ttl: seconds a DNS answer is cached; short enough to follow a regional failover.
     """
 
-    max_connections: int = attrs.field(default=100, validator=_positive_int)
-    keepalive_timeout: float = attrs.field(default=15.0, validator=_positive_seconds)
-    dns_ttl: int = attrs.field(default=10, validator=_positive_int)
+    max_connections: int = attrs.field(default=100, validator=positive_int)
+    keepalive_timeout: float = attrs.field(default=15.0, validator=positive_seconds)
+    dns_ttl: int = attrs.field(default=10, validator=positive_int)
 
 
 def setting(value: str | None, argument: str, variable: str, default: str | None = None) -> str:
-    """Return the argument, else the environment variable, else the default (private helper)."""
+    """Return the argument, else the environment variable, else the default."""
     if value is None:
         value = os.environ.get(variable) or default
     if value is None:
@@ -143,7 +143,7 @@ _FIELD_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 def check_header_value(value: str, argument: str) -> str:
-    """Refuse a credential that is not a valid HTTP field value (private helper).
+    """Refuse a credential that is not a valid HTTP field value.
 
     The message names the argument, never the value: it is a secret.
     """
@@ -165,7 +165,7 @@ def check_header_value(value: str, argument: str) -> str:
 
 
 def check_segment(value: str, argument: str) -> str:
-    """Refuse a path segment that could change the request's target (private helper)."""
+    """Refuse a path segment that could change the request's target."""
     if not isinstance(value, str):
         raise ConfigurationError(f"{argument} must be a string, not {type(value).__name__}")
     if not _SEGMENT.fullmatch(value) or value in {".", ".."}:
@@ -176,7 +176,7 @@ def check_segment(value: str, argument: str) -> str:
 
 
 def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is this machine: ``localhost`` or a loopback address (private helper)."""
+    """Whether ``host`` is this machine: ``localhost`` or a loopback address."""
     if host is None:
         return False
     if host == "localhost":
@@ -188,7 +188,7 @@ def is_loopback(host: str | None) -> bool:
 
 
 def resolve_base_url(base_url: str | None, region: str, *, allow_insecure_http: bool) -> URL:
-    """Pick the API origin from ``base_url`` or the region and check it (private helper)."""
+    """Pick the API origin from ``base_url`` or the region and check it."""
     if base_url is None:
         try:
             return URL(REGIONS[region])

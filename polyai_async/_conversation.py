@@ -153,7 +153,7 @@ class ConversationSnapshot:
 
 
 class _Line:
-    """What every Conversation of one client for one id shares (private helper).
+    """What every Conversation of one client for one id shares.
 
     The API is turn-based: a send waits for the one before it (``turn``, a FIFO lock), so the
     server sees the turns in the order ``send`` was called, whichever object it was called on.
@@ -176,7 +176,7 @@ class _Line:
 
 
 class ConversationRegistry:
-    """The lines of one client's conversations, by id, held weakly (private helper)."""
+    """The lines of one client's conversations, by id, held weakly."""
 
     __slots__ = ("_lines",)
 

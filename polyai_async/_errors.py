@@ -67,7 +67,7 @@ _BREAKS = re.compile(r"[\x00-\x20\x7f-\x9f\u2028\u2029]+")
 
 
 def one_line(text: str, limit: int = _QUOTE_LIMIT, *, clean: Callable[[str], str] = redact) -> str:
-    """``text`` on one line, at most ``limit`` characters, secrets hidden (private helper).
+    """``text`` on one line, at most ``limit`` characters, secrets hidden.
 
     Secrets are hidden first (so a cut cannot leave half of one); line breaks and control
     characters become single spaces; a longer text is cut and ends with an ellipsis. The
@@ -79,7 +79,7 @@ def one_line(text: str, limit: int = _QUOTE_LIMIT, *, clean: Callable[[str], str
 
 
 def display_url(url: object) -> str:
-    """A URL fit to print: any user and password in it shown as ``***`` (private helper)."""
+    """A URL fit to print: any user and password in it shown as ``***``."""
     if not isinstance(url, URL):
         try:
             url = URL(url)  # type: ignore[arg-type]
@@ -319,7 +319,7 @@ def _fields(parsed: dict[str, Any]) -> tuple[str | None, str | None, str | None]
 def status_error(
     status: int, reason: str | None, headers: Mapping[str, str], raw: bytes, *, what: str
 ) -> APIStatusError:
-    """Build the typed error for an error answer (private helper).
+    """Build the typed error for an error answer.
 
     The three documented body shapes parse; a body that is not a JSON object (an HTML page
     from a proxy) still yields the class its status calls for. The message quotes at most
@@ -375,7 +375,7 @@ def status_error(
 
 
 def detach(error: BaseException) -> None:
-    """Cut every link from ``error``'s chain to an exception that is not ours (private helper).
+    """Cut every link from ``error``'s chain to an exception that is not ours.
 
     aiohttp's exceptions hold the request, and so the credentials, in ``request_info``. They
     are never chained on purpose, but Python sets ``__context__`` from whatever exception is
@@ -410,7 +410,7 @@ TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 def transport_error(  # noqa: PLR0911 - a table
     exc: BaseException, what: str, *, proxy: URL | None = None
 ) -> PolyAIError:
-    """Translate an aiohttp, asyncio or OS error into ours (private helper).
+    """Translate an aiohttp, asyncio or OS error into ours.
 
     The one place such exceptions are interpreted: above it, only PolyAIError is seen.
     ``asyncio.CancelledError`` is never passed here, so cancellation works as asyncio intends.

@@ -1,4 +1,4 @@
-"""The gate in front of a host's connections: first come, first served (private module).
+"""The gate in front of a host's connections: first come, first served.
 
 asyncio.Semaphore would do, but costs a coroutine call per request even when a connection is
 free, and lets a task that just released take the slot straight back. This gate is taken
@@ -17,7 +17,7 @@ from collections import deque
 
 
 class Gate:
-    """``size`` slots, handed out in arrival order (private helper)."""
+    """``size`` slots, handed out in arrival order."""
 
     __slots__ = ("_free", "_waiters", "size")
 

@@ -50,7 +50,7 @@ _calls = itertools.count(1)
 
 
 def failure_reason(error: BaseException | None) -> str | None:  # noqa: PLR0911 - a table
-    """A short, low-cardinality name for why an attempt or call failed (private helper)."""
+    """A short, low-cardinality name for why an attempt or call failed."""
     if error is None:
         return None
     if isinstance(error, APIStatusError):
@@ -126,7 +126,7 @@ class EventHook(Protocol):
 
 
 class Hooks:
-    """The subscribers of every event (private helper): built once per client."""
+    """The subscribers of every event: built once per client."""
 
     __slots__ = ("answer_received", "call_failed", "request_sent", "retry_scheduled")
 
@@ -208,7 +208,7 @@ def _run(hooks: tuple[EventHook, ...], event: CallEvent) -> None:
 
 
 class CallState:
-    """One observed call: what its events report (private helper).
+    """One observed call: what its events report.
 
     Made only when the client has hooks; the client and the retrier tell it what happens.
     """

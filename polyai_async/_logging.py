@@ -15,11 +15,11 @@ from ._redact import RedactingFormatter
 logger = logging.getLogger("polyai_async")
 
 _LEVELS = {"info": logging.INFO, "debug": logging.DEBUG}
-_configured: list[logging.Handler] = []
+configured: list[logging.Handler] = []
 
 
 def configure_from_env() -> None:
-    """Send the ``polyai_async`` logger to stderr at ``POLYAI_LOG``'s level (private helper).
+    """Send the ``polyai_async`` logger to stderr at ``POLYAI_LOG``'s level.
 
     As ``OPENAI_LOG`` does: for a quick look without configuring logging. Once per process;
     unset or empty, it does nothing, so an application's own logging set-up stands. Its lines
@@ -36,33 +36,33 @@ def configure_from_env() -> None:
             f"POLYAI_LOG={value!r} is not a log level: use info or debug, or unset it"
         )
     attached = (*logger.handlers, *logging.getLogger().handlers)
-    if _configured and _configured[0] not in attached:
-        _configured.clear()  # the adopted handler was taken away: ours again
-    if not _configured:
+    if configured and configured[0] not in attached:
+        configured.clear()  # the adopted handler was taken away: ours again
+    if not configured:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
-        _configured.append(handler)
-    _configured[0].setLevel(level)
+        configured.append(handler)
+    configured[0].setLevel(level)
     logger.setLevel(level)
 
 
 def adopt(handler: logging.Handler) -> None:
-    """Make ``handler`` the one ``POLYAI_LOG`` sets the level of (private helper).
+    """Make ``handler`` the one ``POLYAI_LOG`` sets the level of.
 
     The command line logs everything through one handler of its own (redacted, one line a
     record); ``POLYAI_LOG`` then sets that handler's level instead of adding a second one.
     The handler must hide secrets itself.
     """
-    for previous in _configured:
+    for previous in configured:
         if previous is not handler:
             logger.removeHandler(previous)
-    _configured[:] = [handler]
+    configured[:] = [handler]
     configure_from_env()
 
 
 def subscribe(hooks: Hooks, endpoints: Mapping[str, Any]) -> None:
-    """Log each request at debug level, if the logger shows debug now (private helper).
+    """Log each request at debug level, if the logger shows debug now.
 
     Decided when the client is made, so a client that logs nothing pays nothing.
     """

@@ -166,7 +166,7 @@ def _strict(kind: type[Any]) -> Any:
     return structure
 
 
-#: The answer models: each carries the answer's correlation id (private helper).
+#: The answer models: each carries the answer's correlation id.
 ANSWERS = (CreateChatResponse, RespondChatResponse, CloseChatResponse)
 
 
@@ -246,5 +246,5 @@ converter = _make_converter()
 
 
 def dumps(request: object) -> bytes:
-    """Serialise a request model to JSON bytes, leaving out unset fields (private helper)."""
+    """Serialise a request model to JSON bytes, leaving out unset fields."""
     return orjson.dumps(converter.unstructure(request))

@@ -50,7 +50,7 @@ def display_proxy(url: URL) -> str:
 
 
 class Host:
-    """One API host's session and the gate in front of its connections (private helper).
+    """One API host's session and the gate in front of its connections.
 
     The gate admits requests in arrival order, ``max_connections`` at a time, so aiohttp's own
     connector never queues: its queue lets a task that just released a connection take it
@@ -183,7 +183,7 @@ class SessionPool:
         return self.host(origin).session
 
     def host(self, origin: URL) -> Host:
-        """Return the host entry (session and gate) for ``origin`` (private to the client).
+        """Return the host entry (session and gate) for ``origin``; the client sends through it.
 
         One per host and event loop: a client used under a second ``asyncio.run`` gets fresh
         sessions there, and the ones of loops that have ended are given up.
@@ -255,7 +255,7 @@ class SessionPool:
         # aiohttp re-sends an idempotent request (close, a PUT) once, uncounted, when the
         # connection breaks; the retry layer decides and counts every attempt instead. The
         # attribute is private but stable (aiohttp's own test client sets it);
-        # test_hardening.py::test_no_silent_resend fails if it stops working.
+        # test_retry.py::test_no_silent_resend fails if it stops working.
         session._retry_connection = False
         return session
 

@@ -1,4 +1,4 @@
-r"""The one place that knows the secrets and hides them from every output (private module).
+r"""The one place that knows the secrets and hides them from every output.
 
 What it hides, wherever the text goes (an error message, a log line, the terminal, a JSON, CSV
 or HTML report, what the Locust bridge hands Locust):

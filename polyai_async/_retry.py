@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 import tenacity
 
-from ._config import _positive_int, _positive_seconds, _seconds_or_zero
+from ._config import positive_int, positive_seconds, seconds_or_zero
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -108,21 +108,21 @@ class RetryPolicy:
             a timeout 10, a success refunds 1); None turns the budget off.
     """
 
-    max_attempts: int = attrs.field(default=3, validator=_positive_int)
-    initial_backoff: float = attrs.field(default=0.5, validator=_seconds_or_zero)
-    max_backoff: float = attrs.field(default=8.0, validator=_seconds_or_zero)
-    deadline: float = attrs.field(default=60.0, validator=_positive_seconds)
+    max_attempts: int = attrs.field(default=3, validator=positive_int)
+    initial_backoff: float = attrs.field(default=0.5, validator=seconds_or_zero)
+    max_backoff: float = attrs.field(default=8.0, validator=seconds_or_zero)
+    deadline: float = attrs.field(default=60.0, validator=positive_seconds)
     retry_statuses: frozenset[int] = attrs.field(
         default=frozenset({429, 500, 502, 503, 504}), converter=_statuses
     )
     retry_ambiguous: bool = attrs.field(default=True, validator=_bool)
-    max_retry_after: float = attrs.field(default=60.0, validator=_seconds_or_zero)
+    max_retry_after: float = attrs.field(default=60.0, validator=seconds_or_zero)
     retry_budget: int | None = attrs.field(default=500, validator=_budget)
 
 
 @attrs.define
 class RetryBudget:
-    """A token bucket shared by every call of one client (private helper)."""
+    """A token bucket shared by every call of one client."""
 
     capacity: int
     tokens: float = attrs.field(init=False)
@@ -143,7 +143,7 @@ class RetryBudget:
 
 @attrs.define(eq=False)
 class _Call(Generic[T]):
-    """One call's state while it is retried (private helper)."""
+    """One call's state while it is retried."""
 
     attempt: Callable[[float], Awaitable[T]]
     what: str
@@ -169,7 +169,7 @@ def _error(state: tenacity.RetryCallState) -> BaseException | None:
 
 
 class Retrier:
-    """Runs calls under one RetryPolicy; built once per client (private helper)."""
+    """Runs calls under one RetryPolicy; built once per client."""
 
     def __init__(self, policy: RetryPolicy, *, share_budget_of: Retrier | None = None) -> None:
         self.policy = policy

@@ -1,4 +1,4 @@
-"""OpenTelemetry spans and metrics for every call, as an event-hook subscriber (private module).
+"""OpenTelemetry spans and metrics for every call, as an event-hook subscriber.
 
 Imported only when a client is made with ``telemetry=True``; needs ``opentelemetry-api``
 alone (the ``telemetry`` extra). Without an SDK configured the API's no-op providers make
@@ -36,7 +36,7 @@ _SCOPE = "polyai_async"
 
 
 class Telemetry:
-    """Spans and metrics for one client's calls, fed by its event hooks (private helper)."""
+    """Spans and metrics for one client's calls, fed by its event hooks."""
 
     def __init__(
         self,

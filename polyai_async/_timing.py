@@ -1,4 +1,4 @@
-"""The timer that bounds one attempt, cheaper than ``asyncio.timeout`` (private module).
+"""The timer that bounds one attempt, cheaper than ``asyncio.timeout``.
 
 ``asyncio.timeout`` costs some 5 microseconds a use (two coroutine context-manager calls, a
 state machine); this is a timer handle and a flag. Its meaning is the same: when it fires the
@@ -13,7 +13,7 @@ import sys
 
 
 class Expiry:
-    """Cancels ``task`` when called (from the event loop's timer) (private helper)."""
+    """Cancels ``task`` when called (from the event loop's timer)."""
 
     __slots__ = ("_cancelling", "_task", "fired")
 

@@ -1,4 +1,4 @@
-"""One request, the short way through aiohttp (private module).
+"""One request, the short way through aiohttp.
 
 ``ClientSession.request`` serves every use of HTTP: it merges session and request headers,
 builds and parses URLs, consults the cookie jar, arms a timer per request, runs trace hooks
@@ -65,7 +65,7 @@ ORIGINAL_REQUEST = aiohttp.ClientSession._request
 
 
 def usable(session: aiohttp.ClientSession, proxy: URL | None) -> bool:
-    """Whether requests on ``session`` may take the short way (private helper)."""
+    """Whether requests on ``session`` may take the short way."""
     return SUPPORTED and proxy is None and not session.trace_configs
 
 

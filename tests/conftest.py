@@ -50,6 +50,7 @@ CREDS: dict[str, Any] = {
 BASE = "https://api.us-1.platform.polyai.app/v1/ACCOUNT-1/PROJ-1/chat"
 # Zero backoff keeps retry tests fast; the deadline and Retry-After rules still apply.
 FAST_RETRY = RetryPolicy(initial_backoff=0, max_backoff=0)
+ONCE = RetryPolicy(max_attempts=1)
 
 
 @pytest.fixture

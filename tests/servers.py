@@ -22,6 +22,9 @@ request takes the next action from a script (then "ok" forever):
   ``retry-after-ms: <value>``, sent as given;
 - any key of ``canned``: those bytes, verbatim, then the connection closed (answers that are
   not HTTP, or broken HTTP).
+
+``served`` runs an aiohttp handler on 127.0.0.1 instead, for answers HTTP can describe; it
+records every request.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ import email.utils
 import math
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TypeVar
 
 import orjson
+from aiohttp import web
 
 OK_BODY = orjson.dumps({"conversation_id": "CONV-1", "response": "hi", "end_conversation": False})
 
@@ -226,3 +230,52 @@ class Unaccepting:
     def __exit__(self, *exc: object) -> None:
         for sock in (*self._fillers, self._listener):
             sock.close()
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Served:
+    """An aiohttp application on 127.0.0.1 that records every request it gets."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append((request.method, request.path, dict(request.headers), body))
+        return await self.handler(request)
+
+
+@contextlib.asynccontextmanager
+async def served(handler: Handler) -> AsyncIterator[Served]:
+    """Run ``handler`` for every path on a loopback port for the block."""
+    server = Served(handler)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", server.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        yield server
+    finally:
+        await runner.cleanup()
+
+
+def answer(payload: object, status: int = 200) -> Handler:
+    """A handler that always answers ``payload`` as JSON."""
+
+    async def handle(_: web.Request) -> web.Response:
+        return web.json_response(payload, status=status)
+
+    return handle
+
+
+CREATED = {"conversation_id": "CONV-1", "response": "hello"}
+
+
+REPLY = {"conversation_id": "CONV-1", "response": "hi", "end_conversation": False}

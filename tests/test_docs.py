@@ -393,3 +393,17 @@ async def test_the_fork_server_kills_a_program_that_runs_too_long(
         await programs.run_python(
             program_runner, "-c", "import time; time.sleep(60)", env=fake_env(None), timeout=0.2
         )
+
+
+def test_reliability_page_names_real_tests() -> None:
+    """docs/reliability.md names only tests that exist, and every finding above has a row."""
+    tests = Path(__file__).resolve().parent
+    page = (tests.parent / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(test_\w+\.py)::(test_\w+)(?=[`\[])", page)
+    assert len(named) > 30
+    for module, test in named:
+        (path,) = tests.rglob(module)  # test file names are unique across the topic folders
+        source = path.read_text()
+        assert re.search(rf"^(async )?def {test}\(", source, re.MULTILINE), f"{module}::{test}"
+    for finding in range(1, 20):
+        assert re.search(rf"^\| {finding} \| ", page, re.MULTILINE), f"finding {finding}"

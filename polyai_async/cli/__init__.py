@@ -1,4 +1,4 @@
-"""The ``polyai-async`` command: ``bench`` (load), ``serve`` (a fake API) and ``chat``.
+"""The ``polyai-async`` command: ``bench`` (load), ``compare``, ``serve`` (a fake API), ``chat``.
 
 Nothing in the library imports this module. rich (the ``cli`` extra) is imported only by
 ``bench``, which needs it for its progress bar and report; ``serve`` and ``chat`` print plain
@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 
 from .._errors import PolyAIError
 from .._redact import redact
-from . import _bench, _chat, _serve
+from . import _bench, _capacity, _chat, _compare, _serve
 from ._common import (
     PROG,
+    Parser,
     UsageError,
-    _configure_logging,
-    _fail,
-    _Parser,
     cli_words,
+    configure_logging,
+    fail,
     prog,
     set_command,
 )
@@ -35,6 +35,7 @@ __all__ = ["build_parser", "main", "redact"]
 _EXAMPLES = {
     None: """examples:
   polyai-async bench              load test against an embedded fake server
+  polyai-async capacity           find how much an agent takes (a one-minute demo)
   polyai-async serve --port 0     run a fake API; export the settings it prints
   polyai-async chat               chat with the fake's demo agent
 
@@ -49,6 +50,21 @@ Each COMMAND --help lists its options and examples.""",
 
 --base-url and --real take their credentials from POLYAI_API_KEY, POLYAI_TOKEN,
 POLYAI_ACCOUNT_ID and POLYAI_PROJECT_ID.""",
+    "capacity": """examples:
+  polyai-async capacity
+  polyai-async capacity --agent-capacity 4 --model closed --slo 'respond.p99<300ms'
+  polyai-async capacity --base-url https://staging.example.com --max 50 --slo 'respond.p99<2s' \\
+      --slo 'conversation_error_rate<0.01' --json capacity.json
+
+With no target, the demo: an embedded fake agent of 8 slots of 100 ms (80 turns a second),
+found in about a minute. --base-url and --real need --max.""",
+    "compare": """examples:
+  polyai-async compare base.json new.json
+  polyai-async compare base.json new.json --fail-on 'respond.p99>+10%' --html compare.html
+  polyai-async compare --base a.json --base b.json --new c.json --noise 3%
+
+Exit 99 when a --fail-on rule fails and its change is real (significant and beyond --noise),
+0 otherwise, 2 on a usage error.""",
     "serve": """examples:
   polyai-async serve
   polyai-async serve --port 0 --agent echo
@@ -88,7 +104,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Make the parser of the whole command, subcommands included."""
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="Tools around the PolyAI Chat API client: load benchmark, fake server, chat.",
         epilog=_EXAMPLES[None],
@@ -96,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_bench, _serve, _chat):
+    for module in (_bench, _capacity, _compare, _serve, _chat):
         module.add_parser(commands)
     for name, command in commands.choices.items():
         command.epilog = _EXAMPLES[name]
@@ -107,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 1 failure, 2 usage, 130 interrupted)."""
     parser = build_parser()
-    _configure_logging()
+    configure_logging()
     set_command(None)
     try:
         args = parser.parse_args(argv)
@@ -117,14 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     except UsageError as exc:
-        _fail(cli_words(str(exc)))
+        fail(cli_words(str(exc)))
         return 2
     except KeyboardInterrupt as exc:
         print(f"{prog()}: interrupted", file=sys.stderr, flush=True)
         return 143 if isinstance(exc, _bench.Terminated) else 130
     except PolyAIError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return 1
     except Exception as exc:  # anything unforeseen: still one line, never a traceback
-        _fail(f"{type(exc).__name__}: {exc}")
+        fail(f"{type(exc).__name__}: {exc}")
         return 1

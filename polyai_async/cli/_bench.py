@@ -9,49 +9,41 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import queue
 import signal
-import subprocess
 import sys
-import tempfile
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-
+from .._commandline import option_names
 from .._config import PoolLimits
 from .._errors import ConfigurationError
-from .._redact import redact_value, safe_text
+from .._redact import safe_text
 from .._retry import RetryPolicy
-from ..testing.__main__ import option_names
+from ..testing import FakeServerProcess
 from ._common import (
-    _FAKE_CREDENTIALS,
-    _FAULT_OPTIONS,
+    AGENT_OPTIONS,
+    FAKE_CREDENTIALS,
+    FAULT_OPTIONS,
     UsageError,
-    _add_fault_options,
-    _add_target_options,
-    _budget,
-    _client_settings,
-    _display_url,
-    _fail,
-    _faults_from,
-    _json_path,
-    _positive_seconds,
-    _rate,
-    _whole,
+    add_agent_options,
+    add_client_options,
+    add_fault_options,
+    add_generator_options,
+    add_scenario_options,
+    add_target_options,
+    agent_capacity_from,
+    client_settings,
+    display_url,
+    fail,
+    faults_from,
+    json_path,
     prog,
+    rate,
+    whole,
 )
+from ._compare import add_rule_options, load_side
 
-try:
-    import resource
-except ImportError:  # pragma: no cover - Windows has no getrusage
-    resource = None  # type: ignore[assignment]
-
-# Starting Python and aiohttp takes about a second; a loaded CI machine may take several.
-_SERVER_START_TIMEOUT = 30.0
-_SERVER_STOP_TIMEOUT = 10.0
 # Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
 _DEFAULT_CONVERSATIONS = 1000
 _DEFAULT_CONCURRENCY = 1000
@@ -67,6 +59,15 @@ def _duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0")
     return seconds
+
+
+def _duration_or_zero(text: str) -> float:
+    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_number(text: str) -> float:
@@ -90,32 +91,11 @@ def add_parser(commands: Any) -> None:
         "--rate gives the open model (new conversations a second, latency counted from each "
         "one's scheduled start). By default against a fake server started in its own process.",
     )
-    scenario = bench.add_argument_group("scenario")
-    scenario.add_argument(
-        "--scenario",
-        type=Path,
-        metavar="FILE",
-        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
-        "conversations (default: the demo scenario)",
-    )
-    scenario.add_argument(
-        "--turns",
-        type=_whole(0),
-        default=None,
-        metavar="N",
-        help="the demo scenario's user messages per conversation; fewer when the agent ends "
-        "it (default 5)",
-    )
-    scenario.add_argument(
-        "--think-time",
-        metavar="TIME",
-        help="pause before each user message, overriding the scenario's: 2s, "
-        "exponential:3s or uniform:1s..5s",
-    )
+    add_scenario_options(bench)
     load = bench.add_argument_group("load")
     load.add_argument(
         "--concurrency",
-        type=_whole(1),
+        type=whole(1),
         metavar="N",
         help=f"closed model: conversations in flight at once (default {_DEFAULT_CONCURRENCY})",
     )
@@ -127,20 +107,6 @@ def add_parser(commands: Any) -> None:
         "most 10000 per process",
     )
     load.add_argument(
-        "--arrival",
-        choices=("poisson", "constant"),
-        default="poisson",
-        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
-    )
-    load.add_argument(
-        "--max-in-flight",
-        type=_whole(1),
-        default=10_000,
-        metavar="N",
-        help="open model: arrivals that find N conversations in flight (counted from their "
-        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
-    )
-    load.add_argument(
         "--stages",
         metavar="D:T,...",
         help="ramp linearly through targets, such as 30s:10,2m:50,30s:0: the rate with "
@@ -148,7 +114,7 @@ def add_parser(commands: Any) -> None:
     )
     load.add_argument(
         "--conversations",
-        type=_whole(1),
+        type=whole(1),
         metavar="N",
         help=f"conversations to start in all (default {_DEFAULT_CONVERSATIONS} when there is "
         "no --duration or --stages)",
@@ -159,6 +125,7 @@ def add_parser(commands: Any) -> None:
         metavar="TIME",
         help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
     )
+    add_generator_options(load)
     load.add_argument(
         "--graceful-stop",
         type=_duration,
@@ -167,67 +134,10 @@ def add_parser(commands: Any) -> None:
         help="after --duration, wait this long for conversations in flight, then cancel "
         "them (default 30s)",
     )
-    load.add_argument(
-        "--processes",
-        type=_whole(1),
-        default=1,
-        metavar="N",
-        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
-        "exactly (default 1)",
-    )
-    load.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="the event loop: auto is uvloop when it is installed (default auto)",
-    )
-    client = bench.add_argument_group("client")
-    client.add_argument(
-        "--max-connections",
-        type=_whole(1),
-        default=PoolLimits().max_connections,
-        metavar="N",
-        help=f"connections to the host at most, per process (PoolLimits; default "
-        f"{PoolLimits().max_connections})",
-    )
-    client.add_argument(
-        "--retry-attempts",
-        type=_whole(1),
-        default=RetryPolicy().max_attempts,
-        metavar="N",
-        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
-        f"{RetryPolicy().max_attempts})",
-    )
-    client.add_argument(
-        "--no-retry-ambiguous",
-        action="store_true",
-        help="do not retry create and respond when the server may have processed them",
-    )
-    client.add_argument(
-        "--deadline",
-        type=_positive_seconds,
-        default=RetryPolicy().deadline,
-        metavar="SECONDS",
-        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
-    )
-    client.add_argument(
-        "--retry-budget",
-        type=_budget,
-        default=RetryPolicy().retry_budget,
-        metavar="N|off",
-        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
-        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
-        f"(default {RetryPolicy().retry_budget})",
-    )
-    client.add_argument(
-        "--adaptive-concurrency",
-        action="store_true",
-        help="cap the client's calls in flight and move the cap as the API answers (slow "
-        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
-        "PolyAIClient(adaptive_concurrency=True) would",
-    )
-    _add_target_options(bench, "load-test")
-    _add_fault_options(bench)
+    add_client_options(bench)
+    add_target_options(bench, "load-test")
+    add_fault_options(bench)
+    add_agent_options(bench)
     output = bench.add_argument_group("pass/fail and output")
     output.add_argument(
         "--threshold",
@@ -238,27 +148,48 @@ def add_parser(commands: Any) -> None:
         "create.p95<=2s, conversation_error_rate<0.01, expectations_failed==0; repeatable",
     )
     output.add_argument(
+        "--abort-on-fail",
+        action="store_true",
+        help="judge the thresholds every second over a sliding window (after --abort-grace) and "
+        "stop the run at the first that fails twice in a row: exit 99, reports written and "
+        "marked with when and why (one process only)",
+    )
+    output.add_argument(
+        "--abort-grace",
+        type=_duration_or_zero,
+        default=10.0,
+        metavar="TIME",
+        help="with --abort-on-fail, nothing is judged before this (default 10s)",
+    )
+    output.add_argument(
+        "--abort-window",
+        type=_duration,
+        default=5.0,
+        metavar="TIME",
+        help="with --abort-on-fail, the sliding window judged every second (default 5s)",
+    )
+    output.add_argument(
         "--max-error-rate",
-        type=_rate,
+        type=rate,
         default=0.01,
         metavar="F",
         help="exit 1 when the share of failed conversations is above this (default 0.01)",
     )
     output.add_argument(
         "--json",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the summary as JSON (schema polyai-async-bench/3) to PATH",
     )
     output.add_argument(
         "--csv",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write the time series as CSV (one row a second) to PATH",
     )
     output.add_argument(
         "--html",
-        type=_json_path,
+        type=json_path,
         metavar="PATH",
         help="also write a self-contained HTML report (charts over time, latency spectrum, "
         "outcomes, thresholds, settings; opens offline) to PATH",
@@ -266,101 +197,27 @@ def add_parser(commands: Any) -> None:
     output.add_argument(
         "-q", "--quiet", action="store_true", help="no live view; print only the report"
     )
+    gate = bench.add_argument_group("comparing with a baseline (as polyai-async compare)")
+    gate.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="after the run, compare it with this earlier --json result and apply --fail-on",
+    )
+    add_rule_options(gate)
     bench.set_defaults(run=run)
 
 
-class _EmbeddedServer:
-    """``python -m polyai_async.testing`` in a child process, so it has a core of its own."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.argv = [sys.executable, "-m", "polyai_async.testing", "--host", "127.0.0.1"]
-        self.argv += ["--port", "0", "--agent", "demo"]
-        for option, value in (
-            ("--api-key", _FAKE_CREDENTIALS["api_key"]),
-            ("--token", _FAKE_CREDENTIALS["token"]),
-            ("--account-id", _FAKE_CREDENTIALS["account_id"]),
-            ("--project-id", _FAKE_CREDENTIALS["project_id"]),
-        ):
-            self.argv += [option, value]
-        for name in _FAULT_OPTIONS:
-            value = getattr(args, name)
-            if value is not None:
-                self.argv += ["--" + name.replace("_", "-"), str(value)]
-        self.process: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.stats: dict[str, Any] = {}
-        self.cpu_seconds: float | None = None
-        # Its stderr goes to a file: a pipe nobody reads could fill up and stall the server.
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-
-    def start(self) -> str:
-        """Start the server and return its URL, read from its first line of output."""
-        # In a session of its own: a terminal's Ctrl-C reaches bench's process group, and the
-        # server must outlive it to see the conversations in flight closed; stop() stops it.
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            start_new_session=True,
-        )
-        lines: queue.Queue[bytes] = queue.Queue()
-        stdout = self.process.stdout
-        assert stdout is not None  # noqa: S101 - stdout=PIPE above
-        # A daemon thread reads the line, so a server that never prints cannot hang us.
-        threading.Thread(target=lambda: lines.put(stdout.readline()), daemon=True).start()
-        try:
-            line = lines.get(timeout=_SERVER_START_TIMEOUT)
-        except queue.Empty:
-            raise RuntimeError(
-                f"the embedded fake server printed no URL within {_SERVER_START_TIMEOUT:g}s"
-            ) from None
-        self.url = line.decode(errors="replace").strip()
-        if not self.url.startswith("http"):
-            self.stop()
-            raise RuntimeError(f"the embedded fake server failed to start: {self._last_error()}")
-        return self.url
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after a grace period) and read its counters."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        before = _children_cpu()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(_SERVER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        after = _children_cpu()
-        if before is not None and after is not None:
-            self.cpu_seconds = after - before
-        if process.stdout is not None:
-            process.stdout.close()
-        for line in reversed(self._stderr_lines()):
-            if line.startswith("{"):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    self.stats = orjson.loads(line)
-                break
-        self._stderr.close()
-
-    def _stderr_lines(self) -> list[str]:
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace").strip().splitlines()
-
-    def _last_error(self) -> str:
-        lines = self._stderr_lines()
-        return lines[-1] if lines else "it exited without a word"
-
-
-def _children_cpu() -> float | None:
-    """CPU seconds of the children that have exited and been waited for (POSIX only)."""
-    if resource is None:  # pragma: no cover - Windows
-        return None
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _server_options(args: argparse.Namespace) -> list[str]:
+    """The embedded fake's options: the demo agent, its credentials, fault and agent options."""
+    options = ["--agent", "demo"]
+    for name, value in FAKE_CREDENTIALS.items():
+        options += ["--" + name.replace("_", "-"), value]
+    for name in (*FAULT_OPTIONS, *AGENT_OPTIONS):
+        given = getattr(args, name, None)
+        if given is not None:
+            options += ["--" + name.replace("_", "-"), str(given)]
+    return options
 
 
 class Terminated(KeyboardInterrupt):
@@ -476,58 +333,18 @@ def _plan(args: argparse.Namespace) -> tuple[Any, Any, tuple[Any, ...]]:
 
 
 def _describe(args: argparse.Namespace, scenario: Any, load: Any, where: str) -> str:
-    """What is run against what, in two lines; the concurrency said is the effective one."""
-    from ..load._units import format_duration  # noqa: PLC0415
-
+    """What is run against what, in two lines (the load in ``Load.describe()``'s words)."""
     if args.scenario is None:
         turns = 5 if args.turns is None else args.turns
         what = f"the demo scenario ({turns} turns at most)"
     else:
         what = f"scenario {scenario.name!r} ({len(scenario.personas)} personas)"
-    length = []
-    if load.conversations is not None:
-        length.append(f"{load.conversations:,} conversations")
-    if load.planned_seconds() is not None:
-        length.append(format_duration(load.planned_seconds()))
-    length_text = " or ".join(length)
-    if load.closed_model:
-        if load.stages:
-            peak = round(max([load.concurrency or 0] + [s.target for s in load.stages]))
-            size = f"up to {peak:,} at a time, following --stages {args.stages}"
-        else:
-            effective = load.concurrency
-            if load.conversations is not None:
-                effective = min(effective, load.conversations)
-            size = f"{effective:,} at a time"
-            if effective != load.concurrency:
-                size += f" (--concurrency {load.concurrency:,}, but only that many to run)"
-        model = f"closed model: {length_text}, {size}"
-    else:
-        rate = f"--stages {args.stages}" if load.stages else f"{load.rate:g} conversations/s"
-        model = (
-            f"open model: {rate} ({load.arrival} arrivals), {length_text}, at most "
-            f"{load.max_in_flight:,} in flight"
-        )
     processes = "" if args.processes == 1 else f", {args.processes} processes"
     return (
-        f"polyai-async bench: {what}, {model}{processes}\n"
+        f"polyai-async bench: {what}, {load.describe()}{processes}\n"
         f"target {where}; client: {args.max_connections:,} connections, "
         f"{args.retry_attempts} attempts per call"
     )
-
-
-def _think_time_text(think: Any) -> str | None:
-    """A ThinkTime as ``--think-time`` takes it: ``2s``, ``exponential:3s``, ``uniform:1s..5s``."""
-    from ..load._units import format_duration  # noqa: PLC0415
-
-    if think is None:
-        return None
-    seconds = format_duration(think.seconds)
-    if think.distribution == "exponential":
-        return f"exponential:{seconds}"
-    if think.distribution == "uniform":
-        return f"uniform:{seconds}..{format_duration(think.upper)}"
-    return seconds
 
 
 def _report_settings(
@@ -538,8 +355,8 @@ def _report_settings(
     ``think_time`` is the one the run used: ``--think-time``, else the scenario's.
     """
     think = args.think_time
-    if think is None and scenario is not None:
-        think = _think_time_text(scenario.think_time)
+    if think is None and scenario is not None and scenario.think_time is not None:
+        think = scenario.think_time.describe()
     settings: dict[str, Any] = {
         "target": target,
         "base_url": base_url,
@@ -564,7 +381,7 @@ def _report_settings(
         "threshold": "; ".join(args.threshold) or None,
         "max_error_rate": args.max_error_rate,
     }
-    for name in _FAULT_OPTIONS:
+    for name in (*FAULT_OPTIONS, *AGENT_OPTIONS):
         settings[name] = getattr(args, name, None)
     return settings
 
@@ -574,8 +391,7 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
 
     run_load checks both again, for its other callers.
     """
-    from ..load._api import check_processes  # noqa: PLC0415
-    from ..load._runner import choose_loop  # noqa: PLC0415
+    from ..load import check_processes, choose_loop  # noqa: PLC0415 - the load extra
 
     try:
         check_processes(load, args.processes)
@@ -590,12 +406,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
     from .._client import PolyAIClient  # noqa: PLC0415
-    from ..load import run_load, write_csv, write_html  # noqa: PLC0415
-    from ..load._live import LiveView, PlainProgress  # noqa: PLC0415
-    from ..load._report import render  # noqa: PLC0415
+    from ..load import LiveView, PlainProgress, render, run_load  # noqa: PLC0415
 
     scenario, load, thresholds = _plan(args)
     _check_processes_and_loop(args, load)
+    baseline = _baseline(args)
     embedded = not (args.base_url or args.real)
     if not embedded:
         _refuse_server_thresholds(thresholds)
@@ -606,19 +421,20 @@ def run(args: argparse.Namespace) -> int:
         retry_budget=args.retry_budget,
     )
     limits = PoolLimits(max_connections=args.max_connections)
-    server: _EmbeddedServer | None = None
+    server: FakeServerProcess | None = None
     if embedded:
-        _faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        faults_from(args)  # refuse rates that add up to more than 1 before starting anything
+        agent_capacity_from(args)
         target, settings = "embedded", {}
     else:
-        target, settings = ("real" if args.real else "base_url"), _client_settings(args)
+        target, settings = ("real" if args.real else "base_url"), client_settings(args)
     console = Console(highlight=False)
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
-            server = _EmbeddedServer(args)
+            server = FakeServerProcess(*_server_options(args))
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
-            settings = {"base_url": server.start(), **_FAKE_CREDENTIALS}
+            settings = {"base_url": server.start(), **FAKE_CREDENTIALS}
         settings = {
             **settings,
             "retry": policy,
@@ -626,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
             "adaptive_concurrency": args.adaptive_concurrency,
         }
         try:
-            base_url = _display_url(PolyAIClient(**settings).base_url)
+            base_url = display_url(PolyAIClient(**settings).base_url)
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
         where = base_url + (
@@ -665,21 +481,53 @@ def run(args: argparse.Namespace) -> int:
                 on_tick=None if view is None else view.update,
                 settings=_report_settings(args, target, base_url, scenario),
                 context=context,
+                abort_on_fail=_abort_on_fail(args, thresholds),
             )
     if server is not None:
         # Known only once the fake has stopped: added here, then everything is judged again on
         # the final summary (thresholds on server_* included).
-        result = result.with_figures(_server_figures(server))
+        result = result.with_server(server.counters, server.cpu_seconds)
     summary = result.summary
     render(summary, console, description=description)
-    written = _write_reports(args, summary, write_csv, write_html)
-    return _conclude(args, result, written)
+    written = write_outputs(args, result)
+    return conclude(args, result, written, baseline)
 
 
-def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
+def _abort_on_fail(args: argparse.Namespace, thresholds: Sequence[Any]) -> Any:
+    """The AbortOnFail of --abort-on-fail, None without it; UsageError if it cannot apply."""
+    if not args.abort_on_fail:
+        return None
+    from ..load import AbortOnFail  # noqa: PLC0415 - the load extra
+
+    if not thresholds:
+        raise UsageError("--abort-on-fail needs a --threshold to judge")
+    if args.processes > 1:
+        raise UsageError("--abort-on-fail judges one process's figures: drop --processes")
+    try:
+        return AbortOnFail(grace=args.abort_grace, window=args.abort_window)
+    except ConfigurationError as exc:
+        raise UsageError(
+            option_names(str(exc).replace("window", "abort_window"), ("abort_window",))
+        ) from None
+
+
+def conclude(
+    args: argparse.Namespace,
+    result: Any,
+    written: bool,
+    baseline: Mapping[str, Any] | None = None,
+) -> int:
     """The exit status, and the line on stderr that says why it is not 0."""
     summary = result.summary
     code: int = result.exit_code
+    aborted = result.aborted
+    if aborted is not None:
+        fail(
+            f"aborted at {aborted['at_seconds']:.0f}s: {aborted['threshold']} failed over the "
+            f"last {aborted['window_seconds']:g}s (measured {aborted['value']:g}); the report "
+            "covers the run up to there"
+        )
+        return code
     if result.interrupted:
         print(
             f"{prog()}: interrupted ({result.interrupted_by}): the load was stopped early; the "
@@ -690,26 +538,58 @@ def _conclude(args: argparse.Namespace, result: Any, written: bool) -> int:
         return code
     if result.partial:
         lost = ", ".join(f"worker {w['worker']}" for w in summary["workers_missing"])
-        _fail(f"partial run: no result from {lost}; the report has the other workers' figures")
+        fail(f"partial run: no result from {lost}; the report has the other workers' figures")
         return code
     if not written:
         return 1
+    regressed = baseline is not None and _compare_with_baseline(args, baseline, summary)
     if code == 1 and not result.completed_any:
-        _fail(
+        fail(
             f"no conversation completed ({summary['conversations_started']:,} started, "
             f"{summary['conversations_failed']:,} failed, "
             f"{summary['conversations_interrupted']:,} interrupted): the run cannot pass"
         )
     elif code == 1:
-        _fail(
+        fail(
             f"{summary['conversation_error_rate']:.2%} of conversations failed, above "
             f"--max-error-rate {args.max_error_rate:g}"
         )
     elif code == 99:
-        failed = [t for t in summary["thresholds"] if not t["passed"]]
-        measured = [f"{t['expression']} ({_verdict_detail(t)})" for t in failed]
-        _fail("threshold failed: " + "; ".join(measured))
-    return code
+        failed = [t for t in result.thresholds if not t.passed]
+        measured = [f"{t.expression} ({t.detail()})" for t in failed]
+        fail("threshold failed: " + "; ".join(measured))
+    # The run's own failures come first; else a regression against the baseline exits 99.
+    return 99 if code == 0 and regressed else code
+
+
+def _baseline(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The --baseline result, read and checked with the --fail-on rules before the run."""
+    from ..load import compare  # noqa: PLC0415 - the load extra is checked first
+
+    if args.baseline is None:
+        if args.fail_on:
+            raise UsageError("--fail-on compares with a baseline: give --baseline FILE too")
+        return None
+    baseline = load_side([args.baseline])
+    try:
+        compare(baseline, baseline, rules=args.fail_on, noise=args.noise)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    return baseline
+
+
+def _compare_with_baseline(
+    args: argparse.Namespace, baseline: Mapping[str, Any], summary: Mapping[str, Any]
+) -> bool:
+    """Print the comparison with the baseline; True when a rule failed on a real change."""
+    from ..load import compare, render_comparison  # noqa: PLC0415
+
+    comparison = compare(baseline, summary, rules=args.fail_on, noise=args.noise)
+    print(safe_text(render_comparison(comparison)), end="", flush=True)
+    if comparison.failed:
+        failed = [v.expression for v in comparison.verdicts if v.failed]
+        fail("regression against the baseline: " + "; ".join(failed))
+    return comparison.failed
 
 
 def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
@@ -722,52 +602,11 @@ def _refuse_server_thresholds(thresholds: Sequence[Any]) -> None:
         )
 
 
-def _server_figures(server: _EmbeddedServer) -> dict[str, Any]:
-    """The embedded fake's server_* figures, known once it has stopped."""
-    faults = server.stats.get("faults", {})
-    cpu = server.cpu_seconds
-    return {
-        "server_cpu_seconds": None if cpu is None else round(cpu, 4),
-        "server_requests": sum(server.stats.get("requests", {}).values()),
-        "server_faults": sum(n for name, n in faults.items() if name != "latency"),
-        "server_max_open_connections": server.stats.get("max_open_connections"),
-    }
+def write_outputs(args: argparse.Namespace, result: Any) -> bool:
+    """Write --json, --csv and --html; False if one could not be (one error line each)."""
+    from ..load import write_reports  # noqa: PLC0415 - the load extra
 
-
-def _verdict_detail(threshold: Mapping[str, Any]) -> str:
-    """``measured 3.43 s`` (in the expression's unit), or why nothing was measured."""
-    from ..load._thresholds import measured_text  # noqa: PLC0415 - the load extra
-
-    if threshold["value"] is None:
-        return str(threshold.get("reason") or "not measured in this run")
-    return f"measured {measured_text(threshold['expression'], threshold['value'])}"
-
-
-def _write_reports(
-    args: argparse.Namespace, summary: Mapping[str, Any], write_csv: Any, write_html: Any
-) -> bool:
-    """Write --json, --csv and --html; False if one could not be.
-
-    Each failure is one error line naming its option; the other reports are still written.
-    """
-
-    def write_json(path: Path) -> None:
-        # Redacted as values, before encoding: a credential JSON escapes is still found.
-        text = orjson.dumps(redact_value(summary), option=orjson.OPT_INDENT_2).decode()
-        path.write_text(text + "\n", encoding="utf-8")
-
-    writers = (
-        ("--json", args.json, write_json),
-        ("--csv", args.csv, lambda p: write_csv(summary, p)),
-        ("--html", args.html, lambda p: write_html(summary, p)),
-    )
-    written = True
-    for option, path, write in writers:
-        if path is None:
-            continue
-        try:
-            write(path)
-        except OSError as exc:
-            _fail(f"{option}: could not write {path}: {exc.strerror or exc}")
-            written = False
-    return written
+    problems = write_reports(result, json=args.json, csv=args.csv, html=args.html)
+    for name, problem in problems.items():
+        fail(f"--{name}: {problem}")
+    return not problems

@@ -30,12 +30,12 @@ from .._models import RespondChatResponse
 from .._redact import safe_text
 from ._common import (
     UsageError,
-    _add_target_options,
-    _client_settings,
-    _display_url,
-    _fail,
-    _fake,
-    _positive_seconds,
+    add_target_options,
+    client_settings,
+    display_url,
+    fail,
+    make_fake,
+    positive_seconds,
     reason,
 )
 
@@ -64,7 +64,7 @@ def add_parser(commands: Any) -> None:
         "input. End with /quit, Ctrl-D or Ctrl-C. By default the agent is an embedded fake "
         'server\'s demo agent: ask for "a human" to see a handoff, say "bye" to end.',
     )
-    _add_target_options(chat, "chat with")
+    add_target_options(chat, "chat with")
     chat.add_argument(
         "--agent",
         choices=("demo", "echo"),
@@ -74,7 +74,7 @@ def add_parser(commands: Any) -> None:
     chat.add_argument("--seed", type=int, metavar="N", help="seed the embedded fake's ids")
     chat.add_argument(
         "--close-timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=_CLOSE_TIMEOUT,
         metavar="SECONDS",
         help="how long leaving waits at most for the API to close the conversation "
@@ -86,7 +86,7 @@ def add_parser(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async chat`` with the parsed ``args``; returns the exit status."""
     source = _source(args)
-    settings = None if source is None else _client_settings(args, source=source)
+    settings = None if source is None else client_settings(args, source=source)
     return _Chat(args, settings, source).run()
 
 
@@ -175,7 +175,7 @@ class _Chat:
         """Start the embedded fake if there is one, open the client; say who answers."""
         if self.settings is None:
             fake = await self.stack.enter_async_context(
-                _fake(agent=self.args.agent, seed=self.args.seed)
+                make_fake(agent=self.args.agent, seed=self.args.seed)
             )
             self.client = await self.stack.enter_async_context(fake.client())
             return f"the {self.args.agent} agent of an embedded fake server at {fake.url}"
@@ -187,7 +187,7 @@ class _Chat:
         self.client = await self.stack.enter_async_context(client)
         return (
             f"the agent of account {client.account_id}, project {client.project_id} at "
-            f"{_display_url(client.base_url)} (from {self.source})"
+            f"{display_url(client.base_url)} (from {self.source})"
         )
 
     # -- the conversation ---------------------------------------------------------------
@@ -255,7 +255,7 @@ class _Chat:
             print()
             return self._leave("interrupted", 130)
         except PolyAIError as exc:
-            _fail(f"the agent did not answer: {reason(exc)}")
+            fail(f"the agent did not answer: {reason(exc)}")
             return self._leave("error", 1)
         self._show(reply)
         if reply.end_conversation:
@@ -316,10 +316,10 @@ class _Chat:
         try:
             self._wait(asyncio.wait_for(conversation.aclose(), timeout))
         except _Interrupted:
-            _fail(f"gave up closing conversation {cid}: interrupted again")
+            fail(f"gave up closing conversation {cid}: interrupted again")
             return False
         except (PolyAIError, asyncio.TimeoutError) as exc:
-            _fail(
+            fail(
                 f"closing conversation {cid} failed: {reason(exc)} (the API ends idle "
                 "conversations itself)"
             )

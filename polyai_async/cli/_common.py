@@ -21,33 +21,32 @@ from typing import Any
 from yarl import URL
 
 from .. import _logging
-from .._config import DEFAULT_REGION, REGIONS, is_loopback
+from .._commandline import OneLineParser, option_names
+from .._config import DEFAULT_REGION, REGIONS, PoolLimits, is_loopback
 from .._errors import ConfigurationError
 from .._redact import safe_text
-from ..testing import FakePolyAI, Faults
-from ..testing.__main__ import OneLineParser, option_names
-from ..testing._agents import _AGENTS
-from ..testing._server import _DEFAULT_CREDENTIALS
+from .._retry import RetryPolicy
+from ..testing import AGENTS, DEFAULT_CREDENTIALS, FakePolyAI, Faults
 
 PROG = "polyai-async"
 _CREDENTIAL_VARIABLES = ("POLYAI_API_KEY", "POLYAI_TOKEN", "POLYAI_ACCOUNT_ID", "POLYAI_PROJECT_ID")
 # The embedded server's credentials: made up, the fake's defaults (the same as FakePolyAI's and
 # ``python -m polyai_async.testing``'s), accepted only by the fake this command starts.
-_FAKE_CREDENTIALS: dict[str, str] = dict(_DEFAULT_CREDENTIALS)
+FAKE_CREDENTIALS: dict[str, str] = dict(DEFAULT_CREDENTIALS)
 
 
 class UsageError(Exception):
     """A bad option or combination of options, found after parsing: exit 2."""
 
 
-class _Parser(OneLineParser):
+class Parser(OneLineParser):
     """argparse, but an error is one line (no usage block) and exit 2."""
 
 
 # -- argument types: each raises ArgumentTypeError with a message that names the problem -----
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
+def whole(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -71,7 +70,7 @@ def _number(text: str) -> float:
     return value
 
 
-def _rate(text: str) -> float:
+def rate(text: str) -> float:
     value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is not a rate between 0 and 1")
@@ -85,7 +84,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
     value = _number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds > 0")
@@ -103,21 +102,21 @@ def _base_url(text: str) -> str:
         )
     if url.scheme == "http" and not is_loopback(url.host):
         raise argparse.ArgumentTypeError(
-            f"{_display_url(url)} is plain http to a host other than this machine, which would "
+            f"{display_url(url)} is plain http to a host other than this machine, which would "
             "send the API key unencrypted: use https"
         )
     return text
 
 
-def _budget(text: str) -> int | None:
+def budget(text: str) -> int | None:
     if text.lower() in {"off", "none"}:
         return None
-    return _whole(0)(text)
+    return whole(0)(text)
 
 
-def _json_path(text: str) -> Path:
+def json_path(text: str) -> Path:
     """A report's path, checked (by trying) before anything runs: argparse names the option."""
-    from ..load._report import output_path_problem  # noqa: PLC0415 - the load extra
+    from ..load import output_path_problem  # noqa: PLC0415 - the load extra
 
     problem = output_path_problem(text)
     if problem is not None:
@@ -128,15 +127,15 @@ def _json_path(text: str) -> Path:
 # -- options shared by commands -----------------------------------------------------------
 
 
-def _add_fault_options(parser: argparse.ArgumentParser) -> None:
+def add_fault_options(parser: argparse.ArgumentParser) -> None:
     # Every default is None, so bench can tell a fault option given for a real target.
     faults = parser.add_argument_group("faults injected by the fake server")
     faults.add_argument(
-        "--error-rate", type=_rate, metavar="F", help="share of requests answered 500 (0 to 1)"
+        "--error-rate", type=rate, metavar="F", help="share of requests answered 500 (0 to 1)"
     )
     faults.add_argument(
         "--rate-limit-rate",
-        type=_rate,
+        type=rate,
         metavar="F",
         help="share of requests answered 429 with Retry-After (0 to 1)",
     )
@@ -148,13 +147,13 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument(
         "--reset-rate",
-        type=_rate,
+        type=rate,
         metavar="F",
         help="share of requests whose connection is reset before any answer (0 to 1)",
     )
     faults.add_argument(
         "--malformed-rate",
-        type=_rate,
+        type=rate,
         metavar="F",
         help="share of requests answered 200 with a body that is not JSON (0 to 1)",
     )
@@ -172,7 +171,114 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-_FAULT_OPTIONS = (
+def add_scenario_options(parser: argparse.ArgumentParser) -> None:
+    """The scenario group (bench's and capacity's)."""
+    scenario = parser.add_argument_group("scenario")
+    scenario.add_argument(
+        "--scenario",
+        type=Path,
+        metavar="FILE",
+        help="what the users say: a YAML or JSON scenario, or JSON Lines of recorded "
+        "conversations (default: the demo scenario)",
+    )
+    scenario.add_argument(
+        "--turns",
+        type=whole(0),
+        default=None,
+        metavar="N",
+        help="the demo scenario's user messages per conversation; fewer when the agent ends "
+        "it (default 5)",
+    )
+    scenario.add_argument(
+        "--think-time",
+        metavar="TIME",
+        help="pause before each user message, overriding the scenario's: 2s, "
+        "exponential:3s or uniform:1s..5s",
+    )
+
+
+def add_generator_options(load: Any) -> None:
+    """The load group's options on how the generator runs (bench's and capacity's)."""
+    load.add_argument(
+        "--arrival",
+        choices=("poisson", "constant"),
+        default="poisson",
+        help="open model: random (poisson) or evenly spaced (constant) arrivals (default poisson)",
+    )
+    load.add_argument(
+        "--max-in-flight",
+        type=whole(1),
+        default=10_000,
+        metavar="N",
+        help="open model: arrivals that find N conversations in flight (counted from their "
+        "scheduled start) are dropped and counted as conversations_dropped (default 10000)",
+    )
+    load.add_argument(
+        "--processes",
+        type=whole(1),
+        default=1,
+        metavar="N",
+        help="worker processes sharing the load, at most 4 per CPU; their histograms merge "
+        "exactly (default 1)",
+    )
+    load.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="the event loop: auto is uvloop when it is installed (default auto)",
+    )
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The client group: pool, retries, deadline, adaptive concurrency (bench's and capacity's)."""
+    client = parser.add_argument_group("client")
+    client.add_argument(
+        "--max-connections",
+        type=whole(1),
+        default=PoolLimits().max_connections,
+        metavar="N",
+        help=f"connections to the host at most, per process (PoolLimits; default "
+        f"{PoolLimits().max_connections})",
+    )
+    client.add_argument(
+        "--retry-attempts",
+        type=whole(1),
+        default=RetryPolicy().max_attempts,
+        metavar="N",
+        help=f"HTTP attempts per call, the first included; 1 turns retries off (default "
+        f"{RetryPolicy().max_attempts})",
+    )
+    client.add_argument(
+        "--no-retry-ambiguous",
+        action="store_true",
+        help="do not retry create and respond when the server may have processed them",
+    )
+    client.add_argument(
+        "--deadline",
+        type=positive_seconds,
+        default=RetryPolicy().deadline,
+        metavar="SECONDS",
+        help=f"time a call may take, retries included (default {RetryPolicy().deadline:g})",
+    )
+    client.add_argument(
+        "--retry-budget",
+        type=budget,
+        default=RetryPolicy().retry_budget,
+        metavar="N|off",
+        help=f"tokens in the client's retry budget, or off: a retry costs 5 tokens (10 after "
+        f"a timeout), a success refunds 1, and with the budget spent failures are not retried "
+        f"(default {RetryPolicy().retry_budget})",
+    )
+    client.add_argument(
+        "--adaptive-concurrency",
+        action="store_true",
+        help="cap the client's calls in flight and move the cap as the API answers (slow "
+        "start, AIMD on 429/503/timeouts, a client-wide pause for Retry-After), as a bot with "
+        "PolyAIClient(adaptive_concurrency=True) would",
+    )
+
+
+FAULT_OPTIONS = (
     "error_rate",
     "rate_limit_rate",
     "retry_after",
@@ -184,7 +290,43 @@ _FAULT_OPTIONS = (
 )
 
 
-def _add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
+def add_agent_options(parser: argparse.ArgumentParser) -> None:
+    # Defaults None, as the fault options: a real target refuses them.
+    agent = parser.add_argument_group("the fake agent's capacity")
+    agent.add_argument(
+        "--agent-capacity",
+        type=whole(1),
+        metavar="N",
+        help="respond turns the fake agent works on at once; more wait their turn, first come "
+        "first served: it sustains N / --agent-latency turns a second (default: no limit)",
+    )
+    agent.add_argument(
+        "--agent-latency",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --agent-capacity, the seconds each turn holds its slot (default 0.1)",
+    )
+    agent.add_argument(
+        "--agent-latency-jitter",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --agent-capacity, up to this much more per turn, uniformly random",
+    )
+
+
+AGENT_OPTIONS = ("agent_capacity", "agent_latency", "agent_latency_jitter")
+
+
+def agent_capacity_from(args: argparse.Namespace) -> dict[str, Any]:
+    """FakePolyAI's agent_* arguments the agent options give; UsageError if they do not fit."""
+    options = {n: getattr(args, n) for n in AGENT_OPTIONS if getattr(args, n, None) is not None}
+    if options and "agent_capacity" not in options:
+        flags = ", ".join("--" + n.replace("_", "-") for n in options)
+        raise UsageError(f"{flags}: give --agent-capacity too (they shape its slots)")
+    return options
+
+
+def add_target_options(parser: argparse.ArgumentParser, what: str) -> None:
     target = parser.add_argument_group("target (default: an embedded fake server)")
     choice = target.add_mutually_exclusive_group()
     choice.add_argument(
@@ -219,7 +361,7 @@ def prog() -> str:
     return " ".join([PROG, *_running])
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     print(f"{prog()}: error: {safe_text(' '.join(message.split()))}", file=sys.stderr, flush=True)
 
 
@@ -253,31 +395,33 @@ def cli_words(message: str) -> str:
     return message
 
 
-def _display_url(url: str | URL) -> str:
+def display_url(url: str | URL) -> str:
     """An origin fit to print: any user and password in it are dropped."""
     return str(URL(str(url)).with_user(None))
 
 
-def _faults_from(args: argparse.Namespace) -> Faults:
+def faults_from(args: argparse.Namespace) -> Faults:
     """The Faults the fault options describe; UsageError if they do not fit together."""
     options = {
         name: getattr(args, name)
-        for name in _FAULT_OPTIONS
+        for name in FAULT_OPTIONS
         if name != "seed" and getattr(args, name) is not None
     }
     try:
         return Faults(**options)
     except ValueError as exc:
         # Faults names its arguments (error_rate); the user typed options (--error-rate).
-        raise UsageError(option_names(str(exc), _FAULT_OPTIONS)) from None
+        raise UsageError(option_names(str(exc), FAULT_OPTIONS)) from None
 
 
-def _client_settings(args: argparse.Namespace, *, source: str | None = None) -> dict[str, Any]:
+def client_settings(args: argparse.Namespace, *, source: str | None = None) -> dict[str, Any]:
     """Settings for a client of the real target that ``--base-url`` or ``--real`` names.
 
     ``source`` names what chose the target in messages (default ``--real`` or ``--base-url``).
     """
-    given = [name for name in _FAULT_OPTIONS if getattr(args, name, None) is not None]
+    given = [
+        name for name in (*FAULT_OPTIONS, *AGENT_OPTIONS) if getattr(args, name, None) is not None
+    ]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
         raise UsageError(f"{flags}: only the embedded fake server takes these options")
@@ -291,28 +435,30 @@ def _client_settings(args: argparse.Namespace, *, source: str | None = None) -> 
     return {"base_url": args.base_url} if args.base_url else {}
 
 
-def _fake(
+def make_fake(
     *,
     agent: str,
     seed: int | None,
     host: str = "127.0.0.1",
     port: int = 0,
     faults: Faults | None = None,
+    **agent_capacity: Any,
 ) -> FakePolyAI:
     return FakePolyAI(
         host=host,
         port=port,
-        api_key=_FAKE_CREDENTIALS["api_key"],
-        token=_FAKE_CREDENTIALS["token"],
-        account_id=_FAKE_CREDENTIALS["account_id"],
-        project_id=_FAKE_CREDENTIALS["project_id"],
-        agent=_AGENTS[agent](),
+        api_key=FAKE_CREDENTIALS["api_key"],
+        token=FAKE_CREDENTIALS["token"],
+        account_id=FAKE_CREDENTIALS["account_id"],
+        project_id=FAKE_CREDENTIALS["project_id"],
+        agent=AGENTS[agent](),
         faults=faults,
         seed=seed,
+        **agent_capacity,
     )
 
 
-class _OneLineHandler(logging.Handler):
+class OneLineHandler(logging.Handler):
     """Log records to stderr (whatever it is now), one line each, never a traceback.
 
     The command's one log handler: ``POLYAI_LOG`` sets its level (it adds no other), and every
@@ -329,13 +475,13 @@ class _OneLineHandler(logging.Handler):
         print(safe_text(f"{prog()}: {record.levelname.lower()}: {message}"), file=sys.stderr)
 
 
-def _configure_logging() -> None:
+def configure_logging() -> None:
     # On the root logger, so bench can silence the client's retry warnings while it counts
     # them (it stops their propagation for the run).
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if isinstance(h, _OneLineHandler)), None)
+    handler = next((h for h in root.handlers if isinstance(h, OneLineHandler)), None)
     if handler is None:
-        handler = _OneLineHandler(logging.WARNING)
+        handler = OneLineHandler(logging.WARNING)
         root.addHandler(handler)
     # A bad POLYAI_LOG: the first client made says so, as one error line.
     with contextlib.suppress(ConfigurationError):

@@ -6,9 +6,16 @@ import argparse
 import asyncio
 from typing import Any
 
+from .._commandline import port_number
 from ..testing import FakePolyAI, run_server
-from ..testing.__main__ import port_number
-from ._common import _add_fault_options, _fail, _fake, _faults_from
+from ._common import (
+    add_agent_options,
+    add_fault_options,
+    agent_capacity_from,
+    fail,
+    faults_from,
+    make_fake,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -30,22 +37,29 @@ def add_parser(commands: Any) -> None:
     where.add_argument(
         "--agent", choices=("demo", "echo"), default="demo", help="who answers (default demo)"
     )
-    _add_fault_options(serve)
+    add_agent_options(serve)
+    add_fault_options(serve)
     serve.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async serve`` with the parsed ``args``; returns the exit status."""
-    fake = _fake(
+    fake = make_fake(
         host=args.host,
         port=args.port,
         agent=args.agent,
-        faults=_faults_from(args),
+        faults=faults_from(args),
         seed=args.seed,
+        **agent_capacity_from(args),
     )
 
     def ready(running: FakePolyAI) -> None:
         print(running.url)
+        if running.agent_turns_per_second is not None:
+            print(
+                f"The agent takes {running.agent_capacity} turns at once: at most "
+                f"{running.agent_turns_per_second:g} turns a second."
+            )
         print("Fake credentials, for this server only (export them, or pass them to the client):")
         print(f"  POLYAI_BASE_URL={running.url}")
         print(f"  POLYAI_API_KEY={running.api_key}")
@@ -57,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = asyncio.run(run_server(fake, on_ready=ready))
     except OSError as exc:
-        _fail(f"could not listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        fail(f"could not listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return 1
     requests = sum(stats.requests.values())
     print(f"Stopped after {requests:,} requests.", flush=True)

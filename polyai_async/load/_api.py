@@ -1,4 +1,4 @@
-"""The load tester's front door: run a Load with a Scenario, get a LoadResult (private).
+"""The load tester's front door: run a Load with a Scenario, get a LoadResult.
 
 ``run_load`` (blocking: scripts, the command line, worker processes) and ``run_load_async``
 (inside a running event loop: pytest-asyncio, notebooks) do the same: apply the load, merge
@@ -16,6 +16,8 @@ from typing import Any
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
+from ._abort import AbortOnFail, WindowJudge
+from ._conversation import guarded
 from ._interrupt import Interrupt, on_loop_signals
 from ._live import live_figures
 from ._metrics import Metrics
@@ -26,7 +28,7 @@ from ._shape import Load
 from ._thresholds import Threshold
 from ._workers import run_processes
 
-__all__ = ["parse_thresholds", "run_load", "run_load_async"]
+__all__ = ["check_processes", "parse_thresholds", "run_load", "run_load_async"]
 
 #: ``processes`` at most this many per CPU: more workers than cores only share them.
 MAX_PROCESSES_PER_CPU = 4
@@ -70,6 +72,7 @@ async def run_load_async(
     settings: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
     stop: asyncio.Event | None = None,
+    abort_on_fail: AbortOnFail | None = None,
 ) -> LoadResult:
     """Apply ``load`` through an open ``client`` on the running event loop (one process).
 
@@ -88,6 +91,9 @@ async def run_load_async(
         settings: the run's options, for the report (never a secret).
         context: keys added to the summary (target, base_url...).
         stop: once set, the run ends early with what was measured (see above).
+        abort_on_fail: judge the thresholds as the run goes and stop it at the first that
+            fails over the sliding window (see AbortOnFail): ``result.aborted`` says when and
+            why, and the run fails (exit code 99).
     """
     return await _run_async(
         client,
@@ -100,6 +106,7 @@ async def run_load_async(
         context=context,
         stop=stop,
         interrupt=None,
+        abort_on_fail=abort_on_fail,
     )
 
 
@@ -115,18 +122,23 @@ async def _run_async(
     context: Mapping[str, Any] | None,
     stop: asyncio.Event | None,
     interrupt: Interrupt | None,
+    abort_on_fail: AbortOnFail | None = None,
 ) -> LoadResult:
     scenario = _check(scenario, load)
     check_rate(load)
     parsed = parse_thresholds(thresholds)
     metrics = Metrics()
     tick = None if on_tick is None else _ticker(on_tick, load)
+    judge = None
+    if abort_on_fail is not None:
+        stop = stop if stop is not None else asyncio.Event()
+        tick, judge = _aborting(tick, abort_on_fail, parsed, stop)
     cpu = time.process_time()
     interrupted = await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
     by = None
-    if interrupted:
+    if interrupted and (judge is None or judge.reason is None):
         by = "stop" if interrupt is None or interrupt.signal is None else interrupt.signal
-    return make_result(
+    result = make_result(
         metrics,
         thresholds=parsed,
         load=load,
@@ -138,6 +150,31 @@ async def _run_async(
         context=context,
         interrupted_by=by,
     )
+    return result if judge is None else result.with_abort(judge.as_dict())
+
+
+def _aborting(
+    tick: Callable[[Metrics], None] | None,
+    abort: AbortOnFail,
+    thresholds: Sequence[Threshold],
+    stop: asyncio.Event,
+) -> tuple[Callable[[Metrics], None], WindowJudge]:
+    """``tick``, then the thresholds judged over the window: ``stop`` set once one failed."""
+    if not isinstance(abort, AbortOnFail):
+        raise ConfigurationError(
+            f"abort_on_fail must be an AbortOnFail, not {type(abort).__name__}"
+        )
+    if not thresholds:
+        raise ConfigurationError("abort_on_fail needs thresholds to judge")
+    judge = WindowJudge(thresholds, grace=abort.grace, window=abort.window, failures=abort.failures)
+
+    def aborting(metrics: Metrics) -> None:
+        if tick is not None:
+            tick(metrics)
+        if judge.check(metrics):
+            stop.set()
+
+    return aborting, judge
 
 
 def _ticker(on_tick: OnTick, load: Load) -> Callable[[Metrics], None]:
@@ -147,9 +184,25 @@ def _ticker(on_tick: OnTick, load: Load) -> Callable[[Metrics], None]:
         snapshot = metrics.snapshot()
         snapshot["cpu_seconds"] = time.process_time() - cpu
         snapshot["elapsed"] = time.perf_counter() - metrics.start
-        on_tick(live_figures([snapshot], planned=load.planned_seconds()))
+        on_tick(with_target(live_figures([snapshot], planned=load.planned_seconds()), load))
 
     return tick
+
+
+def with_target(figures: dict[str, Any], load: Load) -> dict[str, Any]:
+    """The live ``figures`` with the load's ``target`` now and its ``stage`` (``2/3``, or None)."""
+    elapsed = figures.get("elapsed") or 0.0
+    figures["target"] = load.target_at(elapsed)
+    figures["target_unit"] = "/s" if not load.closed_model else " at once"
+    stage = None
+    left = elapsed
+    for index, step in enumerate(load.stages):
+        if left < step.duration:
+            stage = f"{index + 1}/{len(load.stages)}"
+            break
+        left -= step.duration
+    figures["stage"] = stage
+    return figures
 
 
 def check_rate(load: Load, processes: int = 1) -> None:
@@ -234,6 +287,7 @@ def run_load(
     on_tick: OnTick | None = None,
     settings: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
+    abort_on_fail: AbortOnFail | None = None,
 ) -> LoadResult:
     """Apply ``load`` and wait for the result (blocking; starts its own event loop).
 
@@ -252,9 +306,12 @@ def run_load(
         loop: ``auto`` (uvloop when installed), ``asyncio`` or ``uvloop``.
         thresholds: expressions such as ``respond.p99<1500ms`` (see Threshold).
         max_error_rate: the run fails above this share of failed conversations.
-        on_tick: called about once a second with the live figures.
+        on_tick: called about once a second with the live figures; what it raises is
+            logged once, and the run goes on.
         settings: the run's options, for the report (never a secret).
         context: keys added to the summary (target, base_url...).
+        abort_on_fail: stop the run at the first threshold to fail over a sliding window
+            (see AbortOnFail; one process only).
 
     Raises:
         ConfigurationError: a bad argument, before anything runs.
@@ -263,6 +320,10 @@ def run_load(
     scenario = _check(scenario, load)
     parsed = parse_thresholds(thresholds)
     check_processes(load, processes)
+    if abort_on_fail is not None and processes > 1:
+        raise ConfigurationError(
+            "abort_on_fail judges one process's series: it does not go with processes > 1 yet"
+        )
     chosen = choose_loop(loop)
     client_options = dict(client_settings or {})
     PolyAIClient(**client_options)  # refuse bad settings here, not in a worker process
@@ -294,13 +355,16 @@ def run_load(
                         context=context,
                         stop=stop,
                         interrupt=interrupt,
+                        abort_on_fail=abort_on_fail,
                     )
 
         return run_with_loop(main, chosen)
 
+    shown = None if on_tick is None else guarded(on_tick, "the on_tick callback")
+
     def tick(snapshots: Sequence[Mapping[str, Any]]) -> None:
-        if on_tick is not None:
-            on_tick(live_figures(snapshots, planned=load.planned_seconds()))
+        if shown is not None:
+            shown(with_target(live_figures(snapshots, planned=load.planned_seconds()), load))
 
     outcome = run_processes(
         scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick

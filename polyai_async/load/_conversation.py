@@ -1,25 +1,54 @@
 """One simulated conversation: create, the persona's turns, close; every outcome to an Observer.
 
-(private) ``run_conversation`` never raises a PolyAIError: each call's latency and error, each
+``run_conversation`` never raises a PolyAIError: each call's latency and error, each
 expectation and the conversation's end go to the observer, which counts them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, ParamSpec, Protocol
 
 from .._client import PolyAIClient
 from .._errors import PolyAIError
 from .._models import CreateChatResponse, Handoff
 from ._scenario import Persona, Scenario, ThinkTime
 
-__all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "run_conversation"]
+__all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "guarded", "run_conversation"]
+
+logger = logging.getLogger("polyai_async.load")
+P = ParamSpec("P")
 
 #: How long a cancelled conversation may still spend closing itself.
 CLOSE_ON_CANCEL_SECONDS = 2.0
+
+
+def guarded(callback: Callable[P, object], what: str) -> Callable[P, None]:
+    """``callback``, but what it raises is logged (the first time only) instead of raised.
+
+    A dashboard's bug must cost a log line, not the load run: the first
+    failure is logged with its traceback, later ones are not logged at all.
+    """
+    failed = False
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        nonlocal failed
+        try:
+            callback(*args, **kwargs)
+        except Exception:
+            if not failed:
+                failed = True
+                logger.warning(
+                    "polyai_async: %s raised; the run goes on (later failures are not logged)",
+                    what,
+                    exc_info=True,
+                )
+
+    return call
 
 
 class Observer(Protocol):
@@ -92,7 +121,11 @@ async def run_conversation(
         think_time: overrides the scenario's.
         scheduled: a ``time.perf_counter()`` value: when the conversation should have
             started (open model); create's latency and the conversation's count from it.
+
+    An observer method that raises is logged once (per observer class and method) and the
+    conversation goes on.
     """
+    observer = _Guarded(observer)
     clock = time.perf_counter
     pause = think_time if think_time is not None else scenario.think_time
     started = clock()
@@ -208,3 +241,41 @@ async def _close_on_cancel(client: PolyAIClient, conversation_id: str, observer:
         return
     else:
         observer.request("close", "PUT", clock() - call_started, None, None)
+
+
+# The observer methods that have raised, by observer class: each is logged once a process.
+_logged: set[tuple[type[Any], str]] = set()
+
+
+class _Guarded:
+    """An Observer passing each outcome on to another, logging what it raises."""
+
+    __slots__ = ("_observer",)
+
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+
+    def _pass(self, method: str, *args: Any, **kwargs: Any) -> None:
+        observer = self._observer
+        try:
+            getattr(observer, method)(*args, **kwargs)
+        except Exception:
+            key = (type(observer), method)
+            if key not in _logged:
+                _logged.add(key)
+                logger.warning(
+                    "polyai_async: the observer's %s.%s raised; the conversation goes on "
+                    "(its later failures are not logged)",
+                    type(observer).__qualname__,
+                    method,
+                    exc_info=True,
+                )
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        self._pass("request", *args, **kwargs)
+
+    def expectation(self, *args: Any, **kwargs: Any) -> None:
+        self._pass("expectation", *args, **kwargs)
+
+    def conversation(self, *args: Any, **kwargs: Any) -> None:
+        self._pass("conversation", *args, **kwargs)

@@ -1,4 +1,4 @@
-r"""The HTML report of a load run: one self-contained page that opens offline (private).
+r"""The HTML report of a load run: one self-contained page that opens offline.
 
 ``render_html`` turns the JSON summary (schema ``polyai-async-bench/3``) into one HTML file,
 through the template ``_templates/bench.html.j2`` (the look every report shares is
@@ -48,6 +48,7 @@ _COLORS = {
     "conversations_started": "#0d9488",
     "errors": "#dc2626",
     "in_flight": "#7c3aed",
+    "target": "#64748b",
 }
 # Latency columns of the summary table: the summary's key infix and the column heading.
 _LATENCY_COLUMNS = (
@@ -116,6 +117,7 @@ def render_html(summary: Mapping[str, Any]) -> str:
         "over_time": [c for c in charts if c["xKind"] == "seconds"],
         "spectra": [c for c in charts if c["xKind"] == "percentile"],
         "latency": _latency_table(summary),
+        "stages": _stages_table(summary),
         "outcomes": _outcomes(summary),
         "turns": _turns(summary),
         "personas": _personas(summary),
@@ -212,6 +214,7 @@ def _charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
         for p in ("p50", "p99")
     ]
     spectrum = _mapping(summary.get("latency_spectrum"), "latency_spectrum")
+    open_model = summary.get("load_model") == "open"
     return [
         chart(
             "latency",
@@ -233,6 +236,11 @@ def _charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
                     column("conversations_started"),
                     _COLORS["conversations_started"],
                 ),
+                *(
+                    [series("target rate", column("target"), _COLORS["target"], dash=True)]
+                    if open_model
+                    else []
+                ),
             ],
             unit="/s",
         ),
@@ -249,7 +257,14 @@ def _charts(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "Conversations in flight",
             "conversations running at the end of each second",
             xs,
-            [series("in flight", column("in_flight"), _COLORS["in_flight"], fill=True)],
+            [
+                series("in flight", column("in_flight"), _COLORS["in_flight"], fill=True),
+                *(
+                    []
+                    if open_model
+                    else [series("target", column("target"), _COLORS["target"], dash=True)]
+                ),
+            ],
             unit="",
         ),
         _spectrum_chart(
@@ -352,7 +367,13 @@ def _stopped(summary: Mapping[str, Any]) -> dict[str, Any] | None:
     notes = stop_notes(summary)
     if not notes:
         return None
-    state = "interrupted" if summary.get("interrupted") else "partial"
+    state = (
+        "interrupted"
+        if summary.get("interrupted")
+        else "aborted"
+        if summary.get("aborted")
+        else "partial"
+    )
     return {"state": state, "title": f"{state.capitalize()} run", "notes": notes}
 
 
@@ -430,6 +451,34 @@ def _latency_table(summary: Mapping[str, Any]) -> dict[str, Any] | None:
                 }
             )
     headings = [("", False), ("calls", True), *((heading, True) for _, heading in columns)]
+    return {"headings": headings, "rows": rows}
+
+
+def _stages_table(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Each stage's own figures (``summary['stages']``), None without stages."""
+    stages = [
+        _mapping(row, "stages", i)
+        for i, row in enumerate(_sequence(summary.get("stages"), "stages"))
+    ]
+    if not stages:
+        return None
+    headings = [
+        ("stage", True), ("from (s)", True), ("to (s)", True), ("target", False),
+        ("conversations/s", True), ("failed", True), ("respond p50", True), ("respond p99", True),
+    ]  # fmt: skip
+    rows = [
+        [
+            _value(row.get("stage")),
+            _value(row.get("start_seconds")),
+            _value(row.get("end_seconds")),
+            f"{_value(row.get('target_from')) or '-'} -> {_value(row.get('target_to')) or '-'}",
+            _value(row.get("conversations_per_second")),
+            _percent(row.get("conversation_error_rate")),
+            _ms(row.get("respond_p50_ms")),
+            _ms(row.get("respond_p99_ms")),
+        ]
+        for row in stages
+    ]
     return {"headings": headings, "rows": rows}
 
 

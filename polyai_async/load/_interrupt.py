@@ -1,4 +1,4 @@
-"""Interrupting a run: the first SIGINT or SIGTERM stops it and keeps what was measured (private).
+"""Interrupting a run: the first SIGINT or SIGTERM stops it and keeps what was measured.
 
 As k6 and Locust do, the first signal stops starting conversations, closes those in flight
 and lets the run end with a result marked interrupted (``LoadResult.interrupted``); the
@@ -103,12 +103,22 @@ def on_signals(interrupt: Interrupt) -> Iterator[None]:
 
 
 def stop_notes(summary: Mapping[str, Any]) -> list[str]:
-    """What the reports say first when the run was interrupted or is partial."""
+    """What the reports say first when the run was interrupted, aborted or is partial."""
     notes = []
     if summary.get("interrupted"):
         notes.append(
             f"INTERRUPTED ({summary.get('interrupted_by') or 'stop'}): the load was stopped "
             "early; these figures cover what was measured until then"
+        )
+    aborted = summary.get("aborted")
+    if isinstance(aborted, Mapping):
+        at, window = aborted.get("at_seconds"), aborted.get("window_seconds")
+        value = aborted.get("value")
+        notes.append(
+            f"ABORTED at {at if at is None else round(at)} s (--abort-on-fail): "
+            f"{aborted.get('threshold')} failed over the last {window} s"
+            + ("" if value is None else f" (measured {value:g})")
+            + "; these figures cover the run until then"
         )
     for worker in summary.get("workers_missing") or ():
         if isinstance(worker, Mapping):  # bench: index, name, reason

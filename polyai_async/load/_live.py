@@ -1,4 +1,4 @@
-"""What a person sees while a load runs (private).
+"""What a person sees while a load runs.
 
 ``live_figures`` turns the workers' snapshots (``Metrics.snapshot``) into the figures of one
 moment: elapsed and planned time, conversations started / in flight / done / failed /
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from . import _format
-from ._metrics import ENDPOINTS, _decode
+from ._metrics import ENDPOINTS, decode
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS
 from ._units import format_duration
 
@@ -52,7 +52,7 @@ def live_figures(
         cpu += snapshot.get("cpu_seconds", 0.0)
         elapsed = max(elapsed, snapshot.get("elapsed", 0.0))
         if snapshot["generator_lag"] is not None:
-            theirs = _decode(snapshot["generator_lag"])
+            theirs = decode(snapshot["generator_lag"])
             if lag is None:
                 lag = theirs
             else:
@@ -60,7 +60,7 @@ def live_figures(
         if snapshot["last"] is not None:
             last.update(snapshot["last"]["counters"])
             for endpoint, text in snapshot["last"]["histograms"].items():
-                theirs = _decode(text)
+                theirs = decode(text)
                 if endpoint in histograms:
                     histograms[endpoint].add(theirs)
                 else:
@@ -132,6 +132,9 @@ class PlainProgress:
         # Warnings first: they say the other figures are the generator's, not the agent's.
         pieces = [f"started {f['started']:,}"]
         pieces += [f"WARNING {_short(w)}" for w in warnings_of(f)]
+        if f.get("target") is not None:
+            stage = f" (stage {f['stage']})" if f.get("stage") else ""
+            pieces.append(f"target {f['target']:.3g}{f.get('target_unit', '')}{stage}")
         pieces += [
             f"in flight {f['in_flight']:,}",
             f"done {f['done']:,}",
@@ -185,12 +188,22 @@ class LiveView:
         from rich.text import Text  # noqa: PLC0415
 
         f = figures
-        head = Table(box=box.SIMPLE_HEAD, show_header=False, title=self.title, title_justify="left")
+        # Text, not str: a scenario's name holding "[/]" is shown, not read as markup.
+        head = Table(
+            box=box.SIMPLE_HEAD, show_header=False, title=Text(self.title), title_justify="left"
+        )
         for _ in range(4):
             head.add_column()
         failed = f"[red]{f['failed']:,}[/]" if f["failed"] else "0"
         dropped = f"[red]{f['dropped']:,}[/]" if f["dropped"] else "0"
         head.add_row("elapsed", _clock(f), "started", f"{f['started']:,}")
+        if f.get("target") is not None:
+            head.add_row(
+                "target",
+                f"{f['target']:.3g}{f.get('target_unit', '')}",
+                "stage",
+                f.get("stage") or "-",
+            )
         head.add_row("in flight", f"{f['in_flight']:,}", "done", f"{f['done']:,}")
         head.add_row("failed", failed, "dropped", dropped)
         head.add_row(

@@ -1,4 +1,4 @@
-"""What a load run measured, in a form that adds up exactly across processes (private).
+"""What a load run measured, in a form that adds up exactly across processes.
 
 Latencies go into HDR histograms (``hdrhistogram``: 1 us .. 1 h at 3 significant digits,
 recorded in microseconds): per endpoint (``create``, ``respond``, ``close``), per respond turn
@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - the load extra is missing
 __all__ = [
     "ENDPOINTS",
     "HIGHEST_US",
+    "HISTOGRAM_ENCODING",
     "LOWEST_US",
     "SERIES_HISTOGRAMS",
     "SIGNIFICANT_DIGITS",
@@ -50,6 +51,14 @@ SERIES_HISTOGRAMS = (*ENDPOINTS, *(f"{e}.ok" for e in ENDPOINTS))
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
+#: How ``to_dict`` (and bench's JSON) writes histograms: what any HdrHistogram library needs.
+HISTOGRAM_ENCODING = {
+    "format": "HdrHistogram compressed (V2), base64",
+    "unit": "us",
+    "lowest_trackable_value": LOWEST_US,
+    "highest_trackable_value": HIGHEST_US,
+    "significant_figures": SIGNIFICANT_DIGITS,
+}
 _VERSION = 2
 
 
@@ -88,7 +97,7 @@ def _encode(histogram: Any) -> str:
     return encoded.decode("ascii")
 
 
-def _decode(text: str) -> Any:
+def decode(text: str) -> Any:
     return HdrHistogram.decode(text.encode("ascii"))
 
 
@@ -124,7 +133,7 @@ def _histogram_of(histograms: dict[str, Any], name: str) -> Any:
 
 @attrs.define(eq=False)
 class _Second:
-    """One second of the series (private): counters, a gauge and per-endpoint histograms."""
+    """One second of the series: counters, a gauge and per-endpoint histograms."""
 
     t: int
     counters: Counter[str] = attrs.Factory(Counter)
@@ -136,7 +145,7 @@ class _Second:
         if endpoint in self.live:
             return self.live[endpoint]
         text = self.encoded.get(endpoint)
-        return None if text is None else _decode(text)
+        return None if text is None else decode(text)
 
     def add(self, other: _Second) -> None:
         """Add ``other``'s counters, gauge and histograms (the same second of another run)."""
@@ -354,6 +363,12 @@ class Metrics:
         self.counters["turns_completed"] += turns
         self.turns_per_conversation[turns] += 1
         self._record("conversation", seconds)
+        # Per second too, so a window of the run has its error rate and mean duration.
+        second = self._second().counters
+        second["conversations_ended"] += 1
+        second["conversation_ms"] += round(seconds * 1000)
+        if error is not None:
+            second["conversations_failed"] += 1
         if error is None:
             self.counters["conversations_completed"] += 1
             counts.completed += 1
@@ -459,8 +474,14 @@ class Metrics:
 
     # -- merging and transport -------------------------------------------------------------
 
-    def merge(self, other: Metrics) -> None:
-        """Add ``other`` into this one, exactly: histograms added, counters summed, series by t."""
+    def merge(self, other: Metrics, *, after: bool = False) -> None:
+        """Add ``other`` into this one, exactly: histograms added, counters summed, series by t.
+
+        ``other`` ran beside this one (a worker process of the same run) by default. With
+        ``after=True`` it ran after it (another run of the same setup, for ``compare``): its
+        series follows this one's, the load windows add up and the peak in flight is the
+        larger one, so the rates stay those of one run.
+        """
         for name, histogram in other.histograms.items():
             mine = self.histograms.get(name)
             if mine is None:
@@ -485,10 +506,18 @@ class Metrics:
         for key, reply in other.expectation_examples.items():
             self.expectation_examples.setdefault(key, reply)
         self.in_flight += other.in_flight
-        self.in_flight_peak += other.in_flight_peak
-        if other.load_seconds is not None:
-            self.load_seconds = max(self.load_seconds or 0.0, other.load_seconds)
-        for t, theirs_s in other.series.items():
+        offset = 0
+        if after:
+            self.in_flight_peak = max(self.in_flight_peak, other.in_flight_peak)
+            if other.load_seconds is not None:
+                self.load_seconds = (self.load_seconds or 0.0) + other.load_seconds
+            offset = max(self.series, default=-1) + 1
+        else:
+            self.in_flight_peak += other.in_flight_peak
+            if other.load_seconds is not None:
+                self.load_seconds = max(self.load_seconds or 0.0, other.load_seconds)
+        for t_other, theirs_s in other.series.items():
+            t = t_other + offset
             mine_s = self.series.get(t)
             if mine_s is None:
                 mine_s = self.series[t] = _Second(t)
@@ -511,6 +540,7 @@ class Metrics:
             )
         return {
             "version": _VERSION,
+            "histogram_encoding": dict(HISTOGRAM_ENCODING),
             "histograms": {name: _encode(h) for name, h in self.histograms.items()},
             "counters": dict(self.counters),
             "retries": dict(self.retries),
@@ -537,7 +567,7 @@ class Metrics:
             raise ValueError("not the data of Metrics.to_dict (version 2)")
         metrics = cls()
         try:
-            metrics.histograms = {n: _decode(h) for n, h in data["histograms"].items()}
+            metrics.histograms = {n: decode(h) for n, h in data["histograms"].items()}
             metrics.counters = Counter(data["counters"])
             metrics.retries = Counter(data["retries"])
             metrics.errors = {n: [int(c), str(e)] for n, (c, e) in data["errors"].items()}

@@ -53,7 +53,7 @@ def render_page(template: str, /, *, title: str, data: Mapping[str, Any], **cont
         ConfigurationError: Jinja2 is not installed.
     """
     return (
-        _environment()
+        environment()
         .get_template(template)
         .render(page=_page_assets(), title=title, data=data, **context)
     )
@@ -77,7 +77,7 @@ _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
     try:
         import jinja2  # noqa: PLC0415 - an optional dependency (the extras that write reports)
     except ImportError:
@@ -152,14 +152,19 @@ def series(
     dash: bool = False,
     fill: bool = False,
     span_gaps: bool = False,
+    points: bool = False,
 ) -> dict[str, Any]:
-    """One line of a chart: its label, colour, style and a value (or null) per x."""
+    """One line of a chart: its label, colour, style and a value (or null) per x.
+
+    ``points`` draws each value as a dot as well (a marker such as a search's answer).
+    """
     return {
         "label": label,
         "color": color,
         "dash": dash,
         "fill": fill,
         "spanGaps": span_gaps,
+        "points": points,
         "values": values,
     }
 
@@ -173,11 +178,12 @@ def chart(
     *,
     unit: str,
     x_kind: str = "seconds",
+    x_unit: str = "",
 ) -> dict[str, Any]:
     """A chart's spec for report.js; series with no value at all are left out (nothing to draw).
 
-    ``x_kind`` is ``"seconds"`` (time of the run) or ``"percentile"`` (a log percentile axis:
-    x = -log10(1 - p/100)).
+    ``x_kind`` is ``"seconds"`` (time of the run), ``"percentile"`` (a log percentile axis:
+    x = -log10(1 - p/100)) or ``"load"`` (a capacity search's offered load, in ``x_unit``).
     """
     drawn = [s for s in lines if any(v is not None for v in s["values"])]
     return {
@@ -185,6 +191,7 @@ def chart(
         "title": title,
         "caption": caption,
         "xKind": x_kind,
+        "xUnit": x_unit,
         "unit": unit,
         "x": list(xs) if drawn else [],
         "series": drawn,

@@ -1,4 +1,4 @@
-"""Reports of a LoadResult: JSON, CSV and the terminal tables (private).
+"""Reports of a LoadResult: JSON, CSV and the terminal tables.
 
 rich is imported inside ``render`` alone, so the engine and the file reports run without it.
 """
@@ -43,6 +43,8 @@ CSV_COLUMNS = (
     "in_flight",
     *(f"{e}_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
     *(f"{e}_ok_{p}_ms" for e in ENDPOINTS for p in ("p50", "p99")),
+    # Last, so that the columns before it keep their places.
+    "target",
 )
 # The terminal's columns (p95 and the mean are in the JSON): they fit in 80 columns.
 _LATENCY_KEYS = ("p50", "p90", "p99", "p999", "max")
@@ -54,7 +56,7 @@ def _summary(result: LoadResult | Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def write_json(result: LoadResult | Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write the run's summary (schema ``polyai-async-bench/3``) as indented JSON to ``path``."""
+    """Write the run's summary (schema ``polyai-async-bench/4``) as indented JSON to ``path``."""
     Path(path).write_bytes(orjson.dumps(_summary(result), option=orjson.OPT_INDENT_2) + b"\n")
 
 
@@ -156,10 +158,13 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
     """
     from rich import box  # noqa: PLC0415 - rich is optional: the cli extra
     from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
 
+    # Names, replies and error texts come from outside: each goes in as a Text, never as a
+    # markup string, so "[/]" in a persona's name or an agent's reply is printed as written.
     s = redact_value(summary, terminal=True)
     examples = redact_value(examples, terminal=True)
-    console.print(redact_value(description, terminal=True), soft_wrap=True)
+    console.print(Text(redact_value(description, terminal=True)), soft_wrap=True)
     for line in stop_notes(s):
         console.print(line, style="bold red", markup=False, soft_wrap=True)
     totals = Table(box=box.SIMPLE_HEAD, show_header=False)
@@ -202,7 +207,7 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
     )
     if s.get("handoffs_by_destination"):
         where = ", ".join(f"{d} {n:,}" for d, n in s["handoffs_by_destination"].items())
-        totals.add_row("handoffs by destination", "", where)
+        totals.add_row("handoffs by destination", "", Text(where))
     totals.add_row(
         "requests",
         _count(s["requests"]),
@@ -295,13 +300,13 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         for name, p in personas.items():
             unmet = p["expectations_failed"]
             expectations.add_row(
-                name,
+                Text(name),
                 _count(p["started"]),
                 _count(p["completed"]),
                 _count(p["failed"]),
                 _count(p["expectations_checked"]),
                 f"[red]{unmet:,}[/]" if unmet else "0",
-                p["example_failure"] or "",
+                Text(p["example_failure"] or ""),
             )
         console.print(expectations)
 
@@ -316,7 +321,7 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
             else:
                 value = measured_text(t["expression"], t["value"])
             thresholds.add_row(
-                t["expression"], value, "passed" if t["passed"] else "[red]FAILED[/]"
+                Text(t["expression"]), Text(value), "passed" if t["passed"] else "[red]FAILED[/]"
             )
         console.print(thresholds)
 
@@ -328,7 +333,7 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
         errors.add_column("first message", overflow="fold")
         for name, entry in errors_by_class.items():
             example = (examples or {}).get(name, entry["example"])
-            errors.add_row(name, f"{entry['count']:,}", example)
+            errors.add_row(Text(name), f"{entry['count']:,}", Text(example))
         console.print(errors)
     for warning in s.get("warnings") or ():
-        console.print(f"[bold red]warning:[/] {warning}")
+        console.print(Text.assemble(("warning:", "bold red"), " ", warning))

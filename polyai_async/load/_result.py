@@ -1,7 +1,7 @@
-"""A run's result: the merged Metrics, the summary built from them, thresholds, warnings (private).
+"""A run's result: the merged Metrics, the summary built from them, thresholds, warnings.
 
 The summary (``LoadResult.summary``, written by ``--json``) is one JSON object with schema
-``polyai-async-bench/3``; every key is documented in ``docs/load-testing.md``.
+``polyai-async-bench/4``; every key is documented in ``docs/load-testing.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
     "summarize",
 ]
 
-SCHEMA = "polyai-async-bench/3"
+SCHEMA = "polyai-async-bench/4"
 #: Past this generator lag (p99, ms), the figures describe the generator, not the agent.
 LAG_WARNING_MS = 10.0
 #: Past this share of a core, the client's CPU is saturated.
@@ -57,11 +57,14 @@ def _latencies(metrics: Metrics, source: str) -> dict[str, float | None]:
     return figures
 
 
-def _timeseries(metrics: Metrics) -> list[dict[str, Any]]:
+def _timeseries(metrics: Metrics, load: Load | None = None) -> list[dict[str, Any]]:
     rows = []
     for t, counters, in_flight, histograms in metrics.seconds():
         row: dict[str, Any] = {
             "t": t,
+            # What the load asked for in the middle of that second: the rate (open model) or
+            # the concurrency (closed), following the stages.
+            "target": None if load is None else round(load.target_at(t + 0.5), 3),
             "conversations_started": counters.get("conversations_started", 0),
             "requests": counters.get("requests", 0),
             "errors": counters.get("errors", 0),
@@ -75,6 +78,42 @@ def _timeseries(metrics: Metrics) -> list[dict[str, Any]]:
                     value = histogram.get_value_at_percentile(p) / 1000
                 row[f"{_key(source)}_{name}_ms"] = _round(value)
         rows.append(row)
+    return rows
+
+
+def _stages(metrics: Metrics, load: Load | None) -> list[dict[str, Any]]:
+    """Each stage's own figures, from the per-second series of its whole seconds."""
+    from ._abort import window_figures  # noqa: PLC0415 - a sibling that imports this module's
+
+    if load is None or not load.stages:
+        return []
+    rows = []
+    start, level = 0.0, load.target_at(0.0)
+    for index, stage in enumerate(load.stages):
+        end = start + stage.duration
+        f = window_figures(metrics, start, end, sources=ENDPOINTS)
+        seconds = f["window_seconds"]
+        rows.append(
+            {
+                "stage": index + 1,
+                "start_seconds": round(start, 3),
+                "end_seconds": round(end, 3),
+                "target_from": level,
+                "target_to": stage.target,
+                "seconds_measured": seconds,
+                "conversations_per_second": _round(f.get("conversations_per_second")),
+                "turns_per_second": _round(f.get("turns_per_second")),
+                "requests_per_second": _round(f.get("requests_per_second")),
+                "conversation_error_rate": _round(f.get("conversation_error_rate"), 6),
+                "errors": f["errors_total"],
+                **{
+                    f"{e}_{p}_ms": _round(f.get(f"{e}_{p}_ms"))
+                    for e in ENDPOINTS
+                    for p in ("p50", "p99")
+                },
+            }
+        )
+        start, level = end, stage.target
     return rows
 
 
@@ -95,7 +134,7 @@ def summarize(
     context: Mapping[str, Any] | None = None,
     detail: bool = True,
 ) -> dict[str, Any]:
-    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/3``).
+    """The flat JSON summary of ``metrics`` (schema ``polyai-async-bench/4``).
 
     Args:
         metrics: what was measured.
@@ -226,8 +265,17 @@ def summarize(
             for turn in turns
         ],
         latency_spectrum={source: metrics.spectrum(source) for source in LATENCY_SOURCES},
-        timeseries=_timeseries(metrics),
+        timeseries=_timeseries(metrics, load),
+        stages=_stages(metrics, load),
         workers=[],
+    )
+    # Lossless: every histogram as HdrHistogram.encode() writes it, and the rest of the raw
+    # measurements, so runs merge exactly (``merge_summaries``) and compare from distributions.
+    raw = metrics.to_dict()
+    summary.update(
+        histogram_encoding=raw.pop("histogram_encoding"),
+        histograms=dict(sorted(raw.pop("histograms").items())),
+        metrics=raw,
     )
     return summary
 
@@ -245,7 +293,7 @@ class LoadResult:
 
     Attributes:
         metrics: every measurement, merged over the worker processes.
-        summary: the JSON summary (schema ``polyai-async-bench/3``), thresholds included.
+        summary: the JSON summary (schema ``polyai-async-bench/4``), thresholds included.
         thresholds: each threshold's verdict.
         workers: each worker process's own Metrics (empty for a single process).
         rules: the thresholds judged, kept so ``with_figures`` can judge them again.
@@ -265,7 +313,26 @@ class LoadResult:
         """
         summary = {**self.summary, **figures}
         verdicts = judge(summary, self.rules)
+        if summary.get("aborted"):
+            summary["passed"] = False
         return attrs.evolve(self, summary=summary, thresholds=verdicts)
+
+    def with_server(self, counters: Mapping[str, Any], cpu_seconds: float | None) -> LoadResult:
+        """This result with the server's ``server_*`` figures, and everything judged again.
+
+        ``counters`` are the fake server's (``Stats.as_dict()``, as
+        ``FakeServerProcess.counters`` reads them once it has stopped); ``cpu_seconds`` the
+        CPU time it used (``FakeServerProcess.cpu_seconds``).
+        """
+        faults = counters.get("faults", {})
+        return self.with_figures(
+            {
+                "server_cpu_seconds": None if cpu_seconds is None else round(cpu_seconds, 4),
+                "server_requests": sum(counters.get("requests", {}).values()),
+                "server_faults": sum(n for name, n in faults.items() if name != "latency"),
+                "server_max_open_connections": counters.get("max_open_connections"),
+            }
+        )
 
     @property
     def passed(self) -> bool:
@@ -305,6 +372,23 @@ class LoadResult:
         return list(self.summary["warnings"])
 
     @property
+    def aborted(self) -> dict[str, Any] | None:
+        """When and why ``abort_on_fail`` stopped the run, else None.
+
+        Keys: ``at_seconds`` (since the start), ``threshold``, ``value`` (over the window),
+        ``window_seconds``.
+        """
+        aborted = self.summary.get("aborted")
+        return dict(aborted) if aborted else None
+
+    def with_abort(self, aborted: Mapping[str, Any] | None) -> LoadResult:
+        """This result marked as stopped by abort-on-fail (``aborted``), failed; None: as is."""
+        if aborted is None:
+            return self
+        summary = {**self.summary, "aborted": dict(aborted), "passed": False}
+        return attrs.evolve(self, summary=summary)
+
+    @property
     def exit_code(self) -> int:
         """As the command exits: 0 all good, 1 the error rate failed, 99 a threshold failed.
 
@@ -314,6 +398,8 @@ class LoadResult:
         """
         if self.interrupted:
             return EXIT_CODES.get(self.interrupted_by or "", 130)
+        if self.summary.get("aborted"):
+            return 99  # a threshold failed over the window: the run stopped there
         if self.partial:
             return 1
         if not self.error_rate_passed or not self.completed_any:
@@ -352,6 +438,7 @@ def make_result(
     summary["workers"] = [dict(w) for w in worker_summaries]
     summary["interrupted"] = interrupted_by is not None
     summary["interrupted_by"] = interrupted_by
+    summary["aborted"] = None  # set by LoadResult.with_abort
     summary["partial"] = bool(workers_missing)
     summary["workers_missing"] = [dict(m) for m in workers_missing]
     rules = tuple(thresholds)

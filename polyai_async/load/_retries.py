@@ -1,4 +1,4 @@
-"""Counting the client's retries: the one place that knows how (private).
+"""Counting the client's retries: the one place that knows how.
 
 The client tells its event hooks of every retry (``retry_scheduled``, before the backoff
 sleep); a call that succeeds after retries raises nothing, so only a hook sees them. The load

@@ -1,4 +1,4 @@
-"""The runner: applies a Load with a Scenario through one client, on one event loop (private).
+"""The runner: applies a Load with a Scenario through one client, on one event loop.
 
 ``drive`` is the engine: the closed model's simulated users, or the open model's arrival
 schedule, conversations as tasks, the generator's own lag measured, a tick a second for the
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError, PolyAIError
-from ._conversation import CLOSE_ON_CANCEL_SECONDS, run_conversation
+from ._conversation import CLOSE_ON_CANCEL_SECONDS, guarded, run_conversation
 from ._metrics import Metrics
 from ._retries import count_retries, quiet_retry_warnings
 from ._scenario import Scenario
@@ -74,11 +74,14 @@ async def drive(
     """Apply ``load`` with ``scenario`` through an open ``client``, recording into ``metrics``.
 
     Returns when the load is over and every conversation has ended (or was cancelled after
-    ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second. Every
-    request the client sends is counted with its outcome; retries are counted, not logged.
-    Once ``stop`` is set, no conversation starts and those in flight are cancelled (each
-    still closes); True then: the run was interrupted.
+    ``load.graceful_stop``). ``on_tick(metrics)`` is called about once a second; what it
+    raises is logged once, and the run goes on. Every request the client sends is counted
+    with its outcome; retries are counted, not logged. Once ``stop`` is set, no conversation
+    starts and those in flight are cancelled (each still closes); True then: the run was
+    interrupted.
     """
+    if on_tick is not None:
+        on_tick = guarded(on_tick, "the on_tick callback")
     rng = random.Random(load.seed)  # noqa: S311 - simulated users, not secrets
     metrics.start = time.perf_counter()
     ticker = asyncio.create_task(_tick(metrics, on_tick))

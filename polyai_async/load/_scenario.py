@@ -1,17 +1,23 @@
-"""Scenarios: who the simulated users are and what they say (private).
+"""Scenarios: who the simulated users are and what they say.
 
 A scenario file is YAML (``.yaml``/``.yml``, needs pyyaml from the ``load`` extra), JSON
 (``.json``) or JSON Lines of recorded conversations (``.jsonl``, ``{"turns": [...]}`` a line,
 each line replayed as a persona of its own). Every problem is a ScenarioError whose message
 is one line naming the file and the path of the bad field, such as
 ``support.yaml: personas[1].turns[0].expect.handoff: must be true, false or a destination``.
+
+Only a regular file of at most ``MAX_SCENARIO_BYTES`` is read; YAML aliases are refused (a
+few hundred bytes of them expand to billions of nodes); ``metadata`` and
+``integration_attributes`` must be what the client can send as JSON.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from .._errors import ConfigurationError
 from ._units import parse_duration
 
 __all__ = [
+    "MAX_SCENARIO_BYTES",
     "Expect",
     "Persona",
     "Scenario",
@@ -46,6 +53,11 @@ _TURN_FIELDS = frozenset({"say", "metadata", "expect"})
 _EXPECT_FIELDS = frozenset({"ended", "handoff", "response_contains", "response_matches"})
 _PERSONA_FIELDS = frozenset({"name", "weight", "turns"})
 _SCENARIO_FIELDS = frozenset({"name", "create", "think_time", "personas"})
+#: The largest scenario file read (16 MiB): far above any scenario, far below a memory error.
+MAX_SCENARIO_BYTES = 16 * 1024 * 1024
+# A request body holds metadata and integration_attributes one level down, and the client's
+# encoder (orjson) stops at 254 nested arrays and objects: these mappings may nest 253.
+_MAX_NESTING = 253
 
 
 class ScenarioError(ConfigurationError):
@@ -53,7 +65,7 @@ class ScenarioError(ConfigurationError):
 
 
 class _Bad(Exception):
-    """A problem at a field path, before the file name is known (private)."""
+    """A problem at a field path, before the file name is known."""
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}" if path else problem)
@@ -106,12 +118,21 @@ class ThinkTime:
         return self.seconds
 
     def describe(self) -> str:
-        """The think time as a scenario file writes it: ``2s``, ``exponential 3s``..."""
+        """The think time as ``--think-time`` (and ``parse_think_time``) takes it.
+
+        ``2s``, ``exponential:3s`` or ``uniform:1s..5s``.
+        """
+        seconds = _duration_text(self.seconds)
         if self.distribution == "exponential":
-            return f"exponential {self.seconds:g}s"
+            return f"exponential:{seconds}"
         if self.distribution == "uniform":
-            return f"uniform {self.seconds:g}s..{self.upper:g}s"
-        return f"{self.seconds:g}s"
+            return f"uniform:{seconds}..{_duration_text(self.upper)}"
+        return seconds
+
+
+def _duration_text(seconds: float) -> str:
+    """``500ms``, ``2s``, ``90s``: a duration as ``parse_duration`` reads it back."""
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
 
 
 @attrs.frozen(kw_only=True)
@@ -220,6 +241,12 @@ class Scenario:
     def __attrs_post_init__(self) -> None:
         if not self.personas:
             raise ConfigurationError("personas: a scenario needs at least one persona")
+        names = [persona.name for persona in self.personas]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ConfigurationError(
+                f"personas: two personas are named {twice[0]!r}: give each its own name"
+            )
         weights = []
         total = 0.0
         for persona in self.personas:
@@ -250,6 +277,46 @@ def _mapping(value: object, path: str, fields: frozenset[str]) -> Mapping[str, A
 def _text(value: object, path: str) -> str:
     if not isinstance(value, str):
         raise _Bad(path, f"must be a string, not {_type_name(value)}")
+    return value
+
+
+def _sendable(value: object, path: str) -> dict[str, Any]:
+    """A mapping the client can send as JSON (metadata, integration_attributes), else _Bad.
+
+    Refused, naming the path: a key that is not a string, NaN or an infinity (JSON has none;
+    it would go as null), a value JSON has no type for (a YAML ``!!set`` or ``!!binary``, an
+    integer beyond 64 bits), and nesting deeper than the encoder goes.
+    """
+    if not isinstance(value, dict):
+        raise _Bad(path, f"must be a mapping, not {_type_name(value)}")
+    stack: list[tuple[object, str, int]] = [(value, path, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > _MAX_NESTING:  # the field's path: the full one would fill a screen
+                raise _Bad(
+                    path, f"nests more than {_MAX_NESTING} levels deep, deeper than JSON is sent"
+                )
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        raise _Bad(
+                            where,
+                            f"has the key {key!r}, {_type_name(key)}: JSON keys are strings "
+                            "(quote it)",
+                        )
+                inner = [(v, f"{where}.{k}") for k, v in item.items()]
+            else:
+                inner = [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+            # Reversed onto the stack, so the first bad value in the file is the one named.
+            stack.extend((v, w, depth + 1) for v, w in reversed(inner))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise _Bad(where, f"is {item!r}, which JSON cannot carry: write a number or a string")
+        else:
+            try:
+                orjson.dumps(item)
+            except TypeError as exc:
+                raise _Bad(where, f"cannot be sent as JSON ({_type_name(item)}: {exc})") from None
     return value
 
 
@@ -341,8 +408,8 @@ def _turn(value: object, path: str) -> TurnSpec:
     else:
         lines = (_text(say, f"{path}.say"),)
     metadata = fields.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _Bad(f"{path}.metadata", f"must be a mapping, not {_type_name(metadata)}")
+    if metadata is not None:
+        _sendable(metadata, f"{path}.metadata")
     expect = fields.get("expect")
     return TurnSpec(
         say=lines,
@@ -380,7 +447,25 @@ def _create(value: object) -> dict[str, Any]:
     channel = fields.get("channel")
     if channel is not None and channel not in ("webchat", "whatsapp", "sms", "api"):
         raise _Bad("create.channel", f"{channel!r} is not one of webchat, whatsapp, sms, api")
+    if "integration_attributes" in fields:
+        _sendable(fields["integration_attributes"], "create.integration_attributes")
     return dict(fields)
+
+
+def _unique_names(personas: tuple[Persona, ...], paths: list[str]) -> None:
+    """Two personas of one name would be merged in every report: refuse the second.
+
+    ``paths[i]`` is where persona ``i``'s name is written (``personas[1].name``).
+    """
+    first: dict[str, int] = {}
+    for index, persona in enumerate(personas):
+        if persona.name in first:
+            raise _Bad(
+                paths[index],
+                f"{persona.name!r} is already the name at {paths[first[persona.name]]}: "
+                "give each persona its own",
+            )
+        first[persona.name] = index
 
 
 def _scenario(data: object, default_name: str) -> Scenario:
@@ -395,11 +480,13 @@ def _scenario(data: object, default_name: str) -> Scenario:
     if not isinstance(personas, list) or not personas:
         raise _Bad("personas", "must be a non-empty list of personas")
     parsed = tuple(_persona(p, f"personas[{i}]", i) for i, p in enumerate(personas))
+    _unique_names(parsed, [f"personas[{i}].name" for i in range(len(parsed))])
     return Scenario(name=name, create=create, think_time=think_time, personas=parsed)
 
 
 def _recorded(text: str, name: str) -> Scenario:
     personas = []
+    lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -414,13 +501,17 @@ def _recorded(text: str, name: str) -> Scenario:
         turns = _turns(fields["turns"], f"{where}: turns")
         name = _text(fields.get("name", f"recorded-{number}"), f"{where}: name")
         personas.append(Persona(name=name, turns=turns))
+        lines.append(number)
     if not personas:
         raise _Bad("", 'holds no conversation: write one {"turns": [...]} a line')
+    _unique_names(tuple(personas), [f"line {n}: name" for n in lines])
     return Scenario(name=name, personas=tuple(personas))
 
 
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """Read a scenario file: YAML, JSON, or JSON Lines of recorded conversations.
+
+    Only a regular file of at most ``MAX_SCENARIO_BYTES`` (16 MiB) is read.
 
     Raises:
         ScenarioError: the file cannot be read or parsed, or a field is wrong; the message is
@@ -428,10 +519,12 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     """
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _read(file).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ScenarioError(f"{file}: cannot read it: {reason}") from None
+    except _Bad as exc:
+        raise ScenarioError(f"{file}: {exc}") from None
     suffix = file.suffix.lower()
     try:
         if suffix == ".jsonl":
@@ -450,13 +543,40 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         raise ScenarioError(f"{file}: {' '.join(str(exc).split())}") from None
 
 
+def _read(file: Path) -> bytes:
+    """The bytes of ``file`` if it is a regular file of at most MAX_SCENARIO_BYTES, else _Bad."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)
+    # Non-blocking, so that opening a FIFO returns at once, to be refused below.
+    with open(file, "rb", opener=lambda name, flags: os.open(name, flags | nonblocking)) as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _Bad("", "is not a regular file: give the path of a scenario file")
+        data = f.read(MAX_SCENARIO_BYTES + 1)
+    if len(data) > MAX_SCENARIO_BYTES:
+        raise _Bad("", f"is larger than {MAX_SCENARIO_BYTES // (1024 * 1024)} MiB")
+    return data
+
+
 def _read_yaml(text: str) -> object:
     try:
         import yaml  # noqa: PLC0415 - optional: the load extra
     except ImportError:
         raise _Bad("", "reading YAML needs pyyaml: install polyai-async[load]") from None
+
+    class Loader(yaml.SafeLoader):  # type: ignore[misc] # pyyaml has no type hints here
+        """safe_load without aliases: a few hundred bytes of them expand to billions of nodes."""
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _Bad(
+                    f"line {event.start_mark.line + 1}",
+                    f"the alias *{event.anchor} is refused (aliases can expand a small file "
+                    "into billions of values): write the value out",
+                )
+            return super().compose_node(parent, index)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader, aliases refused
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""

@@ -1,4 +1,4 @@
-"""Counting every HTTP request the client sends, with its outcome (private).
+"""Counting every HTTP request the client sends, with its outcome.
 
 The client tells its event hooks of each attempt it sends (``request_sent``), of each answer
 it reads (``answer_received``), of each retry (``retry_scheduled``) and of each call that

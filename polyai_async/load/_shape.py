@@ -1,4 +1,4 @@
-"""Load shapes: how many conversations run, and when (private).
+"""Load shapes: how many conversations run, and when.
 
 Two models, as k6 names its executors:
 
@@ -262,22 +262,38 @@ class Load:
         return max(0, -(-(total - index) // parts))
 
     def describe(self) -> str:
-        """One line: the model, its size, its length."""
-        if self.closed_model:
-            size = f"closed model, concurrency {self.concurrency or 0:,}"
-        else:
-            size = f"open model, {self.rate or 0:g} conversations/s ({self.arrival} arrivals)"
-        if self.stages:
-            size += ", stages " + ",".join(
-                f"{format_duration(s.duration)}:{s.target:g}" for s in self.stages
-            )
+        """The plan in words: the model, its length and its size, as a run's report opens.
+
+        The concurrency said is the effective one: no more users than conversations to run.
+        ``closed model: 1,000 conversations, 1,000 at a time``; ``open model: 20
+        conversations/s (poisson arrivals), 1m, at most 10,000 in flight``.
+        """
         length = []
         if self.conversations is not None:
             length.append(f"{self.conversations:,} conversations")
         planned = self.planned_seconds()
         if planned is not None:
             length.append(format_duration(planned))
-        return f"{size}; {' or '.join(length)}"
+        length_text = " or ".join(length)
+        stages = ",".join(f"{format_duration(s.duration)}:{s.target:g}" for s in self.stages)
+        if not self.closed_model:
+            rate = f"stages {stages}" if self.stages else f"{self.rate or 0:g} conversations/s"
+            return (
+                f"open model: {rate} ({self.arrival} arrivals), {length_text}, at most "
+                f"{self.max_in_flight:,} in flight"
+            )
+        concurrency = self.concurrency or 0
+        if self.stages:
+            peak = round(max([concurrency] + [s.target for s in self.stages]))
+            size = f"up to {peak:,} at a time, following stages {stages}"
+        else:
+            effective = concurrency
+            if self.conversations is not None:
+                effective = min(effective, self.conversations)
+            size = f"{effective:,} at a time"
+            if effective != concurrency:
+                size += f" (concurrency {concurrency:,}, but only that many to run)"
+        return f"closed model: {length_text}, {size}"
 
 
 def arrivals(load: Load, rng: random.Random) -> Iterator[float]:

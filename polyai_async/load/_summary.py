@@ -1,7 +1,7 @@
-"""What the JSON summary of a load run holds (schema ``polyai-async-bench/3``), as types.
+"""What the JSON summary of a load run holds (schema ``polyai-async-bench/4``), as types.
 
 ``summarize`` writes a ``Summary``; ``--json`` writes it as it is, and docs/load-testing.md
-documents every key (tests/test_load_summary.py checks that the table and these types list the
+documents every key (tests/load/test_load_summary.py checks that the table and these types list the
 same keys with the same types, and that a run writes exactly them). ``Figures`` are the flat
 numbers and names, what a threshold may name and what each worker reports
 (``WorkerFigures``); ``Summary`` adds the lists and tables the reports draw.
@@ -208,6 +208,8 @@ class TimeseriesRow(TypedDict):
     """One second of the run (``t``: seconds since the start)."""
 
     t: int
+    #: The rate (open model) or concurrency (closed) the load asked for in that second.
+    target: float | None
     conversations_started: int
     requests: int
     errors: int
@@ -247,6 +249,9 @@ class Summary(Figures):
     interrupted: bool
     #: ``SIGINT``, ``SIGTERM`` or ``stop`` when interrupted, else null.
     interrupted_by: str | None
+    #: With ``--abort-on-fail``: when and why it stopped the run (``at_seconds``,
+    #: ``threshold``, ``value``, ``window_seconds``), else null.
+    aborted: dict[str, Any] | None
     #: A worker sent no result in time: the figures are the other workers' only.
     partial: bool
     workers_missing: list[MissingWorker | str]
@@ -264,5 +269,13 @@ class Summary(Figures):
     respond_by_turn: list[TurnLatency]
     #: Per source (an endpoint or ``conversation``).
     latency_spectrum: dict[str, list[SpectrumPoint]]
+    #: How ``histograms`` are encoded (HdrHistogram's compressed base64; unit, range, digits).
+    histogram_encoding: dict[str, Any]
+    #: Every latency histogram by name (``respond``, ``respond.ok``, ``respond[0]``...), lossless.
+    histograms: dict[str, str]
+    #: The rest of the raw measurements (``Metrics.to_dict()`` without its histograms).
+    metrics: dict[str, Any]
     timeseries: list[TimeseriesRow]
+    #: With ``--stages``: each stage's own figures, from the seconds it covered.
+    stages: list[dict[str, Any]]
     workers: list[WorkerFigures]

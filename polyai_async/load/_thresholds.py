@@ -1,4 +1,4 @@
-"""Thresholds, as in k6: a run passes only when each holds (private).
+"""Thresholds, as in k6: a run passes only when each holds.
 
 An expression is ``FIGURE OP NUMBER[UNIT]``:
 
@@ -75,6 +75,12 @@ class ThresholdResult:
             "passed": self.passed,
             "reason": self.reason,
         }
+
+    def detail(self) -> str:
+        """What was measured, in the expression's unit (``measured 3.43 s``), or why not."""
+        if self.value is None:
+            return self.reason or NOT_MEASURED
+        return f"measured {measured_text(self.expression, self.value)}"
 
 
 @attrs.frozen(kw_only=True)

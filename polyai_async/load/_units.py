@@ -1,4 +1,4 @@
-"""Durations as people write them: ``500ms``, ``6s``, ``2m``, ``1h`` or plain seconds (private)."""
+"""Durations as people write them: ``500ms``, ``6s``, ``2m``, ``1h`` or plain seconds."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Worker processes: N processes apply a share of the load each; their Metrics merge exactly.
 
-(private) Each worker is a spawned process running ``drive`` on its own event loop and
+Each worker is a spawned process running ``drive`` on its own event loop and
 client, on ``Load.split`` of the load (rates and sizes divided, whole numbers split so they
 add up). The workers say they are ready, start together when told, send a small snapshot a
 second for the live view, and send their whole Metrics (``to_dict``) at the end. The parent
@@ -94,7 +94,7 @@ def _child(
     go: Any,
     stop: Any,
 ) -> None:
-    """A worker process's main: run its share and send the results (private)."""
+    """A worker process's main: run its share and send the results."""
     try:
         run = run_with_loop(
             lambda: _child_main(index, scenario, load, settings, messages, go, stop), loop

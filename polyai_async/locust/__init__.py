@@ -9,7 +9,9 @@ options and merge the workers' exact histograms on the master.
 
 from . import _plugin as _plugin  # registers the event listeners
 from ._bridge import ExpectationFailed
+from ._capacity_shape import CapacityShape
+from ._checks import RequestFailed
 from ._shape import StagesShape
 from ._user import PolyAIUser
 
-__all__ = ["ExpectationFailed", "PolyAIUser", "StagesShape"]
+__all__ = ["CapacityShape", "ExpectationFailed", "PolyAIUser", "RequestFailed", "StagesShape"]

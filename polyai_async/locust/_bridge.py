@@ -1,11 +1,12 @@
-"""One Locust process's bridge: its loop thread, its client, its metrics (private).
+"""One Locust process's bridge: its loop thread, its client, its metrics.
 
 Every Locust process that runs users (a worker, or a plain ``locust`` run) has one
 ``Bridge``: one asyncio loop in a native thread, one ``PolyAIClient`` shared by all its users,
 and one ``Metrics`` (HDR histograms, counters, series) that only the loop's thread touches.
 A user's greenlet asks the bridge for a conversation and waits for it; the conversation runs
 as a task on the loop; each outcome is recorded in the metrics there and posted to the
-gevent thread, where it is fired into Locust's ``events.request``.
+gevent thread, where a call is fired into Locust's ``events.request`` and a conversation or
+an expectation into the process's Checks (``_checks``).
 
 Stopping (``drain``) refuses new conversations, cancels those in flight (``run_conversation``
 closes each created chat on cancellation), then closes any chat still open; the chats it
@@ -15,7 +16,6 @@ could not close are counted as left open. ``shutdown`` then closes the client an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -36,6 +36,7 @@ from .._redact import redact
 from ..load import Metrics, Scenario, ThinkTime, run_conversation
 from ..load._retries import retry_counter
 from ..load._sent import request_hooks
+from ._checks import RequestFailed, checks_of
 from ._loop import Inbox, LoopThread
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class ExpectationFailed(Exception):
 
 
 class _TrackingClient(PolyAIClient):
-    """A PolyAIClient that knows which chats it created and has not closed (private helper)."""
+    """A PolyAIClient that knows which chats it created and has not closed."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -87,7 +88,7 @@ class _TrackingClient(PolyAIClient):
 
 
 class _Relay:
-    """The Observer a conversation reports to, on the loop's thread (private helper).
+    """The Observer a conversation reports to, on the loop's thread.
 
     It records each outcome in the bridge's Metrics and posts it to the gevent thread, where
     Locust's events fire.
@@ -129,41 +130,41 @@ class _Relay:
 
 
 class _Firing:
-    """Fires Locust's request event, on the gevent thread only (private helper)."""
+    """Fires Locust's request event, on the gevent thread only.
 
-    __slots__ = ("_request",)
+    Only the HTTP calls are Locust requests; conversations and expectations go to the
+    process's Checks (their own statistics, see ``_checks``).
+    """
+
+    __slots__ = ("_checks", "_request")
 
     def __init__(self, environment: Environment) -> None:
         self._request = environment.events.request.fire
+        self._checks = checks_of(environment)
 
     def request(self, method: str, endpoint: str, ms: float, error: PolyAIError | None) -> None:
+        failure = None
+        if error is not None:
+            # Named by kind and status in Locust's tables; the whole error (its correlation
+            # id) stays on the exception and in the debug log.
+            failure = RequestFailed(error)
+            logger.debug("%s %s failed: %s", method, endpoint, error)
         self._request(
             request_type=method,
             name=endpoint,
             response_time=ms,
             response_length=0,
-            exception=error,
+            exception=failure,
             context={},
         )
 
     def expectation(self, persona: str, expectation: str, passed: bool) -> None:
-        self._request(
-            request_type="CHECK",
-            name="expectation",
-            response_time=0,
-            response_length=0,
-            exception=None if passed else ExpectationFailed(redact(f"{persona}: {expectation}")),
-            context={},
-        )
+        failure = None if passed else ExpectationFailed(redact(f"{persona}: {expectation}"))
+        self._checks.log("CHECK", "expectation", 0, failure)
 
     def conversation(self, ms: float, error: PolyAIError | None) -> None:
-        self._request(
-            request_type="CHAT",
-            name="conversation",
-            response_time=ms,
-            response_length=0,
-            exception=error,
-            context={},
+        self._checks.log(
+            "CHAT", "conversation", ms, None if error is None else RequestFailed(error)
         )
 
 
@@ -327,12 +328,22 @@ class Bridge:
 
     async def _close_leftovers(self) -> None:
         client = self._client
-        if client is None or not client.open_chats:
+        thread = self._thread
+        if client is None or thread is None or not client.open_chats:
             return
+        # These closes reach the server like any other: Locust's stats and ours count them.
+        relay = _Relay(self._metrics, thread.inbox, self._firing)
 
         async def close(conversation_id: str) -> None:
-            with contextlib.suppress(PolyAIError, asyncio.TimeoutError):
+            started = time.perf_counter()
+            try:
                 await asyncio.wait_for(client.close_chat(conversation_id), _CLOSE_SECONDS)
+            except PolyAIError as exc:
+                relay.request("close", "PUT", time.perf_counter() - started, exc, None)
+            except asyncio.TimeoutError:
+                return  # cut off: never answered, so not counted as a call that ended
+            else:
+                relay.request("close", "PUT", time.perf_counter() - started, None, None)
 
         await asyncio.gather(*(close(c) for c in list(client.open_chats)))
 

@@ -1,4 +1,4 @@
-"""An asyncio event loop in a real OS thread, and the way its results reach gevent (private).
+"""An asyncio event loop in a real OS thread, and the way its results reach gevent.
 
 Importing locust monkey-patches the interpreter with gevent: ``threading.Thread`` becomes a
 greenlet, ``socket.getaddrinfo`` a gevent call and ``selectors.DefaultSelector`` gevent's
@@ -63,7 +63,7 @@ def _native(sock: socket.socket) -> socket.socket:
 
 
 class _NativeLoop(asyncio.SelectorEventLoop):
-    """A selector loop on standard sockets whose DNS look-ups block a native thread (private).
+    """A selector loop on standard sockets whose DNS look-ups block a native thread.
 
     asyncio and aiohappyeyeballs make their sockets with the patched ``socket.socket``;
     gevent's socket works in non-blocking mode but adds a Python layer to every send and
@@ -244,6 +244,10 @@ class LoopThread:
                 self.inbox.post(done, task.result(), None)
 
         def cancel_on_loop() -> None:
+            # Once: a second cancel (the user stopped, then the drain) would cut off the close
+            # a cancelled conversation is sending, and that chat would be closed twice.
+            if cancelled[0]:
+                return
             cancelled[0] = True
             if holder:
                 holder[0].cancel()

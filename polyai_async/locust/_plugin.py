@@ -1,6 +1,6 @@
 """Locust event hooks: the report options, the worker-to-master messages, the merged report.
 
-(private) Importing ``polyai_async.locust`` registers these listeners on ``locust.events``,
+Importing ``polyai_async.locust`` registers these listeners on ``locust.events``,
 as Locust plugins do.
 
 - Every process that runs users (a worker, or a plain ``locust`` run) has a Bridge. When its
@@ -32,6 +32,7 @@ from .._errors import ConfigurationError
 from ..load import Metrics, summarize, write_html, write_json
 from ..load._report import output_path_problem
 from ._bridge import bridge_of
+from ._checks import checks_of
 from ._user import PolyAIUser
 from ._webui import hide_host_password, remember_host_password
 
@@ -58,7 +59,7 @@ def _add_options(parser: Any) -> None:
         metavar="PATH",
         default=None,
         include_in_web_ui=False,
-        help="write the merged JSON summary of PolyAIUser runs (polyai-async-bench/3) to PATH",
+        help="write the merged JSON summary of PolyAIUser runs (polyai-async-bench/4) to PATH",
     )
     parser.add_argument(
         "--polyai-html",
@@ -92,7 +93,7 @@ def report_summary(
     base_url: str | None,
     settings: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The JSON summary of a Locust run from each worker's final report (private helper).
+    """The JSON summary of a Locust run from each worker's final report.
 
     The load engine's summary of the merged Metrics, plus ``workers`` (one flat summary per
     worker, with its ``worker`` id), ``workers_missing``, ``conversations_left_open``,
@@ -326,6 +327,11 @@ def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
     if isinstance(runner, (MasterRunner, LocalRunner)):
         # Locust's own web UI and HTML report: the host without its password.
         hide_host_password(environment)
+    checks_of(environment).attach(
+        environment,
+        master=isinstance(runner, MasterRunner),
+        worker=isinstance(runner, WorkerRunner),
+    )
     if isinstance(runner, MasterRunner):
         collector = Collector(environment)
         runner.register_message(METRICS, collector.on_metrics)

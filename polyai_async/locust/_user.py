@@ -38,8 +38,10 @@ class PolyAIUser(User):
             scenario = "support-mix.yaml"
 
     Each call is fired into Locust's ``events.request`` (type the HTTP method, name
-    ``create``, ``respond`` or ``close``), each whole conversation as ``CHAT conversation``,
-    and each checked expectation as ``CHECK expectation`` (an unmet one is its failure).
+    ``create``, ``respond`` or ``close``; a failure as a ``RequestFailed`` named by kind and
+    status). Each whole conversation (``CHAT conversation``) and each checked expectation
+    (``CHECK expectation``, an unmet one is its failure) go to statistics of their own: the
+    web UI's "PolyAI conversations" tab and ``--csv``'s ``_polyai_checks.csv``.
 
     Attributes:
         scenario: a scenario file (YAML, JSON or JSON Lines; a relative path is looked up

@@ -1,4 +1,4 @@
-"""Locust's own web UI and HTML report show ``--host`` without its password (private).
+"""Locust's own web UI and HTML report show ``--host`` without its password.
 
 The environment keeps the real host: the master sends it to the workers in every spawn
 message, and the users of a local run read it when they start. What Locust *shows* is

@@ -8,58 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
-from collections.abc import Iterable, Sequence
-from typing import NoReturn
+from collections.abc import Sequence
 
 import orjson
 
-from ._agents import _AGENTS, Agent
+from .._commandline import OneLineParser, option_names, port_number
+from ._agents import AGENTS, Agent
 from ._faults import Faults
-from ._server import _DEFAULT_CREDENTIALS, FakePolyAI, run_server
-
-_MAX_PORT = 65535
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage block) and exit 2 (private helper)."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print ``PROG: error: message (see --help)`` on stderr and exit 2."""
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def port_number(text: str) -> int:
-    """A TCP port to listen on, 0 to 65535 (0 picks a free one); for argparse (private helper).
-
-    Raises:
-        argparse.ArgumentTypeError: ``text`` is not a whole number in that range.
-    """
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= port <= _MAX_PORT:
-        raise argparse.ArgumentTypeError(
-            f"{port} is not a port: use 0 to {_MAX_PORT} (0 picks a free one)"
-        )
-    return port
-
-
-def option_names(message: str, arguments: Iterable[str]) -> str:
-    """``message`` with the ``arguments`` it names written as command line options.
-
-    ``error_rate`` becomes ``--error-rate``: a message from the library names its arguments, but
-    a command's user typed options (private helper, shared with the CLI).
-    """
-    for argument in arguments:
-        message = re.sub(rf"(?<![\w-]){argument}\b", "--" + argument.replace("_", "-"), message)
-    return message
+from ._server import DEFAULT_CREDENTIALS, FakePolyAI, run_server
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Make the command line parser (private helper, shared with ``benchmarks/_fake.py``)."""
+    """Make the command line parser (shared with ``benchmarks/_fake.py``)."""
     parser = OneLineParser(
         prog="python -m polyai_async.testing",
         description="Run a fake PolyAI Chat API server; prints its URL on the first line.",
@@ -69,12 +30,23 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument(
         "--port", type=port_number, default=0, help="0 to 65535; 0 picks a free port (default)"
     )
-    for name, value in _DEFAULT_CREDENTIALS.items():
+    for name, value in DEFAULT_CREDENTIALS.items():
         server.add_argument("--" + name.replace("_", "-"), default=value, help=f"(default {value})")
     server.add_argument("--version", default="v1", help="the API version in the path")
-    server.add_argument("--agent", choices=sorted(_AGENTS), default="demo")
+    server.add_argument("--agent", choices=sorted(AGENTS), default="demo")
     server.add_argument("--seed", type=int, default=None)
     server.add_argument("--legacy-errors", action="store_true", help="old error body shape")
+    agent = parser.add_argument_group("agent capacity")
+    agent.add_argument(
+        "--agent-capacity",
+        type=int,
+        default=None,
+        help="respond turns the agent works on at once; more wait their turn (default: no limit)",
+    )
+    agent.add_argument(
+        "--agent-latency", type=float, default=0.1, help="seconds a turn holds its slot (0.1)"
+    )
+    agent.add_argument("--agent-latency-jitter", type=float, default=0.0)
     faults = parser.add_argument_group("faults")
     faults.add_argument("--error-rate", type=float, default=0.0)
     faults.add_argument("--error-status", type=int, default=500)
@@ -97,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def fake_from_args(args: argparse.Namespace) -> FakePolyAI:
-    """Build the FakePolyAI the parsed arguments describe (private helper).
+    """Build the FakePolyAI the parsed arguments describe.
 
     Raises:
         ValueError: a fault option is out of range; the message names it.
@@ -115,7 +87,7 @@ def fake_from_args(args: argparse.Namespace) -> FakePolyAI:
         script=args.script,
         endpoints=[e.strip() for e in args.fault_endpoints.split(",") if e.strip()],
     )
-    agent: Agent = _AGENTS[args.agent]()
+    agent: Agent = AGENTS[args.agent]()
     return FakePolyAI(
         host=args.host,
         port=args.port,
@@ -128,6 +100,9 @@ def fake_from_args(args: argparse.Namespace) -> FakePolyAI:
         faults=faults,
         seed=args.seed,
         legacy_errors=args.legacy_errors,
+        agent_capacity=args.agent_capacity,
+        agent_latency=args.agent_latency,
+        agent_latency_jitter=args.agent_latency_jitter,
     )
 
 

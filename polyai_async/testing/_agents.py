@@ -15,6 +15,7 @@ import attrs
 from .._models import Handoff
 
 __all__ = [
+    "AGENTS",
     "DEFAULT_GREETING",
     "Agent",
     "AgentReply",
@@ -204,5 +205,5 @@ class DemoAgent:
         return AgentReply(f'I understand you said: "{text}". How else can I help?')
 
 
-_AGENTS: dict[str, Callable[[], Agent]] = {"demo": DemoAgent, "echo": EchoAgent}
-"""The agents the command lines can name (private: ``--agent demo|echo``)."""
+AGENTS: dict[str, Callable[[], Agent]] = {"demo": DemoAgent, "echo": EchoAgent}
+"""The agents by the name ``--agent`` takes (``demo``, ``echo``): a factory each."""

@@ -32,7 +32,7 @@ ENDPOINTS = frozenset({"create", "respond", "close"})
 
 @attrs.frozen
 class Fault:
-    """One decided fault (private helper).
+    """One decided fault.
 
     Attributes:
         kind: ``status``, ``reset`` or ``malformed``.
@@ -48,7 +48,7 @@ class Fault:
 
 
 def parse_fault(spec: str, *, after_processing: bool) -> Fault | None:
-    """Turn a fault name into a Fault; None for ``ok`` (private helper).
+    """Turn a fault name into a Fault; None for ``ok``.
 
     Raises:
         ValueError: the name is not one of the fault names.
@@ -154,7 +154,7 @@ class Faults:
 
 
 class FaultPlan:
-    """Decides each request's fault from a Faults and the fake's random source (private helper).
+    """Decides each request's fault from a Faults and the fake's random source.
 
     Built again whenever the fake's faults change (the script starts over), with the same
     ``random.Random``, so a seeded run stays repeatable.

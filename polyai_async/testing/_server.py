@@ -12,7 +12,9 @@ doing real work, such as an async agent, get that grace (``_SHUTDOWN_GRACE``) to
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import hashlib
 import http
 import inspect
 import logging
@@ -27,19 +29,20 @@ import orjson
 from aiohttp import web
 
 from .._client import PolyAIClient
-from .._errors import CORRELATION_HEADER
+from .._errors import CORRELATION_HEADER, ConfigurationError
 from .._models import Channel
 from ._agents import DEFAULT_GREETING, Agent, AgentReply, ConversationState, DemoAgent
 from ._faults import ENDPOINTS, Fault, FaultPlan, Faults
 
-__all__ = ["FakePolyAI", "Stats", "run_server"]
+__all__ = ["DEFAULT_CREDENTIALS", "FakePolyAI", "Stats", "run_server"]
 
 logger = logging.getLogger("polyai_async.testing")
 
 _JSON = "application/json"
-# The credentials a FakePolyAI accepts by default: made up, accepted by nothing else.
-# ``python -m polyai_async.testing`` and the ``polyai-async`` command use the same ones.
-_DEFAULT_CREDENTIALS: dict[str, str] = {
+#: The credentials a FakePolyAI accepts by default: made up, accepted by nothing else.
+#: ``python -m polyai_async.testing``, FakeServerProcess and the ``polyai-async`` command use
+#: the same ones: ``PolyAIClient(base_url=url, **DEFAULT_CREDENTIALS)``.
+DEFAULT_CREDENTIALS: dict[str, str] = {
     "api_key": "test-api-key",
     "token": "test-token",
     "account_id": "ACCOUNT-test",
@@ -55,6 +58,9 @@ _MALFORMED = b'{"conversation_id": "CONV-'
 _OVER_CAPACITY = Fault("status", "429", 429)
 # Thousands of clients connect at once in load benchmarks; the default backlog (128) drops SYNs.
 _BACKLOG = 4096
+# Closed conversations a server remembers whole by default (about 1.3 KB each): a soak of hours
+# holds ~13 MB of them, while a test still reads back every conversation it made.
+KEEP_CLOSED = 10_000
 # How long stopping waits for a handler doing real work (an async agent) before cancelling it.
 # A short grace: a test's server must not hold its teardown for a minute.
 _SHUTDOWN_GRACE = 1.0
@@ -109,7 +115,7 @@ def _error_code(status: int) -> str:
 
 
 class _Reject(Exception):
-    """An error answer, raised anywhere in a request's handling (private helper)."""
+    """An error answer, raised anywhere in a request's handling."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -130,7 +136,8 @@ class Stats:
         requests: requests per endpoint (``create``, ``respond``, ``close``), counted once
             the path names the endpoint, whatever the outcome; ``unknown`` for other paths.
         attempts: respond and close requests per conversation id they named, faulted
-            ones included: more than the turns sent means the client retried.
+            ones included: more than the turns sent means the client retried. Only for the
+            conversations the server remembers (see ``FakePolyAI.keep_closed``).
         faults: faults injected, by name (``500``, ``429``, ``reset``, ``malformed``...,
             and ``latency`` for each delayed request).
         lost_answers: requests per endpoint that were processed but whose answer the client
@@ -141,6 +148,8 @@ class Stats:
         in_flight: requests being processed now (from their arrival at an endpoint to
             their answer), those refused by ``Faults.concurrency_limit`` not included.
         max_in_flight: the most requests processed at once.
+        agent_waiting: respond turns waiting now for a slot of ``agent_capacity``.
+        max_agent_waiting: the most turns that waited for a slot at once.
     """
 
     requests: Counter[str] = attrs.Factory(Counter)
@@ -152,6 +161,8 @@ class Stats:
     max_open_connections: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    agent_waiting: int = 0
+    max_agent_waiting: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the counters as plain JSON-ready data (the CLI prints it on exit)."""
@@ -159,7 +170,7 @@ class Stats:
 
 
 class _CountingServer(web.Server):
-    """aiohttp's low-level server, counting TCP connections into a Stats (private helper).
+    """aiohttp's low-level server, counting TCP connections into a Stats.
 
     ``web.Server`` is told of every connection by its protocol (``RequestHandler``) exactly
     once when it opens and once when it closes, so these two hooks see every TCP connection.
@@ -206,6 +217,20 @@ class FakePolyAI:
         seed: seeds the random sources behind faults, latency and ids: with the same seed the
             n-th request the faults apply to gets the same fault.
         legacy_errors: answer errors in the older shape ``{"error_message": ...}``.
+        agent_capacity: respond turns the agent works on at once, None for no limit (the
+            default: answers take no time whatever the load). With N, each respond turn holds
+            one of N slots for ``agent_latency`` plus up to ``agent_latency_jitter`` seconds
+            (uniformly random), then the agent answers; turns beyond N wait for a slot, first
+            come first served. Create and close take no slot. Such an agent sustains at most
+            ``agent_turns_per_second`` (N / mean latency) turns a second: past that, its queue
+            and its latency grow without bound, the knee a capacity search looks for.
+        agent_latency: the seconds a turn holds its slot (with ``agent_capacity``).
+        agent_latency_jitter: up to this many more seconds a turn, uniformly random.
+        keep_closed: how many closed conversations it remembers whole (``conversations``,
+            ``stats.attempts``), the most recently closed; older ones are forgotten, so a
+            long soak's memory stays flat. A forgotten id still answers as a closed one
+            does (respond 410, close 200): the ids carry a keyed check, so the server knows
+            its own ids without keeping them. An id it never made answers 404.
     """
 
     def __init__(
@@ -222,7 +247,35 @@ class FakePolyAI:
         faults: Faults | None = None,
         seed: int | None = None,
         legacy_errors: bool = False,
+        agent_capacity: int | None = None,
+        agent_latency: float = 0.1,
+        agent_latency_jitter: float = 0.0,
+        keep_closed: int = KEEP_CLOSED,
     ) -> None:
+        if isinstance(keep_closed, bool) or not isinstance(keep_closed, int) or keep_closed < 0:
+            raise ConfigurationError(
+                f"keep_closed must be a whole number >= 0, got {keep_closed!r}"
+            )
+        if agent_capacity is not None and (
+            isinstance(agent_capacity, bool)
+            or not isinstance(agent_capacity, int)
+            or agent_capacity < 1
+        ):
+            raise ValueError(
+                f"agent_capacity must be a whole number >= 1 or None, got {agent_capacity!r}"
+            )
+        for name, seconds in (
+            ("agent_latency", agent_latency),
+            ("agent_latency_jitter", agent_latency_jitter),
+        ):
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not seconds >= 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {seconds!r}")
+            if seconds == float("inf"):
+                raise ValueError(f"{name} must be a finite number of seconds, got {seconds!r}")
         self.host = host
         self.port = port
         self.api_key = api_key
@@ -232,13 +285,26 @@ class FakePolyAI:
         self.version = version
         self.agent: Agent = agent if agent is not None else DemoAgent()
         self.legacy_errors = legacy_errors
+        self.agent_capacity = agent_capacity
+        self.agent_latency = float(agent_latency)
+        self.agent_latency_jitter = float(agent_latency_jitter)
+        # asyncio.Semaphore wakes its waiters in the order they came (FIFO).
+        self._slots = None if agent_capacity is None else asyncio.Semaphore(agent_capacity)
+        # The slots' latency draws from a source of its own, so faults stay as the seed says.
+        self._slot_rng = random.Random(seed)  # noqa: S311 - simulated latency, not secrets
         self.stats = Stats()
-        #: Every conversation created, by id.
+        self.keep_closed = keep_closed
+        #: The conversations it remembers, by id: every open one, and the last
+        #: ``keep_closed`` closed ones.
         self.conversations: dict[str, ConversationState] = {}
+        # The ids of the closed conversations it remembers, the oldest first.
+        self._closed: collections.deque[str] = collections.deque()
         # Faults draw from one source and ids from another, so the n-th request's fault
         # depends only on the seed, not on how many ids were made before it.
         self._rng = random.Random(seed)  # noqa: S311 - repeatable test faults, not secrets
         self._ids = random.Random(seed)  # noqa: S311 - ids need only be unique per server
+        # Signs the conversation ids, so a forgotten one is still known for this server's own.
+        self._id_key = self._ids.getrandbits(128).to_bytes(16, "big")
         self._plan = FaultPlan(faults or Faults(), self._rng)
         prefix = f"/{version}/{account_id}/{project_id}/chat/"
         self._routes = {prefix + endpoint: endpoint for endpoint in ENDPOINTS}
@@ -278,6 +344,17 @@ class FakePolyAI:
         """
         counts = {cid: state.duplicated_turns() for cid, state in self.conversations.items()}
         return {cid: n for cid, n in counts.items() if n}
+
+    @property
+    def agent_turns_per_second(self) -> float | None:
+        """The most respond turns a second the agent sustains: ``agent_capacity`` / mean latency.
+
+        None without ``agent_capacity`` (no limit), or with a latency of zero.
+        """
+        mean = self.agent_latency + self.agent_latency_jitter / 2
+        if self.agent_capacity is None or mean <= 0:
+            return None
+        return self.agent_capacity / mean
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -360,7 +437,7 @@ class FakePolyAI:
             endpoint = self._route(request)
             body = self._parse(await request.read(), endpoint)
             conversation_id = body.get("conversation_id")
-            if conversation_id is not None:
+            if conversation_id in self.conversations:  # not for ids forgotten or never made
                 self.stats.attempts[conversation_id] += 1
             plan = self._plan
             stats = self.stats
@@ -392,10 +469,10 @@ class FakePolyAI:
                 if fault.after:
                     # Processed, whatever came of it; then the answer is lost to the fault.
                     with contextlib.suppress(_Reject):
-                        _, turn = await self._process(endpoint, body)
+                        _, turn = await self._process(endpoint, body, request)
                         self._lose(endpoint, body, turn)
                 return self._inject(request, fault, plan)
-            answer, turn = await self._process(endpoint, body)
+            answer, turn = await self._process(endpoint, body, request)
             transport = request.transport
             if transport is None or transport.is_closing():
                 self._lose(endpoint, body, turn)  # the client gave up waiting
@@ -416,6 +493,40 @@ class FakePolyAI:
             await asyncio.sleep(seconds)
         finally:
             self._delayed.discard(task)
+
+    async def _hold_slot(self, request: web.BaseRequest | None) -> None:
+        """Wait for one of the agent's slots, hold it for a turn's latency, give it back.
+
+        A turn whose client hung up while it waited gives its slot back at once (the agent
+        would answer nobody), so an overload drains as its clients give up rather than
+        outliving them. Cancelled like injected latency when the server stops (``_delay``).
+        """
+        assert self._slots is not None  # noqa: S101 - called only with agent_capacity
+        task = asyncio.current_task()
+        if task is not None:
+            if self._stopping:
+                task.cancel()
+            self._delayed.add(task)
+        stats = self.stats
+        stats.agent_waiting += 1
+        stats.max_agent_waiting = max(stats.max_agent_waiting, stats.agent_waiting)
+        waiting = True
+        try:
+            async with self._slots:
+                stats.agent_waiting -= 1
+                waiting = False
+                transport = None if request is None else request.transport
+                if request is not None and (transport is None or transport.is_closing()):
+                    return
+                jitter = self.agent_latency_jitter
+                await asyncio.sleep(
+                    self.agent_latency + (self._slot_rng.uniform(0, jitter) if jitter else 0.0)
+                )
+        finally:
+            if waiting:  # cancelled in the queue
+                stats.agent_waiting -= 1
+            if task is not None:
+                self._delayed.discard(task)
 
     def _route(self, request: web.BaseRequest) -> str:
         path = request.path
@@ -478,17 +589,44 @@ class FakePolyAI:
             raise _invalid(f"channel must be one of {_CHANNELS}, not {channel!r}")
         return body
 
-    async def _process(self, endpoint: str, body: dict[str, Any]) -> tuple[bytes, int | None]:
+    async def _process(
+        self, endpoint: str, body: dict[str, Any], request: web.BaseRequest | None = None
+    ) -> tuple[bytes, int | None]:
         """Run an endpoint on a valid body; return the answer and, for respond, the turn index."""
         if endpoint == "respond":
-            return await self._respond(body)
+            return await self._respond(body, request)
         if endpoint == "create":
             return self._create(body), None
-        self._conversation(body["conversation_id"]).closed = True
+        state = self._conversation(body["conversation_id"])
+        if state is not None and not state.closed:
+            self._close(state)
         return _CLOSED, None
 
+    def _close(self, state: ConversationState) -> None:
+        """Mark it closed; forget the oldest closed ones beyond ``keep_closed``."""
+        state.closed = True
+        closed = self._closed
+        closed.append(state.conversation_id)
+        while len(closed) > self.keep_closed:
+            forgotten = closed.popleft()
+            self.conversations.pop(forgotten, None)
+            self.stats.attempts.pop(forgotten, None)
+
+    def _sign(self, token: str) -> str:
+        return hashlib.blake2b(token.encode(), key=self._id_key, digest_size=4).hexdigest()
+
+    def _made_here(self, conversation_id: str) -> bool:
+        """Whether this server made the id (a forgotten one included), from its signature."""
+        token = conversation_id.removeprefix("CONV-")
+        return (
+            len(token) == 24
+            and conversation_id.startswith("CONV-")
+            and self._sign(token[:16]) == token[16:]
+        )
+
     def _create(self, body: dict[str, Any]) -> bytes:
-        conversation_id = f"CONV-{self._new_id()}"
+        token = self._new_id()
+        conversation_id = f"CONV-{token}{self._sign(token)}"
         greeting = getattr(self.agent, "greeting", DEFAULT_GREETING)
         self.conversations[conversation_id] = ConversationState(
             conversation_id,
@@ -501,21 +639,25 @@ class FakePolyAI:
         )
         return orjson.dumps({"conversation_id": conversation_id, "response": greeting})
 
-    async def _respond(self, body: dict[str, Any]) -> tuple[bytes, int]:
+    async def _respond(
+        self, body: dict[str, Any], request: web.BaseRequest | None = None
+    ) -> tuple[bytes, int]:
         conversation_id: str = body["conversation_id"]
         state = self._conversation(conversation_id)
-        if state.closed or state.ended:
+        if state is None or state.closed or state.ended:
             raise _Reject(
                 410,
                 "CHAT_CONVERSATION_ENDED",
                 f"conversation {conversation_id} has "
-                + ("been closed" if state.closed else "ended")
+                + ("ended" if state is not None and not state.closed else "been closed")
                 + "; start a new one",
             )
         message: str | None = body.get("message")
         state.metadata = body.get("metadata")
         if "integration_attributes" in body:
             state.integration_attributes.update(body["integration_attributes"])
+        if self._slots is not None:
+            await self._hold_slot(request)
         state.turns.append(message)
         turn = len(state.turns) - 1
         try:
@@ -541,9 +683,10 @@ class FakePolyAI:
             state.ended = True
         return orjson.dumps(answer), turn
 
-    def _conversation(self, conversation_id: str) -> ConversationState:
+    def _conversation(self, conversation_id: str) -> ConversationState | None:
+        """Its state; None for one closed and forgotten; a 404 for an id it never made."""
         state = self.conversations.get(conversation_id)
-        if state is None:
+        if state is None and not self._made_here(conversation_id):
             raise _Reject(
                 404, "CONVERSATION_NOT_FOUND", f"conversation {conversation_id!r} does not exist"
             )
@@ -551,8 +694,9 @@ class FakePolyAI:
 
     def _lose(self, endpoint: str, body: dict[str, Any], turn: int | None) -> None:
         self.stats.lost_answers[endpoint] += 1
-        if turn is not None:
-            self.conversations[body["conversation_id"]].lost_replies.add(turn)
+        state = self.conversations.get(body.get("conversation_id", ""))
+        if turn is not None and state is not None:  # closed and forgotten meanwhile
+            state.lost_replies.add(turn)
 
     # -- answers ---------------------------------------------------------------------------
 

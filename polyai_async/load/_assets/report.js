@@ -72,12 +72,21 @@
 
   function build(spec, el) {
     var percentile = spec.xKind === "percentile";
+    // "load": the offered load of a capacity search's steps (a rate or a concurrency).
+    var load = spec.xKind === "load";
     var yFormat = spec.unit === "ms" ? formatMs : function (v) { return formatRate(v, spec.unit); };
-    var xFormat = percentile ? formatPercentile : formatSeconds;
+    var xFormat = percentile
+      ? formatPercentile
+      : load
+        ? function (v) { return formatRate(v, spec.xUnit || ""); }
+        : formatSeconds;
     var axisColor = "#475569";
     var grid = { stroke: "#e2e8f0", width: 1 };
     var series = [
-      { label: percentile ? "percentile" : "time", value: function (u, v) { return xFormat(v); } },
+      {
+        label: percentile ? "percentile" : load ? "offered load" : "time",
+        value: function (u, v) { return xFormat(v); },
+      },
     ];
     spec.series.forEach(function (s) {
       series.push({
@@ -87,7 +96,7 @@
         dash: s.dash ? [6, 4] : undefined,
         fill: s.fill ? tint(s.color) : undefined,
         spanGaps: s.spanGaps,
-        points: { show: spec.x.length < 2 },
+        points: { show: s.points || spec.x.length < 2, size: s.points ? 9 : undefined },
         value: function (u, v) { return yFormat(v); },
       });
     });
@@ -106,9 +115,10 @@
           grid: grid,
           ticks: grid,
           splits: percentile ? percentileSplits : undefined,
-          incrs: percentile ? undefined : SECOND_STEPS,
+          incrs: percentile || load ? undefined : SECOND_STEPS,
           values: function (u, splits) {
             if (percentile) return splits.map(percentileTick);
+            if (load) return splits.map(xFormat);
             var span = u.scales.x.max;
             return splits.map(function (v) { return formatSeconds(v, span); });
           },

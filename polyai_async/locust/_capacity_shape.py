@@ -1,0 +1,241 @@
+"""CapacityShape: the capacity search on Locust's runner, alone or distributed.
+
+The same search as ``polyai-async capacity --model closed`` (``load/_capacity.py``: the
+minimum, the maximum, geometric bisection to the precision, a confirmation step), with users as
+the concurrency, judged on the runner's own stats: on a master, the stats its workers merged,
+so the answer scales past one machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from locust import LoadTestShape
+
+from ..load import CapacitySearch, CapacityStep
+from ..load._capacity import _Bisection
+from ..load._thresholds import Threshold
+
+__all__ = ["CapacityShape"]
+
+logger = logging.getLogger("polyai_async.locust")
+
+_STATISTICS = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99, "p999": 0.999}
+_SOURCES = ("create", "respond", "close", "conversation")
+
+
+def _percentile(times: Mapping[int, int], fraction: float) -> float | None:
+    """The response time (ms) at ``fraction`` of a Locust response-times dict."""
+    total = sum(times.values())
+    if not total:
+        return None
+    wanted = fraction * total
+    seen = 0
+    for value in sorted(times):
+        seen += times[value]
+        if seen >= wanted:
+            return float(value)
+    return float(max(times))
+
+
+class CapacityShape(LoadTestShape):
+    """Search the most users at which every SLO holds, a step of steady users at a time.
+
+    Subclass it in the locustfile next to your user class::
+
+        from polyai_async.locust import CapacityShape, PolyAIUser
+
+        class Chat(PolyAIUser):
+            pass
+
+        class Search(CapacityShape):
+            slos = ("respond.p99<2s", "conversation_error_rate<0.01")
+            minimum, maximum = 1, 200
+
+    Each step holds its users for ``warmup`` plus ``step_duration`` seconds; the SLOs are
+    judged on the requests that ended after the warm-up (Locust's response-time counts of the
+    ``create``, ``respond``, ``close`` and ``conversation`` entries, merged from every worker
+    on a master). When the search is over the test stops, and the answer is logged
+    (``max_concurrency``) and kept in ``result``.
+
+    Attributes:
+        slos: latency SLOs on create, respond, close or conversation (``respond.p99<2s``),
+            and ``conversation_error_rate<F``.
+        minimum: the fewest users tried.
+        maximum: the most users tried.
+        step_duration: each step's measured seconds.
+        warmup: each step's first seconds, left out.
+        precision: stop when passing and failing are within this share (whole users).
+    """
+
+    abstract = True
+    slos: ClassVar[tuple[str, ...]] = ()
+    minimum: ClassVar[int] = 1
+    maximum: ClassVar[int] = 100
+    step_duration: ClassVar[float] = 20.0
+    warmup: ClassVar[float] = 5.0
+    precision: ClassVar[float] = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.search = CapacitySearch(
+            slos=self.slos,
+            model="closed",
+            minimum=self.minimum,
+            maximum=self.maximum,
+            step_duration=self.step_duration,
+            warmup=self.warmup,
+            precision=self.precision,
+        )
+        for slo in self.search.slos:
+            if not _supported(slo):
+                raise ValueError(
+                    f"{type(self).__name__}.slos: {slo.expression!r} is not judged on Locust's "
+                    "stats; use create, respond, close or conversation latencies, or "
+                    "conversation_error_rate"
+                )
+        self.state = _Bisection(self.search)
+        self.steps: list[CapacityStep] = []
+        #: The answer once the search is over: max_concurrency, confirmed, limited_by, steps.
+        self.result: dict[str, Any] | None = None
+        self._step: tuple[float, str] | None = None
+        self._started = 0.0
+        self._baseline: dict[str, tuple[dict[int, int], int, int]] | None = None
+
+    def tick(self) -> tuple[int, float] | None:
+        """Locust asks about once a second: (users, spawn rate), or None to stop."""
+        now = self.get_run_time()
+        if self._step is None:
+            chosen = self._next()
+            if chosen is None:
+                return None
+            self._step, self._started, self._baseline = chosen, now, None
+        target, phase = self._step
+        length = self.warmup + (
+            2 * self.step_duration if phase == "confirm" else self.step_duration
+        )
+        if self._baseline is None and now - self._started >= self.warmup:
+            self._baseline = self._snapshot()
+        if now - self._started >= length:
+            self._judge(target, phase, now - self._started)
+            self._step = None
+            return self.tick()
+        users = round(target)
+        return users, float(max(1, users))
+
+    # -- the search's steps ------------------------------------------------------------------
+
+    def _next(self) -> tuple[float, str] | None:
+        if len(self.steps) >= self.search.max_steps:
+            self._finish()
+            return None
+        chosen = self.state.next_target()
+        if chosen is not None:
+            return chosen
+        answer = self.state.low
+        confirmed = [s for s in self.steps if s.phase == "confirm" and s.target == answer]
+        if answer is None or confirmed:
+            self._finish()
+            return None
+        return answer, "confirm"
+
+    def _snapshot(self) -> dict[str, tuple[dict[int, int], int, int]]:
+        """Each source's response-time counts, requests and failures, as the runner has them."""
+        runner = self.runner
+        assert runner is not None  # noqa: S101 - Locust sets it before ticking
+        found: dict[str, tuple[dict[int, int], int, int]] = {}
+        for (name, _), entry in runner.stats.entries.items():
+            if name in _SOURCES:
+                times, requests, failures = found.get(name, ({}, 0, 0))
+                merged = dict(times)
+                for value, count in entry.response_times.items():
+                    merged[value] = merged.get(value, 0) + count
+                found[name] = (merged, requests + entry.num_requests, failures + entry.num_failures)
+        return found
+
+    def _figures(self) -> dict[str, Any]:
+        """The step's figures: what ended between the warm-up's end and now."""
+        before = self._baseline or {}
+        figures: dict[str, Any] = {}
+        for name, (times, requests, failures) in self._snapshot().items():
+            old_times, old_requests, old_failures = before.get(name, ({}, 0, 0))
+            window = {v: c - old_times.get(v, 0) for v, c in times.items()}
+            window = {v: c for v, c in window.items() if c > 0}
+            for statistic, fraction in _STATISTICS.items():
+                figures[f"{name}_{statistic}_ms"] = _percentile(window, fraction)
+            if window:
+                figures[f"{name}_max_ms"] = float(max(window))
+                figures[f"{name}_mean_ms"] = sum(v * c for v, c in window.items()) / sum(
+                    window.values()
+                )
+            if name == "conversation" and requests - old_requests:
+                figures["conversation_error_rate"] = (failures - old_failures) / (
+                    requests - old_requests
+                )
+        return figures
+
+    def _judge(self, target: float, phase: str, seconds: float) -> None:
+        figures = self._figures()
+        verdicts = tuple(slo.evaluate(figures) for slo in self.search.slos)
+        failed = [v.expression for v in verdicts if not v.passed]
+        step = CapacityStep(
+            index=len(self.steps) + 1,
+            target=target,
+            phase=phase,
+            passed=not failed,
+            stopped_early=False,
+            generator_limited=None,
+            first_failed=failed[0] if failed else None,
+            verdicts=verdicts,
+            figures={k: v for k, v in figures.items() if v is not None},
+            summary={},
+            seconds=seconds,
+        )
+        self.steps.append(step)
+        self.state.record(step)
+        logger.warning(
+            "polyai_async: capacity step %d (%s): %d users %s%s",
+            step.index,
+            phase,
+            round(target),
+            "passed" if step.passed else "failed",
+            f" ({step.first_failed})" if step.first_failed else "",
+        )
+
+    def _finish(self) -> None:
+        if self.result is not None:
+            return
+        answer = self.state.low
+        confirmed = any(
+            s.phase == "confirm" and s.target == answer and s.passed for s in self.steps
+        )
+        high = self.state.high
+        limited_by = next(
+            (s.first_failed for s in self.steps if s.target == high and s.passed is False), None
+        )
+        self.result = {
+            "max_concurrency": None if answer is None else round(answer),
+            "confirmed": confirmed,
+            "limited_by": limited_by,
+            "steps": [
+                {"target": s.target, "phase": s.phase, "passed": s.passed, "figures": s.figures}
+                for s in self.steps
+            ],
+            "finished_at": time.time(),
+        }
+        logger.warning(
+            "polyai_async: capacity: max_concurrency %s%s%s",
+            "none" if answer is None else round(answer),
+            " (confirmed)" if confirmed else "",
+            f"; above it {limited_by} failed first" if limited_by else "",
+        )
+
+
+def _supported(slo: Threshold) -> bool:
+    if slo.key == "conversation_error_rate":
+        return True
+    parts = slo.key.split("_")
+    return parts[0] in _SOURCES and slo.key.endswith("_ms") and "ok" not in parts

@@ -1,0 +1,59 @@
+"""CapacityShape: the capacity search on Locust's runner (a ``python -m locust`` subprocess)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from polyai_async.testing import FakeServerProcess
+from tests.locust.test_locust_local import run_locust
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_shape_finds_the_agents_concurrency(tmp_path: Path) -> None:
+    """2 slots of 50 ms: a third user at once waits a turn, so max_concurrency is 2."""
+    with FakeServerProcess("--agent-capacity", "2", "--agent-latency", "0.05") as fake:
+        done = run_locust(
+            tmp_path,
+            """
+            from polyai_async.load import demo_scenario
+            from polyai_async.locust import CapacityShape, PolyAIUser
+
+            class Chat(PolyAIUser):
+                scenario = demo_scenario(turns=1)
+                think_time = 0
+
+            class Search(CapacityShape):
+                slos = ("respond.p99<80ms",)
+                minimum, maximum = 1, 8
+                step_duration, warmup = 2.0, 1.0
+            """,
+            *("--host", fake.url, "--only-summary"),
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "capacity step 1 (minimum): 1 users passed" in done.stderr
+    assert "capacity step 2 (maximum): 8 users failed (respond.p99<80ms)" in done.stderr
+    assert "capacity: max_concurrency 2 (confirmed)" in done.stderr, done.stderr[-3000:]
+    assert "Shape test stopping" in done.stderr
+
+
+def test_an_slo_locust_cannot_judge_is_refused(tmp_path: Path) -> None:
+    """An SLO on a figure Locust's stats do not hold stops the locustfile with its name."""
+    with FakeServerProcess() as fake:
+        done = run_locust(
+            tmp_path,
+            """
+            from polyai_async.locust import CapacityShape, PolyAIUser
+
+            class Chat(PolyAIUser):
+                pass
+
+            class Search(CapacityShape):
+                slos = ("expectations_failed==0",)
+            """,
+            *("--host", fake.url, "--only-summary"),
+        )
+    assert done.returncode != 0
+    assert "'expectations_failed==0' is not judged on Locust's stats" in done.stderr
