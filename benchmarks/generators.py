@@ -45,7 +45,7 @@ from typing import Any
 from ._nginx import PREFIX, Nginx, nginx_binary
 from ._server import cpu_plan, pin
 
-__all__ = ["CONTENDERS", "chart", "main", "markdown", "run_generators"]
+__all__ = ["CONTENDERS", "ceilings_of", "chart", "honest", "main", "markdown", "run_generators"]
 
 CONTENDERS = ("bench-asyncio", "bench-uvloop", "k6", "locust")
 RATES = (500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000)
@@ -353,7 +353,8 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
     return round(statistics.median(values), 2) if values else None
 
 
-def _honest(step: dict[str, Any]) -> bool:
+def honest(step: dict[str, Any]) -> bool:
+    """Under 3% of the arrivals dropped and, for bench, its lag p99 measured and <= 10 ms."""
     asked = step["rate"] * step["seconds"]
     started_share = (step["started_per_second"] or 0) * step["seconds"] / asked
     lag = step["lag_p99_ms"]
@@ -362,6 +363,34 @@ def _honest(step: dict[str, Any]) -> bool:
         and (lag is None or lag <= LAG_LIMIT_MS)
         and (not step["name"].startswith("bench-") or lag is not None)
     )
+
+
+def ceilings_of(steps: list[dict[str, Any]], contenders: Sequence[str]) -> dict[str, Any]:
+    """Each contender's honest ceiling, its peak requests/s, and its requests/s at 2x the ceiling.
+
+    The ceiling is the highest honest step's rate (None when no step was honest); "at 2x" is
+    the lowest step at twice that rate or more (None when none was run).
+    """
+    ceilings: dict[str, Any] = {}
+    for name in contenders:
+        passing = [s for s in steps if s["name"] == name and s["honest"]]
+        best = max(passing, key=lambda s: s["rate"]) if passing else None
+        mine = [s for s in steps if s["name"] == name]
+        peak = max((s["requests_per_second"] or 0 for s in mine), default=0)
+        at_double = None
+        if best is not None:
+            beyond = [s for s in mine if s["rate"] >= 2 * best["rate"]]
+            at_double = min(beyond, key=lambda s: s["rate"]) if beyond else None
+        ceilings[name] = {
+            "rate": None if best is None else best["rate"],
+            "started_per_second": None if best is None else best["started_per_second"],
+            "peak_requests_per_second": peak,
+            "at_2x_rate": None if at_double is None else at_double["rate"],
+            "at_2x_requests_per_second": None
+            if at_double is None
+            else at_double["requests_per_second"],
+        }
+    return ceilings
 
 
 def run_generators(
@@ -409,7 +438,7 @@ def run_generators(
                     step[key] = _median(runs[name], key)
                 step["dropped"] = _median(runs[name], "dropped")
                 step["failed"] = sum(r["failed"] or 0 for r in runs[name])
-                step["honest"] = _honest(step)
+                step["honest"] = honest(step)
                 steps.append(step)
                 log(
                     f"generators {name} asked {rate}/s: started {step['started_per_second']}/s, "
@@ -418,25 +447,7 @@ def run_generators(
                 )
     finally:
         server.stop()
-    ceilings: dict[str, Any] = {}
-    for name in contenders:
-        honest = [s for s in steps if s["name"] == name and s["honest"]]
-        best = max(honest, key=lambda s: s["rate"]) if honest else None
-        mine = [s for s in steps if s["name"] == name]
-        peak = max((s["requests_per_second"] or 0 for s in mine), default=0)
-        at_double = None
-        if best is not None:
-            beyond = [s for s in mine if s["rate"] >= 2 * best["rate"]]
-            at_double = min(beyond, key=lambda s: s["rate"]) if beyond else None
-        ceilings[name] = {
-            "rate": None if best is None else best["rate"],
-            "started_per_second": None if best is None else best["started_per_second"],
-            "peak_requests_per_second": peak,
-            "at_2x_rate": None if at_double is None else at_double["rate"],
-            "at_2x_requests_per_second": None
-            if at_double is None
-            else at_double["requests_per_second"],
-        }
+    ceilings = ceilings_of(steps, contenders)
     return {
         "smoke": smoke,
         "seconds_per_run": seconds,
