@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from locust import LoadTestShape
+from locust.runners import STATE_MISSING, MasterRunner
 
 from ..load import CapacitySearch, CapacityStep
 from ..load._capacity import _Bisection
@@ -104,9 +105,13 @@ class CapacityShape(LoadTestShape):
         self._step: tuple[float, str] | None = None
         self._started = 0.0
         self._baseline: dict[str, tuple[dict[int, int], int, int]] | None = None
+        # On a master: when (run time) each worker last sent its stats, and whether we listen.
+        self._reports: dict[str, float] = {}
+        self._listening = False
 
     def tick(self) -> tuple[int, float] | None:
         """Locust asks about once a second: (users, spawn rate), or None to stop."""
+        self._listen()
         now = self.get_run_time()
         if self._step is None:
             chosen = self._next()
@@ -117,14 +122,45 @@ class CapacityShape(LoadTestShape):
         length = self.warmup + (
             2 * self.step_duration if phase == "confirm" else self.step_duration
         )
-        if self._baseline is None and now - self._started >= self.warmup:
+        cut = self._started + self.warmup
+        if self._baseline is None and now >= cut and self._reported_since(cut):
             self._baseline = self._snapshot()
-        if now - self._started >= length:
+        end = self._started + length
+        if self._baseline is not None and now >= end and self._reported_since(end):
             self._judge(target, phase, now - self._started)
             self._step = None
             return self.tick()
         users = round(target)
         return users, float(max(1, users))
+
+    # -- a master's view of its workers' stats ---------------------------------------------
+
+    def _listen(self) -> None:
+        """On a master, note when each worker's stats arrive (they are merged before we hear)."""
+        if self._listening or not isinstance(self.runner, MasterRunner):
+            return
+        self.runner.environment.events.worker_report.add_listener(self._on_report)
+        self._listening = True
+
+    def _on_report(self, client_id: str, data: Mapping[str, Any]) -> None:
+        self._reports[client_id] = self.get_run_time()
+
+    def _reported_since(self, moment: float) -> bool:
+        """Whether the runner's stats hold every request that ended before ``moment``.
+
+        A worker sends its stats every few seconds (WORKER_REPORT_INTERVAL, 3 s), so a master's
+        merged stats lag; a step's figures are cut only once every worker has reported after
+        the cut: they then hold only requests of the step's measured part, never of its warm-up
+        or of the step before, which a plain snapshot of a master's stats would mix in.
+        """
+        runner = self.runner
+        if not isinstance(runner, MasterRunner):
+            return True
+        return all(
+            self._reports.get(worker.id, -1.0) >= moment
+            for worker in runner.clients.values()
+            if worker.state != STATE_MISSING
+        )
 
     # -- the search's steps ------------------------------------------------------------------
 
