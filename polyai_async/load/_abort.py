@@ -88,10 +88,8 @@ def window_figures(
     histograms: dict[str, Any] = {}
     counters: dict[str, int] = {}
     in_flight: list[int] = []
-    for t in range(first, last):
-        second = metrics.series.get(t)
-        if second is None:
-            continue
+    held = (metrics.series.get(t) for t in range(first, last))
+    for second in (s for s in held if s is not None):
         for name, value in second.counters.items():
             counters[name] = counters.get(name, 0) + value
         in_flight.append(second.in_flight)
@@ -121,6 +119,7 @@ def window_figures(
         figures["conversations_per_second"] = counters.get("conversations_started", 0) / seconds
         figures["turns_per_second"] = counters.get("turns", 0) / seconds
         figures["requests_per_second"] = counters.get("requests", 0) / seconds
+    if in_flight:  # none when the series has none of those seconds (yet)
         figures["in_flight_mean"] = sum(in_flight) / len(in_flight)
     figures["errors_total"] = counters.get("errors", 0)
     return figures

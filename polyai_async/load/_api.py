@@ -288,6 +288,7 @@ def run_load(
     settings: Mapping[str, Any] | None = None,
     context: Mapping[str, Any] | None = None,
     abort_on_fail: AbortOnFail | None = None,
+    stop_when: Callable[[int, Mapping[str, Any]], bool] | None = None,
 ) -> LoadResult:
     """Apply ``load`` and wait for the result (blocking; starts its own event loop).
 
@@ -312,6 +313,9 @@ def run_load(
         context: keys added to the summary (target, base_url...).
         abort_on_fail: stop the run at the first threshold to fail over a sliding window
             (see AbortOnFail; one process only).
+        stop_when: with processes > 1, called with (worker index, its snapshot) as each
+            worker reports (about once a second); once it returns True the run stops as on a
+            signal (capacity's early stop uses it).
 
     Raises:
         ConfigurationError: a bad argument, before anything runs.
@@ -367,7 +371,13 @@ def run_load(
             shown(with_target(live_figures(snapshots, planned=load.planned_seconds()), load))
 
     outcome = run_processes(
-        scenario, load, client_options, processes=processes, loop=chosen, on_tick=tick
+        scenario,
+        load,
+        client_options,
+        processes=processes,
+        loop=chosen,
+        on_tick=tick,
+        stop_when=stop_when,
     )
     runs, wall = outcome.runs, outcome.wall_seconds
     merged = Metrics()

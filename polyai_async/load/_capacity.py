@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
@@ -47,7 +48,7 @@ from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ._abort import WindowJudge, window_figures
 from ._api import OnTick, _ticker, check_processes, parse_thresholds, run_load
-from ._metrics import Metrics
+from ._metrics import Metrics, _Second
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS, LoadResult, make_result
 from ._runner import choose_loop, drive, run_with_loop
 from ._scenario import Scenario, ThinkTime, demo_scenario
@@ -431,6 +432,33 @@ async def _drive_step(
     return result, None if stopper is None else stopper.reason
 
 
+def _judge_workers(stopper: WindowJudge) -> Callable[[int, Mapping[str, Any]], bool]:
+    """Early stop with worker processes: ``stopper`` judges the seconds they finished, merged.
+
+    Each worker's snapshot (about once a second) holds its latest finished second with its
+    counters and histograms; added up second by second (each worker's once), they are the
+    run's series as far as it has gone, which ``stopper`` judges as it does one process's.
+    """
+    merged: Metrics | None = None
+    seen: set[tuple[int, int]] = set()
+
+    def judge(index: int, snapshot: Mapping[str, Any]) -> bool:
+        nonlocal merged
+        if merged is None:  # the workers started together: the first one's clock will do
+            merged = Metrics(start=time.perf_counter() - float(snapshot.get("elapsed", 0.0)))
+        last = snapshot.get("last")
+        if last is not None and (index, last["t"]) not in seen:
+            seen.add((index, last["t"]))
+            second = merged.series.get(last["t"])
+            if second is None:
+                second = merged.series[last["t"]] = _Second(last["t"])
+            counters = Counter(last["counters"])
+            second.add(_Second(last["t"], counters=counters, encoded=dict(last["histograms"])))
+        return stopper.check(merged)
+
+    return judge
+
+
 def _dropped_share(summary: Mapping[str, Any]) -> float:
     """The share of the step's arrivals that were dropped, not started."""
     dropped = summary.get("conversations_dropped") or 0
@@ -696,7 +724,8 @@ def find_capacity(
     """Search the capacity (blocking: each step starts its own event loop, or processes).
 
     With ``processes`` above 1, each step is a ``run_load`` over that many worker processes,
-    judged on their merged metrics; such a step is not stopped early.
+    judged on their merged metrics; the workers' seconds are merged as they report, and a
+    step is stopped early on them as in one process.
 
     Args:
         search: the SLOs, model, bounds and steps (see CapacitySearch).
@@ -728,8 +757,9 @@ def find_capacity(
                 processes=processes,
                 loop=kind,
                 on_tick=on_tick,
+                stop_when=_judge_workers(stopper) if stopper and stopper.enabled else None,
             )
-            return result, None
+            return result, None if stopper is None else stopper.reason
 
         async def one() -> tuple[LoadResult, str | None]:
             async with PolyAIClient(**options) as client:

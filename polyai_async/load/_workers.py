@@ -184,10 +184,13 @@ def run_processes(  # noqa: PLR0912, PLR0915 - one loop reads every kind of mess
     processes: int,
     loop: str,
     on_tick: Callable[[Sequence[Mapping[str, Any]]], None] | None = None,
+    stop_when: Callable[[int, Mapping[str, Any]], bool] | None = None,
 ) -> Outcome:
     """Run ``load`` split over ``processes`` worker processes: their runs and the wall time.
 
-    ``on_tick`` gets the latest snapshot of every worker about once a second. In the main
+    ``on_tick`` gets the latest snapshot of every worker about once a second. ``stop_when``
+    gets each snapshot as it comes, with its worker's index; once it returns True every worker
+    stops as on a signal (no new conversation, those in flight closed). In the main
     thread, the first SIGINT or SIGTERM stops every worker (see the module); a second one
     raises KeyboardInterrupt, and the workers are terminated.
 
@@ -236,9 +239,10 @@ def run_processes(  # noqa: PLR0912, PLR0915 - one loop reads every kind of mess
             )
             heard = dict.fromkeys(range(processes), time.monotonic())
             last_tick = 0.0
+            judged = False  # stop_when said stop
             while len(runs) < processes:
                 now = time.monotonic()
-                if interrupt.signal is not None and not stop.is_set():
+                if (interrupt.signal is not None or judged) and not stop.is_set():
                     stop.set()
                     after_stop = now + CLOSE_ON_CANCEL_SECONDS + RESULT_MARGIN_SECONDS
                     due = after_stop if due is None else min(due, after_stop)
@@ -261,6 +265,8 @@ def run_processes(  # noqa: PLR0912, PLR0915 - one loop reads every kind of mess
                 heard[index] = time.monotonic()
                 if kind == "tick":
                     snapshots[index] = message[2]
+                    if stop_when is not None and not judged:
+                        judged = stop_when(index, message[2])
                     now = time.perf_counter()
                     if on_tick is not None and now - last_tick >= 0.9:
                         last_tick = now

@@ -18,6 +18,8 @@ from polyai_async.load import (
     run_load,
     run_load_async,
 )
+from polyai_async.load._abort import window_figures
+from polyai_async.load._metrics import Metrics
 from polyai_async.testing import FakePolyAI
 from tests.cli_runner import CliRunner, ThreadedFake
 
@@ -41,6 +43,15 @@ def test_bad_settings_are_refused(options: dict[str, Any], match: str) -> None:
     """AbortOnFail checks each field, naming it."""
     with pytest.raises(ConfigurationError, match=match):
         AbortOnFail(**options)
+
+
+def test_a_window_with_no_second_in_the_series_has_no_figures_yet() -> None:
+    """Seconds the series does not hold (workers' seconds still on their way) give no mean
+    in flight, and no ZeroDivisionError."""
+    figures = window_figures(Metrics(), 0, 3)
+    assert figures["window_seconds"] == 3
+    assert "in_flight_mean" not in figures
+    assert figures["conversations_per_second"] == 0
 
 
 def test_run_load_refuses_it_over_several_processes() -> None:

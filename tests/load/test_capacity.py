@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,11 @@ from polyai_async.load._capacity import (
     CapacityStep,
     _run_to_end,
     _search,
+    find_capacity,
     find_capacity_async,
 )
 from polyai_async.testing import FakePolyAI
+from tests.threaded_fake import ThreadedFake
 
 OPEN: dict[str, Any] = {"slos": ["respond.p99<2s"], "minimum": 1, "maximum": 200}
 
@@ -292,3 +295,34 @@ async def test_an_overloaded_step_stops_within_its_window() -> None:
     assert step.stopped_early
     assert step.first_failed == "respond.p99<200ms"
     assert asyncio.get_running_loop().time() - started < 6
+
+
+@pytest.mark.e2e
+def test_an_overloaded_step_over_worker_processes_stops_within_its_window() -> None:
+    """With processes=2 the parent judges the workers' merged seconds: at twice the capacity
+    the 20 s step is stopped early, and its conversations are closed."""
+    search = CapacitySearch(
+        slos=["respond.p99<200ms"],
+        minimum=40,
+        maximum=80,
+        step_duration=20,
+        warmup=0.5,
+        window=1,
+        graceful_stop=0.5,
+        arrival="constant",
+        generator_lag_ms=100,
+    )
+    with ThreadedFake(agent_capacity=1, agent_latency=0.05) as fake:
+        started = time.monotonic()
+        result = find_capacity(
+            search, demo_scenario(turns=1), client_settings=fake.settings, processes=2
+        )
+        seconds = time.monotonic() - started
+        states = list(fake.server.conversations.values())
+    assert result.answer is None
+    (step,) = result.steps
+    assert step.stopped_early
+    assert step.first_failed == "respond.p99<200ms"
+    assert seconds < 12  # two spawned workers start in a few seconds; the step asked 20.5 s
+    assert states
+    assert all(state.closed for state in states)
