@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -42,6 +43,10 @@ def _percentile(times: Mapping[int, int], fraction: float) -> float | None:
     return float(max(times))
 
 
+#: Each source's response-time counts, requests and failures, as the runner has them.
+_Snapshot = dict[str, tuple[dict[int, int], int, int]]
+
+
 class CapacityShape(LoadTestShape):
     """Search the most users at which every SLO holds, a step of steady users at a time.
 
@@ -70,6 +75,10 @@ class CapacityShape(LoadTestShape):
         step_duration: each step's measured seconds.
         warmup: each step's first seconds, left out.
         precision: stop when passing and failing are within this share (whole users).
+        window: after the warm-up, the SLOs are judged every tick over the last ``window``
+            seconds; one that fails at two judgements in a row stops the step early (not a
+            confirmation step), which then fails.
+        early_stop: whether a step may stop early.
     """
 
     abstract = True
@@ -79,6 +88,8 @@ class CapacityShape(LoadTestShape):
     step_duration: ClassVar[float] = 20.0
     warmup: ClassVar[float] = 5.0
     precision: ClassVar[float] = 0.05
+    window: ClassVar[float] = 5.0
+    early_stop: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -90,6 +101,8 @@ class CapacityShape(LoadTestShape):
             step_duration=self.step_duration,
             warmup=self.warmup,
             precision=self.precision,
+            window=self.window,
+            early_stop=self.early_stop,
         )
         for slo in self.search.slos:
             if not _supported(slo):
@@ -104,10 +117,13 @@ class CapacityShape(LoadTestShape):
         self.result: dict[str, Any] | None = None
         self._step: tuple[float, str] | None = None
         self._started = 0.0
-        self._baseline: dict[str, tuple[dict[int, int], int, int]] | None = None
+        self._baseline: _Snapshot | None = None
         # On a master: when (run time) each worker last sent its stats, and whether we listen.
         self._reports: dict[str, float] = {}
         self._listening = False
+        # Early stop: the snapshots of the step's last window, and failed judgements in a row.
+        self._recent: deque[tuple[float, _Snapshot]] = deque()
+        self._failing = 0
 
     def tick(self) -> tuple[int, float] | None:
         """Locust asks about once a second: (users, spawn rate), or None to stop."""
@@ -118,6 +134,8 @@ class CapacityShape(LoadTestShape):
             if chosen is None:
                 return None
             self._step, self._started, self._baseline = chosen, now, None
+            self._recent.clear()
+            self._failing = 0
         target, phase = self._step
         length = self.warmup + (
             2 * self.step_duration if phase == "confirm" else self.step_duration
@@ -126,8 +144,13 @@ class CapacityShape(LoadTestShape):
         if self._baseline is None and now >= cut and self._reported_since(cut):
             self._baseline = self._snapshot()
         end = self._started + length
-        if self._baseline is not None and now >= end and self._reported_since(end):
-            self._judge(target, phase, now - self._started)
+        stopped_by = None
+        if self._baseline is not None and phase != "confirm" and self.search.early_stop:
+            stopped_by = self._watch(now)
+        if stopped_by is not None or (
+            self._baseline is not None and now >= end and self._reported_since(end)
+        ):
+            self._judge(target, phase, now - self._started, stopped_by)
             self._step = None
             return self.tick()
         users = round(target)
@@ -178,11 +201,28 @@ class CapacityShape(LoadTestShape):
             return None
         return answer, "confirm"
 
-    def _snapshot(self) -> dict[str, tuple[dict[int, int], int, int]]:
+    def _watch(self, now: float) -> str | None:
+        """The SLO that failed over the last window at two judgements in a row, else None."""
+        self._recent.append((now, self._snapshot()))
+        while len(self._recent) > 1 and self._recent[1][0] <= now - self.window:
+            self._recent.popleft()
+        first, _ = self._recent[0]
+        if now - first < self.window:
+            return None
+        figures = self._figures(self._recent[0][1], self._recent[-1][1])
+        failed = [
+            slo.expression
+            for slo in self.search.slos
+            if figures.get(slo.key) is not None and not slo.evaluate(figures).passed
+        ]
+        self._failing = self._failing + 1 if failed else 0
+        return failed[0] if failed and self._failing >= 2 else None
+
+    def _snapshot(self) -> _Snapshot:
         """Each source's response-time counts, requests and failures, as the runner has them."""
         runner = self.runner
         assert runner is not None  # noqa: S101 - Locust sets it before ticking
-        found: dict[str, tuple[dict[int, int], int, int]] = {}
+        found: _Snapshot = {}
         for (name, _), entry in runner.stats.entries.items():
             if name in _SOURCES:
                 times, requests, failures = found.get(name, ({}, 0, 0))
@@ -192,11 +232,10 @@ class CapacityShape(LoadTestShape):
                 found[name] = (merged, requests + entry.num_requests, failures + entry.num_failures)
         return found
 
-    def _figures(self) -> dict[str, Any]:
-        """The step's figures: what ended between the warm-up's end and now."""
-        before = self._baseline or {}
+    def _figures(self, before: _Snapshot, after: _Snapshot) -> dict[str, Any]:
+        """The figures of what ended between two snapshots."""
         figures: dict[str, Any] = {}
-        for name, (times, requests, failures) in self._snapshot().items():
+        for name, (times, requests, failures) in after.items():
             old_times, old_requests, old_failures = before.get(name, ({}, 0, 0))
             window = {v: c - old_times.get(v, 0) for v, c in times.items()}
             window = {v: c for v, c in window.items() if c > 0}
@@ -213,16 +252,18 @@ class CapacityShape(LoadTestShape):
                 )
         return figures
 
-    def _judge(self, target: float, phase: str, seconds: float) -> None:
-        figures = self._figures()
+    def _judge(self, target: float, phase: str, seconds: float, stopped_by: str | None) -> None:
+        figures = self._figures(self._baseline or {}, self._snapshot())
         verdicts = tuple(slo.evaluate(figures) for slo in self.search.slos)
         failed = [v.expression for v in verdicts if not v.passed]
+        if stopped_by is not None and stopped_by not in failed:  # failed over its last window
+            failed.insert(0, stopped_by)
         step = CapacityStep(
             index=len(self.steps) + 1,
             target=target,
             phase=phase,
             passed=not failed,
-            stopped_early=False,
+            stopped_early=stopped_by is not None,
             generator_limited=None,
             first_failed=failed[0] if failed else None,
             verdicts=verdicts,
@@ -233,12 +274,13 @@ class CapacityShape(LoadTestShape):
         self.steps.append(step)
         self.state.record(step)
         logger.warning(
-            "polyai_async: capacity step %d (%s): %d users %s%s",
+            "polyai_async: capacity step %d (%s): %d users %s%s%s",
             step.index,
             phase,
             round(target),
             "passed" if step.passed else "failed",
             f" ({step.first_failed})" if step.first_failed else "",
+            ", stopped early" if step.stopped_early else "",
         )
 
     def _finish(self) -> None:
@@ -257,7 +299,13 @@ class CapacityShape(LoadTestShape):
             "confirmed": confirmed,
             "limited_by": limited_by,
             "steps": [
-                {"target": s.target, "phase": s.phase, "passed": s.passed, "figures": s.figures}
+                {
+                    "target": s.target,
+                    "phase": s.phase,
+                    "passed": s.passed,
+                    "stopped_early": s.stopped_early,
+                    "figures": s.figures,
+                }
                 for s in self.steps
             ],
             "finished_at": time.time(),

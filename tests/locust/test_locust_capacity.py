@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,34 @@ def test_the_shape_finds_the_agents_concurrency_on_a_cluster(tmp_path: Path) -> 
     assert int(stats["respond"]["Request Count"]) > 0
     for log in cluster.worker_logs:
         assert "Traceback" not in log.read_text(), cluster.logs()
+
+
+def test_an_overloaded_step_stops_early(tmp_path: Path) -> None:
+    """4 users on 2 slots: the respond p99 fails over the 2 s window at once, so the 20 s
+    step stops a few seconds after its warm-up, and the search answers none."""
+    with FakeServerProcess("--agent-capacity", "2", "--agent-latency", "0.05") as fake:
+        started = time.monotonic()
+        done = run_locust(
+            tmp_path,
+            """
+            from polyai_async.load import demo_scenario
+            from polyai_async.locust import CapacityShape, PolyAIUser
+
+            class Chat(PolyAIUser):
+                scenario = demo_scenario(turns=1)
+                think_time = 0
+
+            class Search(CapacityShape):
+                slos = ("respond.p99<80ms",)
+                minimum, maximum = 4, 8
+                step_duration, warmup, window = 20.0, 1.0, 2.0
+            """,
+            *("--host", fake.url, "--only-summary"),
+        )
+        seconds = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (
+        "capacity step 1 (minimum): 4 users failed (respond.p99<80ms), stopped early" in done.stderr
+    ), done.stderr[-3000:]
+    assert "capacity: max_concurrency none" in done.stderr
+    assert seconds < 15  # the step asked 21 s
