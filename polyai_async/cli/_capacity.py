@@ -390,9 +390,7 @@ def _render(result: Any, console: Any) -> None:
             _share(f.get("conversation_error_rate")),
             safe_text(step.first_failed or step.generator_limited or ""),
         )
-    from ..load._interrupt import stop_notes  # noqa: PLC0415 - the load extra
-
-    for note in stop_notes(result.as_dict()):
+    for note in result.notes:
         console.print(f"[bold yellow]{note}[/]")
     console.print(table)
     if any(step.stopped_early for step in result.steps):

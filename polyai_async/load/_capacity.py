@@ -61,7 +61,7 @@ from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ._abort import WindowJudge, window_figures
 from ._api import OnTick, _ticker, check_processes, parse_thresholds, run_load
-from ._interrupt import EXIT_CODES, Interrupt, on_loop_signals, on_signals
+from ._interrupt import EXIT_CODES, Interrupt, on_loop_signals, on_signals, stop_notes
 from ._metrics import Metrics
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS, LoadResult, make_result
 from ._runner import choose_loop, drive, run_with_loop
@@ -337,6 +337,13 @@ class CapacityResult:
     def found(self) -> bool:
         """True when some target passed."""
         return self.answer is not None
+
+    @property
+    def notes(self) -> list[str]:
+        """What a report says first: the search was interrupted (empty when it was not)."""
+        return stop_notes(
+            {"interrupted": self.interrupted_by is not None, "interrupted_by": self.interrupted_by}
+        )
 
     @property
     def littles_law_agrees(self) -> bool | None:

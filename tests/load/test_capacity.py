@@ -162,6 +162,10 @@ def test_an_interrupted_search_ends_with_what_it_knew(by: str, code: int) -> Non
     data = result.as_dict()
     assert (data["interrupted"], data["interrupted_by"], data["confirmed"]) == (True, by, False)
     assert [s["interrupted"] for s in data["steps"]] == [False, False, False, True]
+    assert result.notes == [
+        f"INTERRUPTED ({by}): the load was stopped early; these figures cover what was "
+        "measured until then"
+    ]
 
 
 def test_a_search_interrupted_before_any_pass_knows_none_and_exits_130() -> None:
