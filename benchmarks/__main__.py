@@ -15,6 +15,7 @@ import attrs
 from ._report import print_tables, write_all
 from ._suite import Plan, run_suite
 from .generator import run_generator, table
+from .generators import ROUNDS, chart, markdown, run_generators
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -45,10 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if plan.smoke:
         # A smoke run's timings mean nothing: the generator's phase runs beside the suite, as
         # its instruction count does, so the run takes as long as its longest phase.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as beside:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as beside:
             generating = beside.submit(run_generator, True, log)
+            side_by_side = beside.submit(run_generators, smoke=True, rounds=1, log=log)
             result = run_suite(plan, log)
             generator = generating.result()
+            generators = side_by_side.result()
     else:
         result = run_suite(plan, log)
     write_all(result, out)
@@ -57,9 +60,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The load generator's own ceiling (benchmarks/generator.py), after the suite: one
         # thing measured at a time.
         generator = run_generator(False, log)
+        # The generators side by side against nginx (benchmarks/generators.py).
+        generators = run_generators(smoke=False, rounds=ROUNDS, log=log)
     (out / "generator.json").write_text(json.dumps(generator, indent=2) + "\n")
     (out / "generator.md").write_text(table(generator) + "\n")
     print(table(generator))
+    (out / "generators.json").write_text(json.dumps(generators, indent=2) + "\n")
+    (out / "generators.md").write_text(markdown(generators) + "\n")
+    chart(generators, out / "generators.png")
+    print(markdown(generators))
     print(f"results in {out} ({result['wall_s']:.0f} s)")
     return 0
 

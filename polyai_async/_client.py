@@ -422,6 +422,11 @@ class PolyAIClient:
         # None when nothing listens: the hot path then builds no event at all.
         self._hooks: Hooks | None = hooks if hooks else None
 
+    def _connections_short(self) -> bool:
+        """A pool's worth of calls waits for a connection (the load runner drops arrivals then)."""
+        host = self._host
+        return host is not None and host.gate.waiting >= host.gate.size
+
     def add_event_hook(self, event: str, hook: EventHook) -> None:
         """Call ``hook`` on ``event`` from now on, as if it had been in ``event_hooks``.
 

@@ -50,6 +50,11 @@ class Gate:
             raise
 
     @property
+    def waiting(self) -> int:
+        """Tasks waiting for a slot (one cancelled while waiting counts until it is reached)."""
+        return len(self._waiters)
+
+    @property
     def in_use(self) -> int:
         """Slots held now (more than ``size`` just after a shrink)."""
         return self.size - self._free

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks._suite import counted_instructions
+from benchmarks.generators import ceilings_of, honest
 
 from .conftest import SMOKE_RUN, SmokeRun, missing_bench_tools
 
@@ -150,6 +151,77 @@ def test_smoke_run_writes_every_figure(smoke_run: Path) -> None:
         # The server answers after 100 ms: the measured p50 is at least that.
         assert run["respond_p50_ms"] >= 100
     assert "p50 error ms" in (tmp_path / "generator.md").read_text()
+
+
+@pytest.mark.usefixtures("bench_tools")
+@pytest.mark.timeout(900)
+def test_smoke_run_puts_the_generators_side_by_side(smoke_run: Path) -> None:
+    """The smoke run measures bench, k6 and Locust against nginx, or says why it skipped one."""
+    side = json.loads((smoke_run / "generators.json").read_text())
+    if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
+        assert side["skipped"] == {"all": "nginx is not installed (apt-get install -y nginx)"}
+    else:
+        measured = {step["name"] for step in side["steps"]}
+        assert measured | set(side["skipped"]) >= {"bench-asyncio", "bench-uvloop", "k6", "locust"}
+        assert "bench-asyncio" in measured
+        for step in side["steps"]:
+            assert step["started_per_second"] > 0, step
+            assert step["requests_per_second"] > 0, step
+            assert step["respond_p50_ms"] is not None, step
+            assert step["failed"] == 0, step
+        assert "honest" in (smoke_run / "generators.md").read_text()
+
+
+def _step(name: str, rate: float, started: float, lag: float | None, rps: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "rate": rate,
+        "seconds": 5.0,
+        "started_per_second": started,
+        "lag_p99_ms": lag,
+        "requests_per_second": rps,
+    }
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (_step("k6", 1000, 975, None, 2925), True),  # 2.5% dropped
+        (_step("k6", 1000, 965, None, 2895), False),  # 3.5% dropped
+        (_step("bench-uvloop", 1000, 1000, 9.9, 3000), True),
+        (_step("bench-uvloop", 1000, 1000, 10.1, 3000), False),  # the generator lagged
+        (_step("bench-asyncio", 1000, 1000, None, 3000), False),  # bench's lag is required
+    ],
+)
+def test_a_generator_step_is_honest_under_3_percent_dropped_and_10_ms_of_lag(
+    step: dict[str, Any], expected: bool
+) -> None:
+    """Honest: at least 97% of the arrivals started and, for bench, a lag p99 of at most 10 ms."""
+    assert honest(step) is expected
+
+
+def test_the_ceiling_is_the_highest_honest_rate_and_2x_the_next_step_at_twice_it() -> None:
+    """The ceiling is the highest honest rate; "at 2x" the first step at twice it or more."""
+    steps = [
+        _step("bench-uvloop", 1000, 1000, 2.0, 3000),
+        _step("bench-uvloop", 2000, 2000, 8.0, 6000),
+        _step("bench-uvloop", 3000, 2500, 40.0, 7500),
+        _step("bench-uvloop", 4000, 2600, 50.0, 7800),
+        _step("bench-uvloop", 6000, 2400, 60.0, 7200),
+        _step("k6", 1000, 700, None, 2100),
+    ]
+    for step in steps:
+        step["honest"] = honest(step)
+    ceilings = ceilings_of(steps, ["bench-uvloop", "k6"])
+    assert ceilings["bench-uvloop"] == {
+        "rate": 2000,
+        "started_per_second": 2000,
+        "peak_requests_per_second": 7800,
+        "at_2x_rate": 4000,
+        "at_2x_requests_per_second": 7800,
+    }
+    assert ceilings["k6"]["rate"] is None
+    assert ceilings["k6"]["at_2x_rate"] is None
 
 
 def test_instruction_count_is_read_from_cachegrind_output() -> None:

@@ -172,6 +172,11 @@ class CapacitySearch:
             10 ms: a lag below it cannot turn a verdict; 10 ms without a latency SLO).
         generator_cpu_share: a step whose client used more of a core (per process) is
             generator-limited.
+        max_dropped_share: open model: a step that dropped more than this share of the
+            arrivals it was asked for fails (the agent did not take that rate: its calls
+            filled the pool, or ``max_in_flight`` conversations were running), whatever its
+            latency says. Nighthawk scores the generator the same way: a step must have sent
+            what it was asked to send.
     """
 
     slos: tuple[Threshold, ...] = attrs.field(converter=_slos, validator=_not_empty)
@@ -197,6 +202,7 @@ class CapacitySearch:
         default=None, validator=attrs.validators.optional(_positive)
     )
     generator_cpu_share: float = attrs.field(default=CPU_WARNING_SHARE, validator=_positive)
+    max_dropped_share: float = attrs.field(default=0.03, validator=_share)
 
     def __attrs_post_init__(self) -> None:
         if self.minimum > self.maximum:
@@ -497,6 +503,13 @@ async def _drive_step(
     return result, None if stopper is None else stopper.reason
 
 
+def _dropped_share(summary: Mapping[str, Any]) -> float:
+    """The share of the step's arrivals that were dropped, not started."""
+    dropped = summary.get("conversations_dropped") or 0
+    asked = (summary.get("conversations_started") or 0) + dropped
+    return dropped / asked if asked else 0.0
+
+
 def _generator_limit(search: CapacitySearch, summary: Mapping[str, Any]) -> str | None:
     lag = summary.get("generator_lag_p99_ms")
     if lag is not None and lag > search.lag_limit_ms:
@@ -536,6 +549,9 @@ async def _step(
     verdicts = tuple(slo.evaluate(judged) for slo in search.slos)
     summary["thresholds"] = [v.as_dict() for v in verdicts]
     failed = [v.expression for v in verdicts if not v.passed]
+    dropped = _dropped_share(summary)
+    if dropped > search.max_dropped_share:
+        failed.append(f"dropped {dropped:.1%} of arrivals > {search.max_dropped_share:.0%}")
     limited = _generator_limit(search, summary)
     completed = bool(summary.get("conversations_completed"))
     passed: bool | None = not failed and stopped_by is None and completed

@@ -101,6 +101,36 @@ def decode(text: str) -> Any:
     return HdrHistogram.decode(text.encode("ascii"))
 
 
+class _Names:
+    """The counter and histogram names of one endpoint, made once."""
+
+    __slots__ = ("count", "endpoint", "ok", "ok_count", "turns")
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.count = f"{endpoint}_count"
+        self.ok_count = f"{endpoint}_ok_count"
+        self.ok = f"{endpoint}.ok"
+        self.turns: dict[int, str] = {}
+
+    def turn(self, index: int) -> str:
+        name = self.turns.get(index)
+        if name is None:
+            name = self.turns[index] = f"{self.endpoint}[{index}]"
+        return name
+
+
+_NAMES: dict[str, _Names] = {}
+
+
+def _histogram_of(histograms: dict[str, Any], name: str) -> Any:
+    """``histograms[name]``, made empty first if missing."""
+    histogram = histograms.get(name)
+    if histogram is None:
+        histogram = histograms[name] = new_histogram()
+    return histogram
+
+
 @attrs.define(eq=False)
 class _Second:
     """One second of the series: counters, a gauge and per-endpoint histograms."""
@@ -275,15 +305,22 @@ class Metrics:
         Its latency goes into ``endpoint`` whatever the outcome (a failed call with the time it
         took to fail), and into ``endpoint.ok`` too when it succeeded.
         """
-        self.counters["calls"] += 1
-        self.counters[f"{endpoint}_count"] += 1
+        # The hot path of a run (every call): the value is computed once, the names are
+        # made once per endpoint, and each histogram is recorded into directly.
+        micros = _micros(seconds)
+        names = _NAMES.get(endpoint)
+        if names is None:
+            names = _NAMES[endpoint] = _Names(endpoint)
+        counters = self.counters
+        counters["calls"] += 1
+        counters[names.count] += 1
         second = self._second()
-        self._record(endpoint, seconds)
+        _histogram_of(self.histograms, endpoint).record_value(micros)
         if turn is not None:
-            self._record(f"{endpoint}[{turn}]", seconds)
-        self._record_second(second, endpoint, seconds)
+            _histogram_of(self.histograms, names.turn(turn)).record_value(micros)
+        _histogram_of(second.live, endpoint).record_value(micros)
         if error is not None:
-            self.counters["errors_total"] += 1
+            counters["errors_total"] += 1
             second.counters["errors"] += 1
             name = type(error).__name__
             entry = self.errors.get(name)
@@ -292,18 +329,11 @@ class Metrics:
             else:
                 entry[0] += 1
             return
-        self.counters[f"{endpoint}_ok_count"] += 1
+        counters[names.ok_count] += 1
         if endpoint == "respond":
             second.counters["turns"] += 1
-        self._record(f"{endpoint}.ok", seconds)
-        self._record_second(second, f"{endpoint}.ok", seconds)
-
-    @staticmethod
-    def _record_second(second: _Second, name: str, seconds: float) -> None:
-        histogram = second.live.get(name)
-        if histogram is None:
-            histogram = second.live[name] = new_histogram()
-        histogram.record_value(_micros(seconds))
+        _histogram_of(self.histograms, names.ok).record_value(micros)
+        _histogram_of(second.live, names.ok).record_value(micros)
 
     def expectation(self, persona: str, expectation: str, passed: bool, reply: str | None) -> None:
         """One expectation was checked (see Observer.expectation)."""

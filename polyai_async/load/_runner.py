@@ -32,6 +32,10 @@ LOOPS = ("auto", "asyncio", "uvloop")
 _SUPERVISOR_SECONDS = 0.05
 #: The longest the schedulers keep the event loop to themselves when they are behind.
 _YIELD_SECONDS = 0.005
+#: An arrival that would start later than this behind its schedule is dropped, not started:
+#: a generator that has fallen this far behind cannot catch up by starting its backlog back to
+#: back (above the lag warning's 10 ms, so an honest run drops nothing).
+DROP_LATE_SECONDS = 0.1
 #: How often the tick (series, live view) runs.
 TICK_SECONDS = 1.0
 
@@ -273,6 +277,16 @@ async def _supervise(
 async def _open(
     client: PolyAIClient, scenario: Scenario, load: Load, metrics: Metrics, rng: random.Random
 ) -> None:
+    """The open model: conversations start on their schedule, whatever the answers do.
+
+    Asked for more than it can start, the generator drops arrivals (counted, as k6 counts
+    dropped iterations) instead of queueing them: one that comes more than
+    ``DROP_LATE_SECONDS`` late, or that finds a pool's worth of calls already waiting for a
+    connection, or ``max_in_flight`` conversations running. Without that, a generator past its
+    ceiling started every arrival, the calls queued by the thousand for the connections, each
+    connection sat idle while the loop worked through the queue, and about two thirds of the
+    peak completed, every latency the generator's own queue's (issue 20).
+    """
     start = metrics.start
     tasks: set[asyncio.Task[None]] = set()
     count = 0
@@ -298,7 +312,11 @@ async def _open(
                 await asyncio.sleep(0)  # the loop still serves I/O, ticks and signals
                 awake = clock()
             # How late this arrival starts against its plan: the open model's generator lag.
-            metrics.lag(clock() - when)
+            late = clock() - when
+            metrics.lag(late)
+            if late > DROP_LATE_SECONDS or client._connections_short():
+                metrics.dropped()  # the generator is past its ceiling: see the docstring
+                continue
             # A conversation is in flight from its scheduled start (its task exists), not from
             # when its task first runs: a generator behind its schedule creates tasks back to
             # back, and the limit must hold for them too.

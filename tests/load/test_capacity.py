@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
-from polyai_async import ConfigurationError, RetryPolicy
+from polyai_async import ConfigurationError, PoolLimits, RetryPolicy
 from polyai_async.load import demo_scenario
 from polyai_async.load._capacity import (
     CAPACITY_SCHEMA,
@@ -310,6 +310,31 @@ async def test_finds_a_loopback_agents_concurrency_in_the_closed_model() -> None
     assert result.answer == 4
     assert result.confirmed
     assert result.in_flight_at_max == pytest.approx(4, abs=0.5)
+
+
+@pytest.mark.e2e
+async def test_a_step_that_drops_its_arrivals_fails_whatever_its_latency() -> None:
+    """An SLO so lax that an overloaded agent meets it: the steps whose arrivals were dropped
+    (the pool of 2 connections full) still fail, so the answer stays near the capacity."""
+    search = CapacitySearch(
+        slos=["respond.p99<30s"],
+        minimum=5,
+        maximum=200,
+        precision=0.3,
+        arrival="constant",
+        generator_lag_ms=100,
+        confirm=False,
+        **FAST,
+    )
+    async with FakePolyAI(agent_capacity=2, agent_latency=0.05) as server:
+        limits = PoolLimits(max_connections=2)
+        async with server.client(retry=RetryPolicy(max_attempts=1), limits=limits) as client:
+            result = await find_capacity_async(client, search, demo_scenario(turns=1))
+    assert result.answer is not None
+    assert result.answer < 100  # 2 slots of 50 ms: 40 turns a second, and 200/s was asked
+    top = max(result.steps, key=lambda step: step.target)
+    assert top.passed is False
+    assert any("dropped" in (step.first_failed or "") for step in result.steps)
 
 
 @pytest.mark.e2e

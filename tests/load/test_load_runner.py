@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from polyai_async import ConfigurationError, RetryPolicy
+from polyai_async import ConfigurationError, PoolLimits, RetryPolicy
 from polyai_async.load import (
     Load,
     Persona,
@@ -146,6 +146,36 @@ async def test_arrivals_over_max_in_flight_are_dropped_and_counted() -> None:
     assert dropped > 20
     assert result.figure("in_flight_max") == 2
     assert len(fake.conversations) == started
+
+
+async def test_arrivals_too_late_to_start_are_dropped_and_counted() -> None:
+    """A loop stalled for 0.3 s: arrivals more than 100 ms late are dropped, not started back
+    to back; the rest start, and every arrival is one or the other."""
+    async with FakePolyAI() as fake, fake.client() as client:
+        asyncio.get_running_loop().call_later(0.05, time.sleep, 0.3)
+        load = Load.open(rate=200, duration=0.5, arrival="constant")
+        result = await run_load_async(client, load, FIXED)
+    started = result.figure("conversations_started")
+    dropped = result.figure("conversations_dropped")
+    assert started + dropped == 100
+    assert 30 <= dropped <= 60  # those due more than 0.1 s before the loop came back
+    assert result.figure("conversations_completed") == started
+    assert result.figure("generator_lag_p99_ms") > 100  # the lag still shows the stall
+
+
+async def test_arrivals_finding_a_pool_of_calls_waiting_are_dropped() -> None:
+    """One connection, 20 ms answers, 200 arrivals/s: an arrival that finds a call already
+    waiting for the connection is dropped, so the calls queued in the client stay bounded."""
+    load = Load.open(rate=200, duration=0.4, arrival="constant")
+    async with FakePolyAI(faults=Faults(latency=0.02)) as fake:
+        async with fake.client(limits=PoolLimits(max_connections=1)) as client:
+            result = await run_load_async(client, load, FIXED)
+    started = result.figure("conversations_started")
+    dropped = result.figure("conversations_dropped")
+    assert started + dropped == 80
+    assert dropped >= 60
+    assert result.figure("in_flight_max") <= 3
+    assert result.figure("conversations_completed") == started
 
 
 async def test_closed_model_keeps_the_concurrency_and_runs_the_conversations() -> None:
