@@ -569,7 +569,9 @@ async def _step(
         passed=passed,
         stopped_early=stopped_by is not None,
         generator_limited=limited,
-        first_failed=stopped_by or (failed[0] if failed else None),
+        first_failed=None
+        if interrupted_by is not None
+        else stopped_by or (failed[0] if failed else None),
         verdicts=verdicts,
         figures={k: _round(v) if isinstance(v, float) else v for k, v in figures.items()},
         summary=summary,
