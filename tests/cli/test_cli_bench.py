@@ -228,7 +228,8 @@ def test_open_run_over_two_processes_writes_every_report(tmp_path: Path) -> None
     assert done.stderr == ""
     progress = [line for line in done.stdout.splitlines() if line.startswith("[")]
     assert progress, done.stdout
-    assert re.match(r"\[\ds/6s\] started \d+, in flight \d+, done \d+", progress[0])
+    # (a lag warning and the target of the second may stand between the counts)
+    assert re.match(r"\[\ds/6s\] started \d+, .*in flight \d+, done \d+", progress[0])
     assert all(len(line) <= PLAIN_WIDTH and line == line.rstrip() for line in progress)
     report = json.loads(json_path.read_text())
     assert report["processes"] == 2
