@@ -60,7 +60,7 @@ import attrs
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ._abort import WindowJudge, window_figures
-from ._api import OnTick, _ticker, check_processes, parse_thresholds, run_load
+from ._api import OnTick, Ticker, check_processes, parse_thresholds, run_load
 from ._interrupt import EXIT_CODES, Interrupt, on_loop_signals, on_signals, stop_notes
 from ._metrics import Metrics
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS, LoadResult, make_result
@@ -463,7 +463,7 @@ async def _drive_step(
     """Apply one step's load on this loop, stopping it once ``stopper`` or ``halt`` says so."""
     metrics = Metrics()
     stop = asyncio.Event()
-    ticker = None if on_tick is None else _ticker(on_tick, load)
+    ticker = None if on_tick is None else Ticker(on_tick, load)
 
     def tick(m: Metrics) -> None:
         if ticker is not None:
@@ -490,6 +490,8 @@ async def _drive_step(
             await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
     finally:
         sampler.cancel()
+        if ticker is not None:
+            await ticker.aclose()
     # A step its SLO stopped first is that SLO's failure, not an interrupted one.
     early = stopper is not None and stopper.reason is not None
     result = make_result(
