@@ -44,9 +44,13 @@ from ._common import (
 )
 from ._compare import add_rule_options, load_side
 
-# Today's bench, the README's first command: 1,000 conversations, 1,000 at a time.
+# The README's first command: 1,000 conversations, 100 at a time (one connection each), against
+# an embedded fake that answers in 100 ms. Light enough (about a fifth of a core) that on a
+# shared 2-core machine the figures describe the agent, not a saturated generator.
 _DEFAULT_CONVERSATIONS = 1000
-_DEFAULT_CONCURRENCY = 1000
+_DEFAULT_CONCURRENCY = 100
+#: The embedded fake's delay on every request, unless --latency or --agent-capacity is given.
+_DEMO_LATENCY = 0.1
 
 
 def _duration(text: str) -> float:
@@ -206,6 +210,13 @@ def add_parser(commands: Any) -> None:
     )
     add_rule_options(gate)
     bench.set_defaults(run=run)
+
+
+def _demo_latency(args: argparse.Namespace) -> list[str]:
+    """The embedded fake's demo delay, when the options set none of their own."""
+    if args.latency is not None or args.agent_capacity is not None:
+        return []
+    return ["--latency", f"{_DEMO_LATENCY:g}"]
 
 
 def _server_options(args: argparse.Namespace) -> list[str]:
@@ -431,7 +442,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
-            server = FakeServerProcess(*_server_options(args))
+            server = FakeServerProcess(*_server_options(args), *_demo_latency(args))
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **FAKE_CREDENTIALS}
@@ -446,7 +457,11 @@ def run(args: argparse.Namespace) -> int:
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
         where = base_url + (
-            (" (embedded fake" + (f", seed {args.seed})" if args.seed is not None else ")"))
+            (
+                " (embedded fake"
+                + (f", {_DEMO_LATENCY * 1000:g} ms a request" if _demo_latency(args) else "")
+                + (f", seed {args.seed})" if args.seed is not None else ")")
+            )
             if embedded
             else ""
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from ._common import (
     faults_from,
     json_path,
     positive_seconds,
+    prog,
     whole,
 )
 
@@ -328,9 +330,9 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(str(exc)) from None
     _render(result, console)
     answer = result.as_dict()
-    if args.json is not None and not _write(args.json, answer, _json_text):
-        return 1
-    if args.html is not None and not _write(args.html, answer, _html_text):
+    written = args.json is None or _write(args.json, answer, _json_text)
+    written = (args.html is None or _write(args.html, answer, _html_text)) and written
+    if not written and result.interrupted_by is None:
         return 1
     return _conclude(result)
 
@@ -369,7 +371,9 @@ def _render(result: Any, console: Any) -> None:
     table.add_column("first SLO to fail", overflow="fold")
     for step in result.steps:
         f = step.figures
-        if step.passed is None:
+        if step.interrupted_by is not None:
+            verdict = "[yellow]interrupted[/]"
+        elif step.passed is None:
             verdict = "[yellow]generator[/]"
         elif step.passed:
             verdict = "[green]pass[/]"
@@ -386,6 +390,8 @@ def _render(result: Any, console: Any) -> None:
             _share(f.get("conversation_error_rate")),
             safe_text(step.first_failed or step.generator_limited or ""),
         )
+    for note in result.notes:
+        console.print(f"[bold yellow]{note}[/]")
     console.print(table)
     if any(step.stopped_early for step in result.steps):
         console.print("* stopped early: the SLO failed twice in a row over the sliding window")
@@ -395,6 +401,11 @@ def _render(result: Any, console: Any) -> None:
 def _answer_text(result: Any) -> str:
     search = result.search
     steps = f"{len(result.steps)} steps in {result.seconds:.0f}s"
+    by = result.interrupted_by
+    if result.answer is None and by is not None:
+        return (
+            f"{search.answer_name}: none known: interrupted ({by}) before a step passed ({steps})"
+        )
     if result.answer is None:
         why = (
             "the generator was the limit (use --processes, or a machine of its own)"
@@ -405,11 +416,15 @@ def _answer_text(result: Any) -> str:
     text = f"{search.answer_name}: {result.answer:.4g} {search.unit}"
     if result.confirmed:
         text += " (confirmed)"
+    elif by is not None:
+        text += f" (NOT confirmed: interrupted ({by}); the highest step that passed so far)"
     elif any(s.phase == "confirm" and s.target == result.answer for s in result.steps):
         text += " (NOT confirmed: it failed its confirmation step)"
     elif search.confirm:
         text += " (NOT confirmed: --max-steps ran out first)"
-    if result.limited_by is None:
+    if result.limited_by is None and by is not None:
+        text += "; no higher step had failed yet"
+    elif result.limited_by is None:
         text += f"; the maximum passed: raise --max above {search.maximum:g} to learn more"
     elif result.limited_by == "generator":
         text += "; above it the generator, not the agent, was the limit"
@@ -460,7 +475,14 @@ def _write(path: Path, answer: Mapping[str, Any], text: Any) -> bool:
 
 def _conclude(result: Any) -> int:
     code: int = result.exit_code
-    if code == 99:
+    if result.interrupted_by is not None:
+        print(
+            f"{prog()}: interrupted ({result.interrupted_by}): the search was stopped after "
+            f"{len(result.steps)} steps; the reports cover the steps measured",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif code == 99:
         fail(_answer_text(result).splitlines()[0])
     elif code == 1:
         fail(

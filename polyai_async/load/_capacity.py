@@ -27,6 +27,11 @@ step, the SLOs the series keeps are judged every second over the last ``window``
 step stops early once one has failed at two judgements in a row (k6's ``abortOnFail`` with
 ``delayAbortEval``: the warm-up is the grace period).
 
+The first SIGINT or SIGTERM (``find_capacity``, from the main thread) stops the search as
+it stops a bench run (``_interrupt``): the current step's conversations are closed, that step
+is kept but judges nothing (``interrupted``), no other step starts, and the answer is what was
+known: the highest target that passed, never confirmed, marked ``interrupted_by``.
+
 A step whose generator was late (lag p99 above ``generator_lag_ms``) or busy (client CPU
 above ``generator_cpu_share`` of a core) is *generator-limited*: it says nothing of the
 agent, so it is never taken as the answer and bounds the search from above, and the answer
@@ -36,10 +41,19 @@ says so (``limited_by`` = ``generator``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -47,7 +61,8 @@ import attrs
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
 from ._abort import WindowJudge, window_figures
-from ._api import OnTick, _ticker, check_processes, parse_thresholds, run_load
+from ._api import OnTick, Ticker, check_processes, parse_thresholds, run_load
+from ._interrupt import EXIT_CODES, Interrupt, on_loop_signals, on_signals, stop_notes
 from ._metrics import Metrics, _Second
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS, LoadResult, make_result
 from ._runner import choose_loop, drive, run_with_loop
@@ -259,6 +274,8 @@ class CapacityStep:
         figures: the measured window's figures (see ``window_figures``).
         summary: the step's bench summary (schema ``polyai_async.load.SCHEMA``).
         seconds: how long the step took.
+        interrupted_by: the signal (or ``stop``) that cut the step short, else None: its
+            figures are what was measured until then, and it passed nothing (``passed`` None).
     """
 
     index: int
@@ -272,6 +289,7 @@ class CapacityStep:
     figures: dict[str, Any]
     summary: dict[str, Any]
     seconds: float
+    interrupted_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The step as the JSON answer holds it."""
@@ -280,6 +298,7 @@ class CapacityStep:
             "target": self.target,
             "phase": self.phase,
             "passed": self.passed,
+            "interrupted": self.interrupted_by is not None,
             "stopped_early": self.stopped_early,
             "generator_limited": self.generator_limited,
             "first_failed": self.first_failed,
@@ -307,6 +326,8 @@ class CapacityResult:
             times the mean conversation duration.
         steps: every step, in order.
         seconds: how long the search took.
+        interrupted_by: the signal (``SIGINT``, ``SIGTERM``, or ``stop``) that ended the
+            search before its end, else None: the answer is then the best known so far.
     """
 
     search: CapacitySearch
@@ -317,11 +338,19 @@ class CapacityResult:
     littles_law_in_flight: float | None
     steps: tuple[CapacityStep, ...]
     seconds: float
+    interrupted_by: str | None = None
 
     @property
     def found(self) -> bool:
         """True when some target passed."""
         return self.answer is not None
+
+    @property
+    def notes(self) -> list[str]:
+        """What a report says first: the search was interrupted (empty when it was not)."""
+        return stop_notes(
+            {"interrupted": self.interrupted_by is not None, "interrupted_by": self.interrupted_by}
+        )
 
     @property
     def littles_law_agrees(self) -> bool | None:
@@ -333,7 +362,12 @@ class CapacityResult:
 
     @property
     def exit_code(self) -> int:
-        """0 found and confirmed (or found, with no confirmation asked); 99 none; 1 otherwise."""
+        """0 found and confirmed (or found, with no confirmation asked); 99 none; 1 otherwise.
+
+        An interrupted search exits 130 (SIGINT) or 143 (SIGTERM), whatever it found.
+        """
+        if self.interrupted_by is not None:
+            return EXIT_CODES.get(self.interrupted_by, 130)
         if self.answer is None:
             return 99
         if self.search.confirm and not self.confirmed:
@@ -348,6 +382,8 @@ class CapacityResult:
             "model": s.model,
             s.answer_name: self.answer,
             "confirmed": self.confirmed,
+            "interrupted": self.interrupted_by is not None,
+            "interrupted_by": self.interrupted_by,
             "limited_by": self.limited_by,
             "in_flight_at_max": _round(self.in_flight_at_max),
             "littles_law_in_flight": _round(self.littles_law_in_flight),
@@ -386,17 +422,49 @@ OnStep = Callable[[int, float, str, str], None]
 StepRunner = Callable[[Load, "WindowJudge | None"], Awaitable[tuple[LoadResult, str | None]]]
 
 
+class _Halt:
+    """The search's stop (private): the first signal ends the current step and the search.
+
+    ``interrupt`` is bench's signal handler (``_interrupt.Interrupt``); ``by`` names what
+    stopped the search once something did.
+    """
+
+    def __init__(self) -> None:
+        self.by: str | None = None
+        self.interrupt = Interrupt(self.stop)
+        self._step: asyncio.Event | None = None
+
+    def stop(self, by: str | None = None) -> None:
+        """Stop the current step, and any other from starting."""
+        if self.by is None:
+            self.by = by or self.interrupt.signal or "stop"
+        if self._step is not None:
+            self._step.set()
+
+    @contextlib.contextmanager
+    def step(self, event: asyncio.Event) -> Iterator[None]:
+        """Within the block, a stop also sets ``event`` (the running step's stop)."""
+        self._step = event
+        if self.by is not None:
+            event.set()
+        try:
+            yield
+        finally:
+            self._step = None
+
+
 async def _drive_step(
     client: PolyAIClient,
     scenario: Scenario,
     load: Load,
     stopper: WindowJudge | None,
     on_tick: OnTick | None,
+    halt: _Halt | None = None,
 ) -> tuple[LoadResult, str | None]:
-    """Apply one step's load on this loop, stopping it once ``stopper`` says so."""
+    """Apply one step's load on this loop, stopping it once ``stopper`` or ``halt`` says so."""
     metrics = Metrics()
     stop = asyncio.Event()
-    ticker = None if on_tick is None else _ticker(on_tick, load)
+    ticker = None if on_tick is None else Ticker(on_tick, load)
 
     def tick(m: Metrics) -> None:
         if ticker is not None:
@@ -419,15 +487,21 @@ async def _drive_step(
     try:
         # A stopped step ends as a Ctrl-C'd run does: no new conversation, those in flight
         # cancelled and closed, what was measured kept.
-        await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
+        with halt.step(stop) if halt is not None else contextlib.nullcontext():
+            await drive(client, scenario, load, metrics, on_tick=tick, stop=stop)
     finally:
         sampler.cancel()
+        if ticker is not None:
+            await ticker.aclose()
+    # A step its SLO stopped first is that SLO's failure, not an interrupted one.
+    early = stopper is not None and stopper.reason is not None
     result = make_result(
         metrics,
         load=load,
         scenario=scenario,
         wall_seconds=time.perf_counter() - metrics.start,
         client_cpu_seconds=time.process_time() - cpu,
+        interrupted_by=None if halt is None or early else halt.by,
     )
     return result, None if stopper is None else stopper.reason
 
@@ -495,6 +569,11 @@ async def _step(
     started = time.perf_counter()
     result, stopped_by = await runner(load, stopper)
     summary = result.summary
+    interrupted_by = result.interrupted_by
+    if stopped_by is not None and interrupted_by == "stop":
+        # Worker processes stopped by the step's own judge: that SLO's failure, as in one.
+        interrupted_by = None
+        summary.update(interrupted=False, interrupted_by=None)
     load_seconds = summary.get("load_window_seconds") or 0.0
     end = min(search.warmup + measured, load_seconds) if load_seconds else search.warmup + measured
     figures = window_figures(result.metrics, search.warmup, end)
@@ -514,6 +593,8 @@ async def _step(
         failed = ["no conversation completed"]
     if limited is not None and passed:
         passed = None  # a pass the generator could not vouch for says nothing of the agent
+    if interrupted_by is not None:
+        passed = None  # cut short: neither its passes nor its failures are the agent's answer
     summary["passed"] = bool(passed)
     return CapacityStep(
         index=index,
@@ -522,11 +603,14 @@ async def _step(
         passed=passed,
         stopped_early=stopped_by is not None,
         generator_limited=limited,
-        first_failed=stopped_by or (failed[0] if failed else None),
+        first_failed=None
+        if interrupted_by is not None
+        else stopped_by or (failed[0] if failed else None),
         verdicts=verdicts,
         figures={k: _round(v) if isinstance(v, float) else v for k, v in figures.items()},
         summary=summary,
         seconds=time.perf_counter() - started,
+        interrupted_by=interrupted_by,
     )
 
 
@@ -597,6 +681,8 @@ class _Bisection:
         return middle, "narrow"
 
     def record(self, step: CapacityStep) -> None:
+        if step.interrupted_by is not None:
+            return  # it judged nothing
         if step.passed is None:
             self.limited.add(step.target)
         elif step.passed:
@@ -611,14 +697,14 @@ Measure = Callable[[int, float, str], Awaitable[CapacityStep]]
 
 
 async def _search(
-    search: CapacitySearch, measure: Measure, on_step: OnStep | None
+    search: CapacitySearch, measure: Measure, on_step: OnStep | None, halt: _Halt | None = None
 ) -> CapacityResult:
-    """Bracket, narrow and confirm, measuring each step with ``measure``."""
+    """Bracket, narrow and confirm, measuring each step with ``measure``, until ``halt``."""
     started = time.perf_counter()
     state = _Bisection(search)
     steps: list[CapacityStep] = []
     confirmed = False
-    while len(steps) < search.max_steps:
+    while len(steps) < search.max_steps and (halt is None or halt.by is None):
         chosen = state.next_target()
         if chosen is None:
             answer = state.low
@@ -635,7 +721,9 @@ async def _search(
         step = await measure(len(steps) + 1, target, phase)
         steps.append(step)
         state.record(step)
-    return _answer(search, state, steps, confirmed, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    by = None if halt is None else halt.by
+    return _answer(search, state, steps, confirmed and by is None, seconds, by)
 
 
 def _answer(
@@ -644,6 +732,7 @@ def _answer(
     steps: Sequence[CapacityStep],
     confirmed: bool,
     seconds: float,
+    interrupted_by: str | None = None,
 ) -> CapacityResult:
     answer = state.low
     high = state.high
@@ -673,6 +762,7 @@ def _answer(
         littles_law_in_flight=little,
         steps=tuple(steps),
         seconds=seconds,
+        interrupted_by=interrupted_by,
     )
 
 
@@ -723,6 +813,11 @@ def find_capacity(
 ) -> CapacityResult:
     """Search the capacity (blocking: each step starts its own event loop, or processes).
 
+    Called from the main thread, it handles SIGINT (Ctrl-C) and SIGTERM as ``run_load`` does:
+    the first stops the current step (its conversations closed) and the search, which returns
+    what it measured with ``CapacityResult.interrupted_by`` set; a second raises
+    KeyboardInterrupt at once.
+
     With ``processes`` above 1, each step is a ``run_load`` over that many worker processes,
     judged on their merged metrics; the workers' seconds are merged as they report, and a
     step is stopped early on them as in one process.
@@ -746,10 +841,12 @@ def find_capacity(
     kind = choose_loop(loop)
     options = dict(client_settings or {})
     PolyAIClient(**options)  # refuse bad settings before the first step
+    halt = _Halt()
 
     async def runner(load: Load, stopper: WindowJudge | None) -> tuple[LoadResult, str | None]:
         # Blocking on purpose: no event loop runs the search (see _run_to_end).
         if processes > 1:
+            # run_load handles the signals itself while it runs, and says which came.
             result = run_load(
                 load,
                 chosen,
@@ -759,15 +856,24 @@ def find_capacity(
                 on_tick=on_tick,
                 stop_when=_judge_workers(stopper) if stopper and stopper.enabled else None,
             )
-            return result, None if stopper is None else stopper.reason
+            judged = None if stopper is None else stopper.reason
+            # "stop" alone is the workers stopped by the judge above; a signal is the user's.
+            if result.interrupted_by is not None and not (
+                judged is not None and result.interrupted_by == "stop"
+            ):
+                halt.stop(result.interrupted_by)
+            return result, judged
 
         async def one() -> tuple[LoadResult, str | None]:
-            async with PolyAIClient(**options) as client:
-                return await _drive_step(client, chosen, load, stopper, on_tick)
+            with on_loop_signals(asyncio.get_running_loop(), halt.interrupt):
+                async with PolyAIClient(**options) as client:
+                    return await _drive_step(client, chosen, load, stopper, on_tick, halt)
 
         return run_with_loop(one, kind)  # each step on a fresh loop of the kind asked
 
-    return _run_to_end(_search(search, _measure(search, runner), on_step))
+    # Between steps too (no loop runs then), a signal stops the search, not the process.
+    with on_signals(halt.interrupt):
+        return _run_to_end(_search(search, _measure(search, runner), on_step, halt))
 
 
 def _run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._errors import ConfigurationError
 from .._redact import redact_value
+from ._interrupt import stop_notes
 from ._page import chart, render_page, series
 
 __all__ = ["render_capacity_html", "write_capacity_html"]
@@ -149,7 +150,9 @@ def _step_rows(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for step in steps:
         passed = step.get("passed")
-        if passed is None:
+        if step.get("interrupted"):
+            state, result = "none", "interrupted"
+        elif passed is None:
             state, result = "none", "generator-limited"
         elif passed:
             state, result = "pass", "pass"
@@ -205,7 +208,10 @@ def render_capacity_html(answer: Mapping[str, Any]) -> str:
     unit = "conversations at once" if closed else "conversations/s"
     value = answer.get(name)
     confirmed = bool(answer.get("confirmed"))
-    if value is None:
+    interrupted = bool(answer.get("interrupted"))
+    if value is None and interrupted:
+        verdict = ("none", f"{name}: none known (interrupted)")
+    elif value is None:
         verdict = ("fail", f"{name}: none")
     else:
         verdict = ("pass" if confirmed else "none", f"{name}: {_number(value, 4)} {unit}")
@@ -215,6 +221,10 @@ def render_capacity_html(answer: Mapping[str, Any]) -> str:
         "title": "Capacity search",
         "subtitle": f"SLOs {slos}; {len(steps)} steps",
         "verdict": verdict,
+        # Before any figure, as bench's report: the search was cut short.
+        "stopped": {"title": "Interrupted search", "notes": stop_notes(answer)}
+        if interrupted
+        else None,
         "tiles": [
             (name, _number(value, 4), unit),
             ("confirmed", "yes" if confirmed else "no", None),

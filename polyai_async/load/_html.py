@@ -491,7 +491,7 @@ def _outcomes(summary: Mapping[str, Any]) -> dict[str, Any]:
         ("started", _value(started)),
         ("completed", _value(completed)),
         ("failed", _value(failed)),
-        ("dropped (arrivals over --max-in-flight)", _value(dropped)),
+        ("dropped (arrivals not started: late, pool full or max in flight)", _value(dropped)),
     ]
     optional = (
         (

@@ -12,6 +12,7 @@ no trailing spaces).
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from . import _format
+from ._conversation import guarded
 from ._metrics import ENDPOINTS, decode
 from ._result import CPU_WARNING_SHARE, LAG_WARNING_MS
 from ._units import format_duration
@@ -168,16 +170,33 @@ class LiveView:
         self.console = console
         self.title = title
         self._live = Live(console=console, auto_refresh=False, transient=True)
+        # Drawing takes 5-20 ms: in a thread of its own, not on the load's event loop, where
+        # it would be the generator's lag (see load._api.Ticker).
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "polyai-live-view")
+        self._pending: concurrent.futures.Future[None] | None = None
+        self._draw = guarded(self._redraw, "the live view")
 
     def __enter__(self) -> LiveView:
         self._live.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True)
         self._live.__exit__(None, None, None)
 
     def update(self, figures: Mapping[str, Any], *, final: bool = False) -> None:
-        """Redraw with ``figures``."""
+        """Redraw with ``figures``, in the view's thread; a redraw still running skips this one.
+
+        ``final``: drawn before this returns, after any redraw still running.
+        """
+        if final:
+            if self._pending is not None:
+                self._pending.result()
+            self._draw(figures)
+        elif self._pending is None or self._pending.done():
+            self._pending = self._pool.submit(self._draw, figures)
+
+    def _redraw(self, figures: Mapping[str, Any]) -> None:
         self._live.update(self.render(figures), refresh=True)
 
     def render(self, figures: Mapping[str, Any]) -> Any:

@@ -190,7 +190,7 @@ def render(  # noqa: PLR0912, PLR0915 - one table after the other, in reading or
     totals.add_row(
         "conversations dropped",
         f"[red]{dropped:,}[/]" if dropped else "0",
-        "arrivals over --max-in-flight",
+        "arrivals not started: late, pool full or --max-in-flight",
     )
     if s["conversations_interrupted"]:
         totals.add_row(

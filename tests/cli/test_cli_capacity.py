@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +115,72 @@ def test_nothing_passing_at_the_minimum_exits_99(cli: CliRunner) -> None:
     assert "max_rate: none: the SLOs fail even at --min 40" in done.stdout
     assert "fail*" in done.stdout
     assert "* stopped early" in done.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_signal_keeps_the_search_and_writes_its_reports(
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """A real signal to a real ``polyai-async capacity`` during its second step: that step's
+    conversations are closed on the server, the search ends, the JSON and HTML are written
+    with the steps measured, marked interrupted, with the passing minimum as the answer so
+    far (not confirmed), and the command exits 130 (SIGINT) or 143 (SIGTERM)."""
+    paths = {ext: tmp_path / f"c.{ext}" for ext in ("json", "html")}
+    with ThreadedFake(
+        api_key="k", token="t", account_id="ACCOUNT-x", project_id="PROJECT-x"
+    ) as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                *(sys.executable, "-m", "polyai_async.cli", "capacity", "--base-url", fake.url),
+                *("--min", "5", "--max", "40", "--slo", "respond.p99<2s", "--arrival", "constant"),
+                *("--turns", "3", "--think-time", "1s", "--step-duration", "1", "--warmup", "0"),
+                *("--json", str(paths["json"]), "--html", str(paths["html"])),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, **CREDS},
+        )
+        try:
+            assert process.stdout is not None
+            # Not a terminal: each step is named on a line as it starts.
+            while not (line := process.stdout.readline()).startswith("step 2 (maximum)"):
+                assert line, process.communicate()[1]
+            created = fake.server.requests["create"]
+            deadline = time.monotonic() + 10
+            while fake.server.requests["create"] < created + 10:  # conversations in flight
+                assert time.monotonic() < deadline, "the second step sent nothing"
+                time.sleep(0.02)
+            process.send_signal(sig)
+            out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        open_conversations = [
+            c for c, state in fake.server.conversations.items() if not state.closed
+        ]
+    assert process.returncode == code, err
+    assert f"interrupted ({sig.name}): the search was stopped after 2 steps" in err
+    assert "Traceback" not in err
+    assert f"INTERRUPTED ({sig.name})" in out
+    assert f"max_rate: 5 conversations/s (NOT confirmed: interrupted ({sig.name})" in out
+    answer = json.loads(paths["json"].read_text())
+    assert answer["interrupted"] is True
+    assert answer["interrupted_by"] == sig.name
+    assert answer["max_rate"] == 5
+    assert answer["confirmed"] is False
+    first, second = answer["steps"]
+    assert (first["phase"], first["passed"], first["interrupted"]) == ("minimum", True, False)
+    assert (second["phase"], second["passed"], second["interrupted"]) == ("maximum", None, True)
+    assert second["summary"]["interrupted_by"] == sig.name
+    assert second["summary"]["conversations_interrupted"] > 0  # in flight, and closed
+    assert open_conversations == []
+    page = paths["html"].read_text()
+    assert 'data-stopped="interrupted"' in page
+    assert f"INTERRUPTED ({sig.name})" in page

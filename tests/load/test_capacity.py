@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from polyai_async import ConfigurationError, PoolLimits, RetryPolicy
@@ -17,6 +18,7 @@ from polyai_async.load._capacity import (
     CapacityResult,
     CapacitySearch,
     CapacityStep,
+    _Halt,
     _run_to_end,
     _search,
     find_capacity,
@@ -130,6 +132,71 @@ def test_the_closed_model_ends_on_adjacent_whole_numbers() -> None:
     assert result.answer == 11
     assert all(t == int(t) for t, _ in seen)
     assert result.as_dict()["max_concurrency"] == 11
+
+
+def interrupted_at(
+    halt: _Halt, index: int, by: str, capacity: float = 66
+) -> tuple[Callable[[int, float, str], Any], list[tuple[float, str]]]:
+    """The synthetic agent of ``capacity``, its step ``index`` cut short by signal ``by``."""
+    measure, seen = synthetic(capacity)
+
+    async def cut(i: int, target: float, phase: str) -> CapacityStep:
+        step: CapacityStep = await measure(i, target, phase)
+        if i != index:
+            return step
+        halt.stop(by)
+        return attrs.evolve(step, passed=None, first_failed=None, interrupted_by=by)
+
+    return cut, seen
+
+
+@pytest.mark.parametrize(("by", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupted_search_ends_with_what_it_knew(by: str, code: int) -> None:
+    """A signal during step 4 ends the search there: the answer is the best step that passed
+    (not confirmed, not the cut step), marked interrupted, exit 130 or 143."""
+    halt = _Halt()
+    measure, seen = interrupted_at(halt, 4, by)
+    result = _run_to_end(_search(CapacitySearch(**OPEN), measure, None, halt))
+    assert [p for _, p in seen] == ["minimum", "maximum", "narrow", "narrow"]
+    assert result.answer == pytest.approx(math.sqrt(200))  # passed; step 4 decided nothing
+    assert result.confirmed is False
+    assert result.interrupted_by == by
+    assert result.exit_code == code
+    data = result.as_dict()
+    assert (data["interrupted"], data["interrupted_by"], data["confirmed"]) == (True, by, False)
+    assert [s["interrupted"] for s in data["steps"]] == [False, False, False, True]
+    assert result.notes == [
+        f"INTERRUPTED ({by}): the load was stopped early; these figures cover what was "
+        "measured until then"
+    ]
+
+
+def test_a_search_interrupted_before_any_pass_knows_none_and_exits_130() -> None:
+    """Cut during its first step, the search has no answer, and exits 130, not 99."""
+    halt = _Halt()
+    measure, seen = interrupted_at(halt, 1, "SIGINT")
+    result = _run_to_end(_search(CapacitySearch(**OPEN), measure, None, halt))
+    assert seen == [(1, "minimum")]
+    assert result.answer is None
+    assert result.exit_code == 130
+
+
+def test_a_stop_between_steps_starts_no_other() -> None:
+    """A stop that came after a step ended (no step running) ends the search there."""
+    halt = _Halt()
+    measure, seen = synthetic(66)
+
+    async def then_stop(i: int, target: float, phase: str) -> CapacityStep:
+        step: CapacityStep = await measure(i, target, phase)
+        if i == 2:
+            halt.stop("SIGINT")
+        return step
+
+    result = _run_to_end(_search(CapacitySearch(**OPEN), then_stop, None, halt))
+    assert [p for _, p in seen] == ["minimum", "maximum"]
+    assert result.answer == 1
+    assert result.interrupted_by == "SIGINT"
+    assert not any(s.interrupted_by for s in result.steps)
 
 
 def test_the_answer_as_json() -> None:
@@ -322,6 +389,8 @@ def test_an_overloaded_step_over_worker_processes_stops_within_its_window() -> N
     assert result.answer is None
     (step,) = result.steps
     assert step.stopped_early
+    assert step.interrupted_by is None  # the judge's stop, not the user's
+    assert result.exit_code == 99
     assert step.first_failed == "respond.p99<200ms"
     assert seconds < 12  # two spawned workers start in a few seconds; the step asked 20.5 s
     assert states

@@ -7,9 +7,9 @@ import re
 from typing import Any
 
 from polyai_async.load import render_capacity_html
-from polyai_async.load._capacity import CapacitySearch, _run_to_end, _search
+from polyai_async.load._capacity import CapacitySearch, _Halt, _run_to_end, _search
 
-from .test_capacity import synthetic
+from .test_capacity import interrupted_at, synthetic
 
 EVIL = "</script><img src=x onerror=alert(1)>"
 
@@ -83,3 +83,14 @@ def test_no_answer_says_none() -> None:
     assert "max_rate: none" in page
     knee = chart_data(page)["charts"][0]
     assert "the answer" not in [s["label"] for s in knee["series"]]
+
+
+def test_an_interrupted_search_says_so_before_any_figure() -> None:
+    """An interrupted search's page opens with the interruption, and its cut step says so."""
+    search = CapacitySearch(slos=["respond.p99<2s"], minimum=1, maximum=200)
+    halt = _Halt()
+    data = _run_to_end(_search(search, interrupted_at(halt, 3, "SIGTERM")[0], None, halt))
+    page = render_capacity_html(data.as_dict())
+    assert 'data-stopped="interrupted"' in page
+    assert page.index("INTERRUPTED (SIGTERM)") < page.index('data-chart="knee"')
+    assert ">interrupted<" in page
