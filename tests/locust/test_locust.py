@@ -264,10 +264,15 @@ def test_distributed_run_counts_agree_with_the_server(
     conversations = next(line for line in checks if line.startswith("CHAT,conversation,"))
     assert int(conversations.split(",")[2]) > 0
     report = cluster.report()
+    # Our report counts every request sent, with its outcome: exactly what the server got.
+    assert report["requests"] == sum(served["requests"].values()), (report, served)
     # Every create and close the server received is in Locust's stats, the closes the stop
     # made included; a respond cut off in flight is not (at most one a user).
-    for name in ("create", "close"):
-        assert int(stats[name]["Request Count"]) == served["requests"][name], (name, served)
+    assert int(stats["create"]["Request Count"]) == served["requests"]["create"], served
+    # A close cut off by its bound (2 s) on a starved machine reached the server unanswered:
+    # our report counts it as cancelled; Locust, which knows only success and failure, not.
+    unanswered = served["requests"]["close"] - int(stats["close"]["Request Count"])
+    assert 0 <= unanswered <= report["requests_cancelled"], (served, report["requests_cancelled"])
     cut_off = served["requests"]["respond"] - int(stats["respond"]["Request Count"])
     assert 0 <= cut_off <= 40, served
 
