@@ -35,6 +35,8 @@ from ._common import (
     agent_capacity_from,
     client_settings,
     display_url,
+    duration,
+    duration_or_zero,
     fail,
     faults_from,
     json_path,
@@ -51,27 +53,6 @@ _DEFAULT_CONVERSATIONS = 1000
 _DEFAULT_CONCURRENCY = 100
 #: The embedded fake's delay on every request, unless --latency or --agent-capacity is given.
 _DEMO_LATENCY = 0.1
-
-
-def _duration(text: str) -> float:
-    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
-
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0")
-    return seconds
-
-
-def _duration_or_zero(text: str) -> float:
-    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_number(text: str) -> float:
@@ -125,14 +106,14 @@ def add_parser(commands: Any) -> None:
     )
     load.add_argument(
         "--duration",
-        type=_duration,
+        type=duration,
         metavar="TIME",
         help="how long to apply the load: 500ms, 6s, 2m, 1h or plain seconds",
     )
     add_generator_options(load)
     load.add_argument(
         "--graceful-stop",
-        type=_duration,
+        type=duration,
         default=30.0,
         metavar="TIME",
         help="after --duration, wait this long for conversations in flight, then cancel "
@@ -160,14 +141,14 @@ def add_parser(commands: Any) -> None:
     )
     output.add_argument(
         "--abort-grace",
-        type=_duration_or_zero,
+        type=duration_or_zero,
         default=10.0,
         metavar="TIME",
         help="with --abort-on-fail, nothing is judged before this (default 10s)",
     )
     output.add_argument(
         "--abort-window",
-        type=_duration,
+        type=duration,
         default=5.0,
         metavar="TIME",
         help="with --abort-on-fail, the sliding window judged every second (default 5s)",
@@ -219,7 +200,7 @@ def _demo_latency(args: argparse.Namespace) -> list[str]:
     return ["--latency", f"{_DEMO_LATENCY:g}"]
 
 
-def _server_options(args: argparse.Namespace) -> list[str]:
+def server_options(args: argparse.Namespace) -> list[str]:
     """The embedded fake's options: the demo agent, its credentials, fault and agent options."""
     options = ["--agent", "demo"]
     for name, value in FAKE_CREDENTIALS.items():
@@ -236,7 +217,7 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
+def interrupt_on_sigterm() -> Iterator[None]:
     """Treat SIGTERM as Ctrl-C in the block, so cleanups run (the server is stopped).
 
     During the load itself, run_load handles both signals and keeps the run.
@@ -256,7 +237,7 @@ def _interrupt_on_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _import_extras() -> None:
+def import_extras() -> None:
     try:
         import rich  # noqa: F401, PLC0415 - only bench needs rich: the cli extra
     except ImportError:
@@ -413,7 +394,7 @@ def _check_processes_and_loop(args: argparse.Namespace, load: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async bench`` with the parsed ``args``; returns the exit status."""
-    _import_extras()
+    import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
     from .._client import PolyAIClient  # noqa: PLC0415
@@ -440,9 +421,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         target, settings = ("real" if args.real else "base_url"), client_settings(args)
     console = Console(highlight=False)
-    with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
+    with interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
-            server = FakeServerProcess(*_server_options(args), *_demo_latency(args))
+            server = FakeServerProcess(*server_options(args), *_demo_latency(args))
             # Stopped however the run ends: failure, Ctrl-C or SIGTERM.
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **FAKE_CREDENTIALS}

@@ -21,7 +21,7 @@ from .._errors import ConfigurationError
 from .._redact import redact_value, safe_text
 from .._retry import RetryPolicy
 from ..testing import FakeServerProcess
-from ._bench import _duration, _import_extras, _interrupt_on_sigterm, _server_options
+from ._bench import import_extras, interrupt_on_sigterm, server_options
 from ._common import (
     FAKE_CREDENTIALS,
     UsageError,
@@ -34,6 +34,8 @@ from ._common import (
     agent_capacity_from,
     client_settings,
     display_url,
+    duration,
+    duration_or_zero,
     fail,
     faults_from,
     json_path,
@@ -64,15 +66,6 @@ def _positive_number(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
     return value
-
-
-def _warmup(text: str) -> float:
-    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
-
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _precision(text: str) -> float:
@@ -129,14 +122,14 @@ def add_parser(commands: Any) -> None:
     )
     search.add_argument(
         "--step-duration",
-        type=_duration,
+        type=duration,
         metavar="TIME",
         help=f"each step's measured time, after its warm-up (default {_STEP:g}s; the demo "
         f"{_DEMO_STEP:g}s)",
     )
     search.add_argument(
         "--warmup",
-        type=_warmup,
+        type=duration_or_zero,
         metavar="TIME",
         help=f"each step's first seconds, left out of its figures (default {_WARMUP:g}s; the "
         f"demo {_DEMO_WARMUP:g}s)",
@@ -256,7 +249,7 @@ def _option_words(message: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``polyai-async capacity`` with the parsed ``args``; returns the exit status."""
-    _import_extras()
+    import_extras()
     from rich.console import Console  # noqa: PLC0415 - rich is optional
 
     from .._client import PolyAIClient  # noqa: PLC0415
@@ -282,9 +275,9 @@ def run(args: argparse.Namespace) -> int:
         deadline=args.deadline,
         retry_budget=args.retry_budget,
     )
-    with _interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
+    with interrupt_on_sigterm(), contextlib.ExitStack() as cleanup:
         if embedded:
-            server = FakeServerProcess(*_server_options(args))
+            server = FakeServerProcess(*server_options(args))
             cleanup.callback(server.stop)
             settings = {"base_url": server.start(), **FAKE_CREDENTIALS}
         settings = {

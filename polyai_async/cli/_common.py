@@ -91,6 +91,24 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """A duration above 0 (``500ms``, ``6s``, ``2m``), as the load's parser reads it."""
+    seconds = duration_or_zero(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration above 0")
+    return seconds
+
+
+def duration_or_zero(text: str) -> float:
+    """A duration of 0 or more (``0s`` allowed), as the load's parser reads it."""
+    from ..load import parse_duration  # noqa: PLC0415 - the load extra is checked in run()
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _base_url(text: str) -> str:
     try:
         url = URL(text) if "://" in text else None

@@ -26,7 +26,8 @@ __all__ = ["AbortOnFail", "WindowJudge", "window_figures"]
 _STATISTICS = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 
 
-def _seconds(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+def non_negative_seconds(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """An attrs validator: a finite number of seconds, 0 or more (not a bool)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
@@ -66,7 +67,7 @@ class AbortOnFail:
         failures: failing judgements in a row that stop the run (one bad second is noise).
     """
 
-    grace: float = attrs.field(default=10.0, validator=_seconds)
+    grace: float = attrs.field(default=10.0, validator=non_negative_seconds)
     window: float = attrs.field(default=5.0, validator=_at_least_one_second)
     failures: int = attrs.field(default=2, validator=_whole)
 

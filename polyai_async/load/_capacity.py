@@ -60,7 +60,7 @@ import attrs
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError
-from ._abort import WindowJudge, window_figures
+from ._abort import WindowJudge, non_negative_seconds, window_figures
 from ._api import OnTick, Ticker, check_processes, parse_thresholds, run_load
 from ._interrupt import EXIT_CODES, Interrupt, on_loop_signals, on_signals, stop_notes
 from ._metrics import Metrics, _Second
@@ -102,18 +102,6 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         or value <= 0
     ):
         raise ConfigurationError(f"{attribute.name} must be a finite number above 0, got {value!r}")
-
-
-def _seconds(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise ConfigurationError(
-            f"{attribute.name} must be a number of seconds >= 0, got {value!r}"
-        )
 
 
 def _share(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -185,7 +173,7 @@ class CapacitySearch:
     minimum: float = attrs.field(validator=_positive)
     maximum: float = attrs.field(validator=_positive)
     step_duration: float = attrs.field(default=20.0, validator=_positive)
-    warmup: float = attrs.field(default=5.0, validator=_seconds)
+    warmup: float = attrs.field(default=5.0, validator=non_negative_seconds)
     precision: float = attrs.field(default=0.05, validator=_share)
     window: float = attrs.field(default=5.0, validator=_positive)
     early_stop: bool = True
@@ -197,7 +185,7 @@ class CapacitySearch:
     arrival: str = attrs.field(default="poisson", validator=_one_of("poisson", "constant"))
     max_in_flight: int = attrs.field(default=10_000, validator=_whole)
     think_time: ThinkTime | None = None
-    graceful_stop: float = attrs.field(default=5.0, validator=_seconds)
+    graceful_stop: float = attrs.field(default=5.0, validator=non_negative_seconds)
     seed: int = 0
     generator_lag_ms: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive)
