@@ -17,7 +17,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import _logging, _models, _redact, _transport
+from . import _logging, _models, _redact, _wire
 from ._adaptive import AdaptiveConcurrency, Limiter
 from ._config import (
     DEFAULT_REGION,
@@ -204,6 +204,10 @@ def _extra_headers(default_headers: object, app_info: object) -> dict[str, str]:
     return headers
 
 
+# How the correlation header is looked up among an answer's raw fields.
+CORRELATION_BYTES = CORRELATION_HEADER.lower().encode()
+
+
 def _closed_during(what: str) -> ClientClosedError:
     return ClientClosedError(f"{what}: the client was closed during the call")
 
@@ -222,9 +226,17 @@ def _encode(request: object) -> bytes:
 class Endpoint(Generic[T]):
     """One call of the API, with everything it needs built once."""
 
-    __slots__ = ("answer", "idempotent", "method", "structure", "url", "what")
+    __slots__ = ("answer", "head", "idempotent", "method", "structure", "url", "what")
 
-    def __init__(self, method: str, url: URL, answer: type[T], what: str, idempotent: bool) -> None:
+    def __init__(
+        self,
+        method: str,
+        url: URL,
+        answer: type[T],
+        what: str,
+        idempotent: bool,
+        headers: Mapping[str, str],
+    ) -> None:
         self.method = method
         self.url = url
         self.answer = answer
@@ -232,6 +244,15 @@ class Endpoint(Generic[T]):
         self.idempotent = idempotent
         # cattrs' generated function for the answer, skipping its dispatch on every call.
         self.structure: Callable[[Any, type[T]], T] = _models.converter.get_structure_hook(answer)
+        # The request's line and headers as sent on the client's own connections (_wire).
+        self.head = self.head_with(headers)
+
+    def head_with(self, headers: Mapping[str, str]) -> bytes:
+        """The request's head with these headers (a hook may add one, such as traceparent)."""
+        url = self.url
+        return _wire.request_head(
+            self.method, url.raw_path_qs, url.host_port_subcomponent or "", headers.items()
+        )
 
 
 class PolyAIClient:
@@ -377,9 +398,15 @@ class PolyAIClient:
         # into one on every request (some 5,000 instructions of a request's ~590,000).
         self._headers = CIMultiDictProxy(CIMultiDict(headers))
         chat = self.base_url / self.version / self.account_id / self.project_id / "chat"
-        self._create = Endpoint("POST", chat / "create", CreateChatResponse, "create_chat", False)
-        self._respond = Endpoint("POST", chat / "respond", RespondChatResponse, "respond", False)
-        self._close = Endpoint("PUT", chat / "close", CloseChatResponse, "close_chat", True)
+        self._create = Endpoint(
+            "POST", chat / "create", CreateChatResponse, "create_chat", False, self._headers
+        )
+        self._respond = Endpoint(
+            "POST", chat / "respond", RespondChatResponse, "respond", False, self._headers
+        )
+        self._close = Endpoint(
+            "PUT", chat / "close", CloseChatResponse, "close_chat", True, self._headers
+        )
         self._origin = self.base_url.origin()
         self._retrier = Retrier(self.retry_policy)
         # aiohttp bounds only the opening of a connection; the attempt's own timer does the rest
@@ -875,15 +902,14 @@ class PolyAIClient:
         headers = self._headers if call is None else call.request_sent(self._headers)
         failure: PolyAIError
         try:
-            # The short way through aiohttp, unless a mock replaced its path (see _transport).
-            if host.direct and aiohttp.ClientSession._request is _transport.ORIGINAL_REQUEST:
-                resp = await _transport.send(
-                    session, endpoint.method, endpoint.url, headers, body, self._aiohttp_timeout
+            # The client's own connections, unless a mock replaced aiohttp's path (see _wire).
+            wire = host.wire
+            if wire is not None and aiohttp.ClientSession._request is _wire.ORIGINAL_REQUEST:
+                head = endpoint.head if headers is self._headers else endpoint.head_with(headers)
+                answer = await wire.exchange(
+                    _wire.frame(head, body), self.max_response_bytes, self.timeouts.connect
                 )
-                try:
-                    return await self._receive(resp, what, call)
-                finally:
-                    resp.release()
+                return self._answered(answer, what, call)
             async with session.request(
                 endpoint.method,
                 endpoint.url,
@@ -893,7 +919,7 @@ class PolyAIClient:
                 allow_redirects=False,
             ) as resp:
                 return await self._receive(resp, what, call)
-        except TRANSPORT_ERRORS as exc:
+        except (*TRANSPORT_ERRORS, _wire.WireError) as exc:
             if self._closed or host.closed:
                 failure = _closed_during(what)
             else:
@@ -904,6 +930,21 @@ class PolyAIClient:
             else:
                 failure = PolyAIError(f"{what} failed: {one_line(str(exc))}")
         raise failure
+
+    def _answered(
+        self, answer: _wire.Answer, what: str, call: CallState | None
+    ) -> tuple[bytes, int, str | None]:
+        """``_receive`` for an answer read on the client's own connections."""
+        correlation_id = answer.header(CORRELATION_BYTES)
+        status = answer.status
+        if call is not None:
+            call.answered(status, correlation_id)
+        raw = answer.body
+        if answer.truncated and status < 300:
+            raise self._too_large(status, what, raw)
+        if status >= 300:
+            raise status_error(status, answer.reason, answer.headers(), raw, what=what)
+        return raw, status, correlation_id
 
     async def _receive(
         self, resp: aiohttp.ClientResponse, what: str, call: CallState | None
@@ -932,7 +973,7 @@ class PolyAIClient:
         cap = self.max_response_bytes
         error_page = resp.status >= 300
         if not error_page and length is not None and length.isdigit():
-            raise self._too_large(resp, what, b"")  # announced larger than the cap
+            raise self._too_large(resp.status, what, b"")  # announced larger than the cap
         size = 0
         chunks: list[bytes] = []
         async for chunk in resp.content.iter_chunked(65536):
@@ -941,17 +982,15 @@ class PolyAIClient:
                 if error_page:
                     chunks.append(chunk)
                     return b"".join(chunks)[:cap]
-                raise self._too_large(resp, what, b"".join(chunks))
+                raise self._too_large(resp.status, what, b"".join(chunks))
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _too_large(
-        self, resp: aiohttp.ClientResponse, what: str, read: bytes
-    ) -> ResponseValidationError:
+    def _too_large(self, status: int, what: str, read: bytes) -> ResponseValidationError:
         return ResponseValidationError(
-            f"{what} failed: the answer (HTTP {resp.status}) is larger than "
+            f"{what} failed: the answer (HTTP {status}) is larger than "
             f"max_response_bytes={self.max_response_bytes}; not read further",
-            status=resp.status,
+            status=status,
             body=read,
         )
 

@@ -37,6 +37,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from . import _wire
 from ._redact import redact, redactor
 
 __all__ = [
@@ -407,6 +408,35 @@ def detach(error: BaseException) -> None:
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
+def _wire_error(exc: _wire.WireError, what: str) -> PolyAIError:
+    """The same errors, in the same words, for a failure on the client's own connections."""
+    if isinstance(exc, _wire.ConnectTimeout):
+        return APITimeoutError(
+            f"{what} failed: timed out connecting to the server", request_sent=False
+        )
+    if isinstance(exc, _wire.Certificate):
+        return APIConnectionError(
+            f"{what} failed: the server's TLS certificate was rejected ({one_line(str(exc))})",
+            request_sent=False,
+        )
+    if isinstance(exc, _wire.ConnectFailed):
+        return APIConnectionError(
+            f"{what} failed: could not connect to {exc.host}:{exc.port} ({one_line(exc.reason)})",
+            request_sent=False,
+        )
+    if isinstance(exc, _wire.Disconnected):
+        return APIConnectionError(
+            f"{what} failed: the server closed the connection before answering"
+        )
+    if isinstance(exc, _wire.PayloadBroken):
+        return APIConnectionError(
+            f"{what} failed: the connection broke while reading the answer ({one_line(str(exc))})"
+        )
+    return APIConnectionError(
+        f"{what} failed: the server's answer is not valid HTTP ({one_line(str(exc))})"
+    )
+
+
 def transport_error(  # noqa: PLR0911 - a table
     exc: BaseException, what: str, *, proxy: URL | None = None
 ) -> PolyAIError:
@@ -420,6 +450,8 @@ def transport_error(  # noqa: PLR0911 - a table
     that refuses our login (407) is a ConfigurationError naming it (never its password), as
     no retry can fix it.
     """
+    if isinstance(exc, _wire.WireError):
+        return _wire_error(exc, what)
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         where = "the proxy" if proxy is None else f"the proxy {display_url(proxy.origin())}"
         if exc.status == 407:

@@ -1,4 +1,4 @@
-"""One aiohttp session, with its own connection pool, per API host, and a fair way into it."""
+"""Per API host: its connections (the client's own, or an aiohttp session's) and a fair way in."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
-from . import _redact, _transport
+from . import _redact, _wire
 from ._config import PoolLimits
 from ._errors import ClientClosedError, ConfigurationError
 from ._gate import Gate
@@ -58,7 +58,7 @@ class Host:
     concurrent conversations over 100 connections) and woken waiters loop for nothing.
     """
 
-    __slots__ = ("closed", "direct", "gate", "loop", "proxy", "session")
+    __slots__ = ("closed", "gate", "loop", "proxy", "session", "wire")
 
     def __init__(
         self,
@@ -74,14 +74,17 @@ class Host:
         # aiohttp binds a session to the loop it was made in: another loop needs another one.
         self.loop = loop
         self.closed = False
-        # Requests may take the short way through aiohttp (_transport.send); set by the pool.
-        self.direct = False
+        # The client's own HTTP/1.1 connections (_wire), when the host may use them; set by
+        # the pool. Otherwise requests go through the aiohttp session.
+        self.wire: _wire.Wire | None = None
 
     async def close(self) -> None:
         """Close the session, and wake the requests waiting at the gate so they can fail."""
         self.closed = True
         # Each woken waiter sees `closed`, releases and wakes the next: a chain, not a flood.
         self.gate.release()
+        if self.wire is not None:
+            self.wire.close()
         await self.session.close()
 
     def abandon(self) -> None:
@@ -93,6 +96,8 @@ class Host:
         asyncio's "unclosed transport" ResourceWarning) when collected.
         """
         self.closed = True  # no gate.release(): its waiters belong to the other loop
+        if self.wire is not None:
+            self.wire.abandon()
         if not self.loop.is_closed():
             return  # a running loop elsewhere: closing from here would touch it from our thread
         closing = self.session.close()
@@ -202,7 +207,15 @@ class SessionPool:
             host = self._hosts[key] = Host(
                 self._make_session(proxy), self.limits.max_connections, loop, proxy
             )
-            host.direct = _transport.usable(host.session, proxy)
+            if proxy is None and not self.trace_configs and _wire.supports(self.connector_options):
+                host.wire = _wire.Wire(
+                    scheme=origin.scheme,
+                    host=origin.raw_host or "",
+                    port=origin.port or (443 if origin.scheme == "https" else 80),
+                    loop=loop,
+                    keepalive=self.limits.keepalive_timeout,
+                    connector_options=self.connector_options,
+                )
         return host
 
     def _proxy_for(self, origin: URL) -> URL | None:
@@ -263,6 +276,8 @@ class SessionPool:
         """Count the connections held by every host's pool, busy or idle (for tests and stats)."""
         total = 0
         for host in self._hosts.values():
+            if host.wire is not None:
+                total += host.wire.open_connections()
             connector = host.session.connector
             if connector is not None and not connector.closed:
                 # aiohttp exposes no public count; _conns holds the idle, _acquired the busy.

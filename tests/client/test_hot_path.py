@@ -101,19 +101,19 @@ async def test_the_gate_serves_in_arrival_order() -> None:
     assert order == [0, 1, 2, 3, 4]
 
 
-async def test_the_short_way_sends_the_same_request() -> None:
-    """A request by the short way through aiohttp carries exactly the general path's headers."""
+async def test_the_wire_sends_the_same_request() -> None:
+    """A request on the client's own connections carries exactly aiohttp's headers."""
     async with RecordingServer() as server:
         async with PolyAIClient(**server.client_options()) as short:
             await short.create_chat()
             assert short._host is not None
-            assert short._host.direct
+            assert short._host.wire is not None
         # Trace configs need aiohttp's general path (ClientSession.request).
         async with SessionPool(trace_configs=[aiohttp.TraceConfig()]) as pool:
             async with PolyAIClient(**server.client_options(), pool=pool) as general:
                 await general.create_chat()
                 assert general._host is not None
-                assert not general._host.direct
+                assert general._host.wire is None
     direct, through_session = server.header_lines
     assert sorted(direct) == sorted(through_session)
     assert server.paths[0] == server.paths[1]
