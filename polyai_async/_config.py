@@ -116,6 +116,8 @@ class PoolLimits:
             idle timeout of common load balancers, so we close idle connections before the
             server does and rarely pick a dead one from the pool.
         dns_ttl: seconds a DNS answer is cached; short enough to follow a regional failover.
+            Where requests go through aiohttp (a proxy, trace configs); the client's own
+            connections look the host up each time they open one.
     """
 
     max_connections: int = attrs.field(default=100, validator=positive_int)
