@@ -48,7 +48,7 @@ from ._server import cpu_plan, pin
 __all__ = ["CONTENDERS", "ceilings_of", "chart", "honest", "main", "markdown", "run_generators"]
 
 CONTENDERS = ("bench-asyncio", "bench-uvloop", "k6", "locust")
-RATES = (500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000)
+RATES = (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000)
 SMOKE_RATES = (50,)
 SECONDS = 5.0
 SMOKE_SECONDS = 1.0

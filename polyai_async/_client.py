@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import math
@@ -250,8 +251,14 @@ class Endpoint(Generic[T]):
     def head_with(self, headers: Mapping[str, str]) -> bytes:
         """The request's head with these headers (a hook may add one, such as traceparent)."""
         url = self.url
+        fields = list(headers.items())
+        if url.raw_user is not None:  # user:password@ in base_url: basic auth, as aiohttp sends
+            pair = f"{url.user or ''}:{url.password or ''}".encode()
+            login = "Basic " + base64.b64encode(pair).decode("ascii")
+            fields = [(k, v) for k, v in fields if k.lower() != "authorization"]
+            fields.append(("Authorization", login))
         return _wire.request_head(
-            self.method, url.raw_path_qs, url.host_port_subcomponent or "", headers.items()
+            self.method, url.raw_path_qs, url.host_port_subcomponent or "", fields
         )
 
 

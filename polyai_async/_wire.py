@@ -458,6 +458,9 @@ class Wire:
                     server_hostname=self.server_hostname,
                     family=self.family,
                     local_addr=self.local_addr,
+                    # As aiohttp: a host with IPv6 and IPv4 addresses tries the next one after
+                    # 250 ms, not after the first one's connect timeout.
+                    happy_eyeballs_delay=0.25,
                 ),
                 timeout,
             )

@@ -35,7 +35,7 @@ __all__ = ["check_processes", "parse_thresholds", "run_load", "run_load_async"]
 #: ``processes`` at most this many per CPU: more workers than cores only share them.
 MAX_PROCESSES_PER_CPU = 4
 #: Conversations a second one process may be asked to start (open model, stages included).
-MAX_RATE_PER_PROCESS = 10_000
+MAX_RATE_PER_PROCESS = 25_000
 
 #: Called about once a second with the figures of the moment (see ``live_figures``).
 OnTick = Callable[[Mapping[str, Any]], None]

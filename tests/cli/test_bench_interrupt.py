@@ -378,7 +378,7 @@ def test_a_setting_that_cannot_be_pickled_is_refused_before_any_worker_starts(
     [
         (["--processes", "100000"], "--processes=100000 is above"),
         (["--rate", "1e12", "--duration", "1s"], "--rate=1e+12 a second is more than"),
-        (["--rate", "0", "--stages", "1s:25000", "--processes", "2"], "(the stages' peak)"),
+        (["--rate", "0", "--stages", "1s:60000", "--processes", "2"], "(the stages' peak)"),
     ],
 )
 def test_an_impossible_load_exits_2_before_the_run(

@@ -10,6 +10,7 @@ instead.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -187,6 +188,18 @@ async def test_a_request_is_framed_as_aiohttp_frames_it() -> None:
     assert f"Host: 127.0.0.1:{server.port}" in lines
     assert f"Content-Length: {len(body)}" in lines
     assert orjson.loads(body) == {"conversation_id": "C", "message": "hello"}
+
+
+async def test_a_password_in_base_url_is_sent_as_basic_auth() -> None:
+    """``https://user:password@host`` logs in with basic auth, as through aiohttp."""
+    async with Scripted([reply("a")]) as server:
+        url = server.url.replace("://", "://us%20er:p%40ss@")
+        async with PolyAIClient(**CREDS, base_url=url) as client:
+            await client.respond("C", "hello")
+    head = server.requests[0].partition(b"\r\n\r\n")[0].decode()
+    login = base64.b64encode(b"us er:p@ss").decode()
+    assert f"Authorization: Basic {login}" in head.split("\r\n")
+    assert "p%40ss" not in head  # nor in the request line or Host
 
 
 @pytest.fixture(scope="module")
