@@ -377,6 +377,7 @@ class Wire:
     __slots__ = (
         "closed",
         "connections",
+        "eyeballs",
         "family",
         "host",
         "idle",
@@ -411,6 +412,11 @@ class Wire:
         self.connections: set[_Connection] = set()
         self.sweeper: asyncio.TimerHandle | None = None
         self.closed = False
+        # As aiohttp: a host with IPv6 and IPv4 addresses tries the next one after 250 ms, not
+        # after the first one's connect timeout (asyncio's loop; uvloop has no such option).
+        self.eyeballs: dict[str, float] = (
+            {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
+        )
 
     async def exchange(self, data: bytes, cap: int, connect_timeout: float | None) -> Answer:
         """Send one request (``frame``'s bytes); return its answer, its body at most ``cap``.
@@ -458,9 +464,7 @@ class Wire:
                     server_hostname=self.server_hostname,
                     family=self.family,
                     local_addr=self.local_addr,
-                    # As aiohttp: a host with IPv6 and IPv4 addresses tries the next one after
-                    # 250 ms, not after the first one's connect timeout.
-                    happy_eyeballs_delay=0.25,
+                    **self.eyeballs,
                 ),
                 timeout,
             )

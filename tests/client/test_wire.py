@@ -139,6 +139,21 @@ async def test_a_cancelled_call_never_hands_its_answer_to_the_next() -> None:
     assert server.connections == 2
 
 
+def test_the_wire_under_uvloop() -> None:
+    """bench runs on uvloop by default: the same connections, reused, on its loop."""
+    import uvloop  # noqa: PLC0415 - the cli extra's, installed with the tests
+
+    async def main() -> tuple[str, str, int, bool]:
+        async with Scripted([reply("a"), reply("b", chunked=True)]) as server:
+            async with PolyAIClient(**CREDS, base_url=server.url, retry=NO_RETRY) as client:
+                first = await client.respond("C", "1")
+                second = await client.respond("C", "2")
+                wire = client._host is not None and client._host.wire is not None
+        return first.response, second.response, server.connections, wire
+
+    assert uvloop.run(main()) == ("a", "b", 1, True)
+
+
 async def test_connection_close_in_the_answer_is_obeyed() -> None:
     """An answer saying ``Connection: close`` ends its connection; the next call opens one."""
     replies = [reply("a", extra="Connection: close\r\n"), reply("b")]
