@@ -141,7 +141,7 @@ async def test_a_cancelled_call_never_hands_its_answer_to_the_next() -> None:
 
 def test_the_wire_under_uvloop() -> None:
     """bench runs on uvloop by default: the same connections, reused, on its loop."""
-    import uvloop  # noqa: PLC0415 - the cli extra's, installed with the tests
+    import uvloop  # the cli extra's, installed with the tests
 
     async def main() -> tuple[str, str, int, bool]:
         async with Scripted([reply("a"), reply("b", chunked=True)]) as server:
