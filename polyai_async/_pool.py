@@ -50,12 +50,13 @@ def display_proxy(url: URL) -> str:
 
 
 class Host:
-    """One API host's session and the gate in front of its connections.
+    """One API host's connections (the client's own, or a session's) and the gate before them.
 
-    The gate admits requests in arrival order, ``max_connections`` at a time, so aiohttp's own
-    connector never queues: its queue lets a task that just released a connection take it
-    straight back, so new conversations wait behind running ones (seconds of p99 at 200
-    concurrent conversations over 100 connections) and woken waiters loop for nothing.
+    The gate admits requests in arrival order, ``max_connections`` at a time, so neither the
+    client's own connections nor aiohttp's connector ever queue. aiohttp's queue lets a task
+    that just released a connection take it straight back, so new conversations wait behind
+    running ones (seconds of p99 at 200 concurrent conversations over 100 connections) and
+    woken waiters loop for nothing.
     """
 
     __slots__ = ("closed", "gate", "loop", "proxy", "session", "wire")
@@ -115,10 +116,12 @@ class Host:
 class SessionPool:
     """Pooled HTTP sessions, one per API host (per region), made on first use.
 
-    Every request to a host reuses that host's ``aiohttp.ClientSession`` and its keep-alive
-    connections. Several clients (other projects, other credentials) may share one pool; the
-    credentials travel per request, never in the session. Close it with ``await pool.aclose()``
-    or ``async with``; a client that made its own pool closes it, a client given one does not.
+    Every request to a host reuses that host's keep-alive connections: the client's own
+    (``_wire``), or, with a proxy, trace configs or a connector option the client's own do not
+    know, those of an ``aiohttp.ClientSession``. Several clients (other projects, other
+    credentials) may share one pool; the credentials travel per request, never in the
+    session. Close it with ``await pool.aclose()`` or ``async with``; a client that made its
+    own pool closes it, a client given one does not.
 
     Args:
         limits: connection limits applied to each host's pool.
