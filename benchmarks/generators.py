@@ -45,7 +45,16 @@ from typing import Any
 from ._nginx import PREFIX, Nginx, nginx_binary
 from ._server import cpu_plan, pin
 
-__all__ = ["CONTENDERS", "ceilings_of", "chart", "honest", "main", "markdown", "run_generators"]
+__all__ = [
+    "CONTENDERS",
+    "ceilings_of",
+    "chart",
+    "honest",
+    "main",
+    "markdown",
+    "ratios_of",
+    "run_generators",
+]
 
 CONTENDERS = ("bench-asyncio", "bench-uvloop", "k6", "locust")
 RATES = (1000, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000)
@@ -397,6 +406,49 @@ def ceilings_of(steps: list[dict[str, Any]], contenders: Sequence[str]) -> dict[
     return ceilings
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def ratios_of(steps: list[dict[str, Any]], ceilings: dict[str, Any]) -> dict[str, Any]:
+    """Each bench contender against k6 and Locust, per core; and its grace past the ceiling.
+
+    - ``ceiling_over_k6`` / ``ceiling_over_locust``: honest ceilings (started/s), each tool on
+      one core of its own (None when either has no honest step);
+    - ``peak_per_cpu_over_k6`` / ``peak_per_cpu_over_locust``: the most conversations started
+      per CPU-second at any step (started/s over the CPU share): the per-core ratio a busy
+      machine still gives, as every tool loses the same share of its core;
+    - ``at_2x_over_peak``: requests/s at twice the honest ceiling over the peak requests/s.
+    """
+
+    def per_cpu(name: str) -> float | None:
+        rates = [
+            s["started_per_second"] / s["cpu_share"]
+            for s in steps
+            if s["name"] == name and s["started_per_second"] and s["cpu_share"]
+        ]
+        return max(rates, default=None)
+
+    def ceiling(name: str) -> float | None:
+        found = ceilings.get(name)
+        return None if found is None else found["started_per_second"]
+
+    ratios: dict[str, Any] = {}
+    for name, mine in ceilings.items():
+        if not name.startswith("bench-"):
+            continue
+        ratios[name] = {
+            "ceiling_over_k6": _ratio(ceiling(name), ceiling("k6")),
+            "ceiling_over_locust": _ratio(ceiling(name), ceiling("locust")),
+            "peak_per_cpu_over_k6": _ratio(per_cpu(name), per_cpu("k6")),
+            "peak_per_cpu_over_locust": _ratio(per_cpu(name), per_cpu("locust")),
+            "at_2x_over_peak": _ratio(
+                mine["at_2x_requests_per_second"], mine["peak_requests_per_second"]
+            ),
+        }
+    return ratios
+
+
 def run_generators(
     *, smoke: bool, rounds: int, log: Callable[[str], None], rates: Sequence[float] | None = None
 ) -> dict[str, Any]:
@@ -460,6 +512,7 @@ def run_generators(
         "skipped": skipped,
         "steps": steps,
         "ceilings": ceilings,
+        "ratios": ratios_of(steps, ceilings),
         "wrk": wrk,
         "memory": held,
         "load_average": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
@@ -490,6 +543,13 @@ def markdown(result: dict[str, Any]) -> str:
             f"- {name}: honest ceiling {c['started_per_second']} conv/s (asked {c['rate']}); "
             f"peak {c['peak_requests_per_second']} req/s; at 2x ({c['at_2x_rate']}/s) "
             f"{c['at_2x_requests_per_second']} req/s"
+        )
+    for name, r in result.get("ratios", {}).items():
+        lines.append(
+            f"- {name} per core: honest ceiling {r['ceiling_over_k6']}x k6's and "
+            f"{r['ceiling_over_locust']}x Locust's; most started per CPU-second "
+            f"{r['peak_per_cpu_over_k6']}x k6's and {r['peak_per_cpu_over_locust']}x Locust's; "
+            f"requests/s at 2x the ceiling {r['at_2x_over_peak']} of the peak's"
         )
     for name, reason in result["skipped"].items():
         lines.append(f"- {name}: skipped ({reason})")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from benchmarks._suite import counted_instructions
-from benchmarks.generators import ceilings_of, honest
+from benchmarks.generators import ceilings_of, honest, ratios_of
 
 from .conftest import SMOKE_RUN, SmokeRun, missing_bench_tools
 
@@ -222,6 +222,28 @@ def test_the_ceiling_is_the_highest_honest_rate_and_2x_the_next_step_at_twice_it
     }
     assert ceilings["k6"]["rate"] is None
     assert ceilings["k6"]["at_2x_rate"] is None
+
+
+def test_bench_is_compared_with_k6_and_locust_per_core_and_past_its_ceiling() -> None:
+    """Ceilings over ceilings; started per CPU-second over k6's and Locust's best; 2x over peak."""
+    steps = [
+        _step("bench-asyncio", 2000, 2000, 5.0, 6000) | {"cpu_share": 0.5},
+        _step("bench-asyncio", 4000, 3000, 40.0, 9000) | {"cpu_share": 1.0},
+        _step("k6", 2000, 1000, None, 3000) | {"cpu_share": 0.5},
+        _step("k6", 4000, 1600, None, 4800) | {"cpu_share": 1.0},
+        _step("locust", 2000, 500, None, 1500) | {"cpu_share": 0.25},
+    ]
+    for step in steps:
+        step["honest"] = honest(step)
+    ratios = ratios_of(steps, ceilings_of(steps, ["bench-asyncio", "k6", "locust"]))
+    assert set(ratios) == {"bench-asyncio"}
+    assert ratios["bench-asyncio"] == {
+        "ceiling_over_k6": None,  # k6 dropped too much at every step: no ceiling to divide by
+        "ceiling_over_locust": None,
+        "peak_per_cpu_over_k6": 2.0,  # 4,000 a CPU-second (2,000 at half a core) over 2,000
+        "peak_per_cpu_over_locust": 2.0,
+        "at_2x_over_peak": 1.0,  # 9,000 req/s at 4,000 asked, the peak itself
+    }
 
 
 def test_instruction_count_is_read_from_cachegrind_output() -> None:
