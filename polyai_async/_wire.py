@@ -119,16 +119,19 @@ class Answer:
         self.announced = announced
 
     def header(self, name: bytes) -> str | None:
-        """The first field named ``name`` (lower case), decoded as Latin-1, or None."""
+        """The first field named ``name`` (lower case), decoded as aiohttp decodes it, or None."""
         for field, value in self.fields:
             if field.lower() == name:
-                return value.decode("latin-1")
+                return value.decode("utf-8", "surrogateescape")
         return None
 
     def headers(self) -> CIMultiDictProxy[str]:
         """Every field, as aiohttp would give them (only built for error answers)."""
         return CIMultiDictProxy(
-            CIMultiDict((f.decode("latin-1"), v.decode("latin-1")) for f, v in self.fields)
+            CIMultiDict(
+                (f.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for f, v in self.fields
+            )
         )
 
 
