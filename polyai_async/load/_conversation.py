@@ -18,7 +18,7 @@ from .._errors import PolyAIError
 from .._models import CreateChatResponse, Handoff
 from ._scenario import Persona, Scenario, ThinkTime
 
-__all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "guarded", "run_conversation"]
+__all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "guard", "guarded", "run_conversation"]
 
 logger = logging.getLogger("polyai_async.load")
 P = ParamSpec("P")
@@ -125,7 +125,7 @@ async def run_conversation(
     An observer method that raises is logged once (per observer class and method) and the
     conversation goes on.
     """
-    observer = _Guarded(observer)
+    observer = guard(observer)
     clock = time.perf_counter
     pause = think_time if think_time is not None else scenario.think_time
     started = clock()
@@ -248,34 +248,53 @@ _logged: set[tuple[type[Any], str]] = set()
 
 
 class _Guarded:
-    """An Observer passing each outcome on to another, logging what it raises."""
+    """An Observer passing each outcome on to another, logging what it raises.
+
+    Made once per run by the runner (``guard``), not once per conversation; each method is
+    one frame on the way to the observer's (the hot path: every call of a run).
+    """
 
     __slots__ = ("_observer",)
 
     def __init__(self, observer: Observer) -> None:
         self._observer = observer
 
-    def _pass(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def _failed(self, method: str) -> None:
         observer = self._observer
-        try:
-            getattr(observer, method)(*args, **kwargs)
-        except Exception:
-            key = (type(observer), method)
-            if key not in _logged:
-                _logged.add(key)
-                logger.warning(
-                    "polyai_async: the observer's %s.%s raised; the conversation goes on "
-                    "(its later failures are not logged)",
-                    type(observer).__qualname__,
-                    method,
-                    exc_info=True,
-                )
+        key = (type(observer), method)
+        if key not in _logged:
+            _logged.add(key)
+            logger.warning(
+                "polyai_async: the observer's %s.%s raised; the conversation goes on "
+                "(its later failures are not logged)",
+                type(observer).__qualname__,
+                method,
+                exc_info=True,
+            )
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        self._pass("request", *args, **kwargs)
+        try:
+            self._observer.request(*args, **kwargs)
+        except Exception:
+            self._failed("request")
 
     def expectation(self, *args: Any, **kwargs: Any) -> None:
-        self._pass("expectation", *args, **kwargs)
+        try:
+            self._observer.expectation(*args, **kwargs)
+        except Exception:
+            self._failed("expectation")
 
     def conversation(self, *args: Any, **kwargs: Any) -> None:
-        self._pass("conversation", *args, **kwargs)
+        try:
+            self._observer.conversation(*args, **kwargs)
+        except Exception:
+            self._failed("conversation")
+
+
+def guard(observer: Observer) -> Observer:
+    """``observer``, its methods' failures logged once instead of raised (see run_conversation).
+
+    A caller running many conversations into one observer guards it once and passes the
+    result: run_conversation does not guard it again.
+    """
+    return observer if type(observer) is _Guarded else _Guarded(observer)

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError, PolyAIError
-from ._conversation import CLOSE_ON_CANCEL_SECONDS, guarded, run_conversation
+from ._conversation import CLOSE_ON_CANCEL_SECONDS, Observer, guard, guarded, run_conversation
 from ._metrics import Metrics
 from ._retries import count_retries, quiet_retry_warnings
 from ._scenario import Scenario
@@ -157,9 +157,11 @@ async def _conversation(
     scenario: Scenario,
     load: Load,
     metrics: Metrics,
+    observer: Observer,
     rng: random.Random,
     scheduled: float | None,
 ) -> None:
+    """One conversation; ``observer`` is ``metrics``, guarded once for the whole run."""
     persona = scenario.pick(rng)
     metrics.started(persona.name)
     try:
@@ -168,7 +170,7 @@ async def _conversation(
             scenario,
             persona,
             rng,
-            metrics,
+            observer,
             think_time=load.think_time,
             scheduled=scheduled,
         )
@@ -211,6 +213,7 @@ async def _closed(
     deadline = None if planned is None else start + planned
     remaining = load.conversations
     running: dict[int, asyncio.Task[None]] = {}
+    observer = guard(metrics)
 
     def more() -> bool:
         return (remaining is None or remaining > 0) and (
@@ -222,7 +225,7 @@ async def _closed(
         while more() and index < load.users_at(time.perf_counter() - start):
             if remaining is not None:
                 remaining -= 1
-            await _conversation(client, scenario, load, metrics, rng, None)
+            await _conversation(client, scenario, load, metrics, observer, rng, None)
 
     try:
         await _supervise(load, metrics, running, more, user, lambda: remaining)
@@ -294,6 +297,7 @@ async def _open(
     """
     start = metrics.start
     tasks: set[asyncio.Task[None]] = set()
+    observer = guard(metrics)
     count = 0
     clock = time.perf_counter
     first: float | None = None
@@ -328,7 +332,9 @@ async def _open(
             if len(tasks) >= load.max_in_flight:
                 metrics.dropped()
                 continue
-            task = asyncio.create_task(_conversation(client, scenario, load, metrics, rng, when))
+            task = asyncio.create_task(
+                _conversation(client, scenario, load, metrics, observer, rng, when)
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         planned = load.planned_seconds()
