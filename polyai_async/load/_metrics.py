@@ -133,17 +133,44 @@ def _histogram_of(histograms: dict[str, Any], name: str) -> Any:
 
 @attrs.define(eq=False)
 class _Second:
-    """One second of the series: counters, a gauge and per-endpoint histograms."""
+    """One second of the series: counters, a gauge and per-endpoint histograms.
+
+    While it is current, a call is recorded once: a successful one into ``live``
+    (``create.ok``...), a failed one into ``failed`` (by endpoint); an endpoint's histogram of
+    every call is the two added (``live_histograms``), made as the second is sealed.
+    """
 
     t: int
     counters: Counter[str] = attrs.Factory(Counter)
     in_flight: int = 0
     live: dict[str, Any] = attrs.Factory(dict)
     encoded: dict[str, str] = attrs.Factory(dict)
+    failed: dict[str, Any] = attrs.Factory(dict)
+
+    def live_histograms(self) -> dict[str, Any]:
+        """The series' histograms of what this second recorded live, by name."""
+        result: dict[str, Any] = {}
+        endpoints = dict.fromkeys([*(n.removesuffix(".ok") for n in self.live), *self.failed])
+        for endpoint in endpoints:
+            ok = self.live.get(f"{endpoint}.ok")
+            bad = self.failed.get(endpoint)
+            if bad is None:
+                result[endpoint] = ok
+            elif ok is None:
+                result[endpoint] = bad
+            else:
+                result[endpoint] = whole = new_histogram()
+                whole.add(ok)
+                whole.add(bad)
+            if ok is not None:
+                result[f"{endpoint}.ok"] = ok
+        return result
 
     def histogram(self, endpoint: str) -> Any | None:
-        if endpoint in self.live:
-            return self.live[endpoint]
+        if self.live or self.failed:
+            live = self.live_histograms().get(endpoint)
+            if live is not None:
+                return live
         text = self.encoded.get(endpoint)
         return None if text is None else decode(text)
 
@@ -159,15 +186,17 @@ class _Second:
             if ours is None:
                 ours = new_histogram()
             ours.add(histogram)
-            if name in self.live:
-                self.live[name] = ours
-            else:
-                self.encoded[name] = _encode(ours)
+            self.encoded[name] = _encode(ours)  # merged into is sealed: see Metrics.merge
 
     def seal(self) -> None:
-        for endpoint, histogram in self.live.items():
-            self.encoded[endpoint] = _encode(histogram)
+        texts: dict[int, str] = {}  # an endpoint without failures: the same as its .ok
+        for name, histogram in self.live_histograms().items():
+            text = texts.get(id(histogram))
+            if text is None:
+                text = texts[id(histogram)] = _encode(histogram)
+            self.encoded[name] = text
         self.live.clear()
+        self.failed.clear()
 
 
 @attrs.define(eq=False)
@@ -232,9 +261,9 @@ class Metrics:
     def histograms(self) -> dict[str, Any]:
         """The histograms by name (see the class), the current second's calls included."""
         current = self._current
-        if current is None or not current.live:
+        if current is None or not (current.live or current.failed):
             return self._histograms
-        names = dict.fromkeys([*self._histograms, *current.live])
+        names = dict.fromkeys([*self._histograms, *current.live_histograms()])
         return {name: self._whole(name) for name in names}
 
     @histograms.setter
@@ -245,7 +274,9 @@ class Metrics:
         """The histogram ``name`` of the whole run: the sealed seconds' and the current one's."""
         whole = self._histograms.get(name)
         current = self._current
-        live = None if current is None else current.live.get(name)
+        live = None
+        if current is not None and (current.live or current.failed):
+            live = current.live_histograms().get(name)
         if live is None:
             return whole
         total = new_histogram()  # a copy: the live one goes on recording
@@ -257,7 +288,7 @@ class Metrics:
     def _fold(self, second: _Second) -> None:
         """Add the live histograms of ``second`` (about to be sealed) into the whole run's."""
         histograms = self._histograms
-        for name, live in second.live.items():
+        for name, live in second.live_histograms().items():
             whole = histograms.get(name)
             if whole is None:
                 whole = histograms[name] = new_histogram()
@@ -357,11 +388,12 @@ class Metrics:
         counters["calls"] += 1
         counters[names.count] += 1
         second = self._second()
-        # Into the second's histograms only: the whole run's get them as it is sealed.
-        _histogram_of(second.live, endpoint).record_value(micros)
         if turn is not None:
             _histogram_of(self._histograms, names.turn(turn)).record_value(micros)
+        # Once, into the second's histograms (see _Second); the whole run's get them as it is
+        # sealed.
         if error is not None:
+            _histogram_of(second.failed, endpoint).record_value(micros)
             counters["errors_total"] += 1
             second.counters["errors"] += 1
             name = type(error).__name__
@@ -574,7 +606,7 @@ class Metrics:
         for t in sorted(self.series):
             second = self.series[t]
             encoded = dict(second.encoded)
-            encoded.update({e: _encode(h) for e, h in second.live.items()})
+            encoded.update({e: _encode(h) for e, h in second.live_histograms().items()})
             series.append(
                 {
                     "t": t,

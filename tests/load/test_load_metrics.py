@@ -89,17 +89,26 @@ def test_the_whole_runs_histograms_hold_every_second_read_mid_run_or_after() -> 
     rng = random.Random(5)
     metrics = Metrics()
     direct = {name: new_histogram() for name in ("create", "create.ok")}
+    per_second = []  # (calls, successful calls) of each second
     for second in range(3):
         if second:
             metrics.start -= 1.0  # the next second of the run
+        per_second.append([0, 0])
         for _ in range(200):
             seconds = rng.lognormvariate(-5, 1)
             error = ERROR if rng.random() < 0.1 else None
             metrics.request("create", "POST", seconds, error, None)
             for name in ("create",) if error else ("create", "create.ok"):
                 direct[name].record_value(round(seconds * 1_000_000))
+            per_second[-1][0] += 1
+            per_second[-1][1] += error is None
 
     def same(m: Metrics) -> None:
+        rows = [
+            [row[3]["create"].get_total_count(), row[3]["create.ok"].get_total_count()]
+            for row in m.seconds()
+        ]
+        assert rows == per_second
         for name, histogram in direct.items():
             whole = m.histogram(name)
             assert whole is not None
