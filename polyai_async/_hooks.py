@@ -125,16 +125,34 @@ class EventHook(Protocol):
     def __call__(self, event: CallEvent, /) -> object: ...
 
 
+class Tap(Protocol):
+    """A private subscriber told of each event with the call itself: no CallEvent is built.
+
+    For the library's own counters on the hot path (the load engine counts every request
+    through one); event hooks cost a CallEvent per event, several microseconds a call. What a
+    tap raises is logged, as a hook's is.
+    """
+
+    def request_sent(self, call: CallState, /) -> None: ...
+
+    def answer_received(self, call: CallState, error: BaseException | None, /) -> None: ...
+
+    def retry_scheduled(self, call: CallState, error: BaseException | None, /) -> None: ...
+
+    def call_failed(self, call: CallState, error: BaseException, /) -> None: ...
+
+
 class Hooks:
     """The subscribers of every event: built once per client."""
 
-    __slots__ = ("answer_received", "call_failed", "request_sent", "retry_scheduled")
+    __slots__ = ("answer_received", "call_failed", "request_sent", "retry_scheduled", "taps")
 
     def __init__(self) -> None:
         self.request_sent: tuple[EventHook, ...] = ()
         self.answer_received: tuple[EventHook, ...] = ()
         self.retry_scheduled: tuple[EventHook, ...] = ()
         self.call_failed: tuple[EventHook, ...] = ()
+        self.taps: tuple[Tap, ...] = ()
 
     def add(self, name: str, hook: EventHook) -> None:
         """Subscribe ``hook`` to the event ``name``."""
@@ -164,7 +182,11 @@ class Hooks:
 
     def __bool__(self) -> bool:
         return bool(
-            self.request_sent or self.answer_received or self.retry_scheduled or self.call_failed
+            self.request_sent
+            or self.answer_received
+            or self.retry_scheduled
+            or self.call_failed
+            or self.taps
         )
 
     @classmethod
@@ -192,6 +214,10 @@ class Hooks:
             for function in functions:
                 hooks.add(cls.check(name, function), function)
         return hooks
+
+
+def _tap_failed(tap: Tap, name: str) -> None:
+    logger.warning("polyai_async: the %s tap %r raised; the call goes on", name, tap, exc_info=True)
 
 
 def _run(hooks: tuple[EventHook, ...], event: CallEvent) -> None:
@@ -267,6 +293,11 @@ class CallState:
 
     def request_sent(self, headers: Mapping[str, str]) -> Mapping[str, str]:
         """Tell the hooks; return the headers to send (the hooks' extra ones under ours)."""
+        for tap in self.hooks.taps:
+            try:
+                tap.request_sent(self)
+            except Exception:
+                _tap_failed(tap, "request_sent")
         hooks = self.hooks.request_sent
         if not hooks:
             return headers
@@ -298,11 +329,21 @@ class CallState:
         """The attempt's answer was read and checked; ``error`` is what it became, if any."""
         if self.conversation_id is None and answer is not None:
             self.conversation_id = getattr(answer, "conversation_id", None)
+        for tap in self.hooks.taps:
+            try:
+                tap.answer_received(self, error)
+            except Exception:
+                _tap_failed(tap, "answer_received")
         if self.hooks.answer_received:
             _run(self.hooks.answer_received, self._event("answer_received", error=error))
 
     def retry_scheduled(self, error: BaseException | None, delay: float) -> None:
         """The attempt failed with ``error`` and another follows in ``delay`` seconds."""
+        for tap in self.hooks.taps:
+            try:
+                tap.retry_scheduled(self, error)
+            except Exception:
+                _tap_failed(tap, "retry_scheduled")
         if self.hooks.retry_scheduled:
             _run(
                 self.hooks.retry_scheduled,
@@ -311,5 +352,10 @@ class CallState:
 
     def call_failed(self, error: BaseException) -> None:
         """The call raises ``error``."""
+        for tap in self.hooks.taps:
+            try:
+                tap.call_failed(self, error)
+            except Exception:
+                _tap_failed(tap, "call_failed")
         if self.hooks.call_failed:
             _run(self.hooks.call_failed, self._event("call_failed", error=error))

@@ -18,7 +18,14 @@ from .._errors import PolyAIError
 from .._models import CreateChatResponse, Handoff
 from ._scenario import Persona, Scenario, ThinkTime
 
-__all__ = ["CLOSE_ON_CANCEL_SECONDS", "Observer", "guarded", "run_conversation"]
+__all__ = [
+    "CLOSE_ON_CANCEL_SECONDS",
+    "Cancellations",
+    "Observer",
+    "guard",
+    "guarded",
+    "run_conversation",
+]
 
 logger = logging.getLogger("polyai_async.load")
 P = ParamSpec("P")
@@ -105,6 +112,7 @@ async def run_conversation(
     *,
     think_time: ThinkTime | None = None,
     scheduled: float | None = None,
+    cancellations: Cancellations | None = None,
 ) -> None:
     """Run one conversation of ``persona`` against ``client``, reporting to ``observer``.
 
@@ -121,29 +129,25 @@ async def run_conversation(
         think_time: overrides the scenario's.
         scheduled: a ``time.perf_counter()`` value: when the conversation should have
             started (open model); create's latency and the conversation's count from it.
+        cancellations: the runner's, when it cancels its conversations through it (see
+            Cancellations): the create is then awaited in this task, not shielded in one of
+            its own.
 
     An observer method that raises is logged once (per observer class and method) and the
     conversation goes on.
     """
-    observer = _Guarded(observer)
+    observer = guard(observer)
     clock = time.perf_counter
     pause = think_time if think_time is not None else scenario.think_time
     started = clock()
     origin = started if scheduled is None else scheduled
-    creating = asyncio.ensure_future(client.create_chat(**scenario.create))
-    try:
-        # Shielded: a create cancelled in flight may still create the conversation, which
-        # must then be closed, not left open on the server.
-        created = await asyncio.shield(creating)
-    except asyncio.CancelledError:
-        await _close_if_created(client, creating, observer, origin)
-        raise
-    except PolyAIError as exc:
-        observer.request("create", "POST", clock() - origin, exc, None)
-        observer.conversation(persona.name, clock() - origin, exc, False, None, 0)
+    created, asked = await _create(client, scenario, persona, observer, origin, cancellations)
+    if created is None:
         return
-    observer.request("create", "POST", clock() - origin, None, None)
     conversation_id = created.conversation_id
+    if asked:  # the runner asked it to stop during its create: close, and stop
+        await _close_on_cancel(client, conversation_id, observer)
+        raise asyncio.CancelledError
     try:
         error, handoff, ended, turns = await _turns(
             client, conversation_id, persona, rng, observer, pause
@@ -160,6 +164,52 @@ async def run_conversation(
     else:
         observer.request("close", "PUT", clock() - call_started, None, None)
     observer.conversation(persona.name, clock() - origin, error, ended, handoff, turns)
+
+
+async def _create(
+    client: PolyAIClient,
+    scenario: Scenario,
+    persona: Persona,
+    observer: Observer,
+    origin: float,
+    cancellations: Cancellations | None,
+) -> tuple[CreateChatResponse | None, bool]:
+    """Create the conversation: (its answer, or None once a failure is reported; asked to stop).
+
+    Asked to stop (``cancellations``) during a create that failed, it raises CancelledError.
+    """
+    clock = time.perf_counter
+    if cancellations is None:
+        creating = asyncio.ensure_future(client.create_chat(**scenario.create))
+        try:
+            # Shielded: a create cancelled in flight may still create the conversation, which
+            # must then be closed, not left open on the server.
+            created = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            await _close_if_created(client, creating, observer, origin)
+            raise
+        except PolyAIError as exc:
+            observer.request("create", "POST", clock() - origin, exc, None)
+            observer.conversation(persona.name, clock() - origin, exc, False, None, 0)
+            return None, False
+        observer.request("create", "POST", clock() - origin, None, None)
+        return created, False
+    # Awaited in this task: the runner cancels it through ``cancellations`` (see there).
+    task = asyncio.current_task()
+    creating_now = cancellations.creating
+    creating_now.add(task)  # type: ignore[arg-type]
+    try:
+        created = await client.create_chat(**scenario.create)
+    except PolyAIError as exc:
+        observer.request("create", "POST", clock() - origin, exc, None)
+        if task in cancellations.asked:
+            raise asyncio.CancelledError from None  # the runner's stop, now the create ended
+        observer.conversation(persona.name, clock() - origin, exc, False, None, 0)
+        return None, False
+    finally:
+        creating_now.discard(task)
+    observer.request("create", "POST", clock() - origin, None, None)
+    return created, task in cancellations.asked
 
 
 async def _turns(
@@ -243,39 +293,89 @@ async def _close_on_cancel(client: PolyAIClient, conversation_id: str, observer:
         observer.request("close", "PUT", clock() - call_started, None, None)
 
 
+class Cancellations:
+    """How a runner cancels its conversations, for a conversation without a task per create.
+
+    Alone, run_conversation runs its create in a task of its own, shielded, so that a create
+    cancelled in flight may still be closed: a task, a shield and two turns of the loop, about
+    a tenth of the CPU of a one-turn conversation. Given one of these, it awaits its create in
+    its own task, and the runner cancels it with ``cancel``: one in its create is let finish
+    it (for at most ``CLOSE_ON_CANCEL_SECONDS``; then cancelled, as the shielded create is), and
+    then closes what it created and raises CancelledError, as the shielded one does.
+    """
+
+    __slots__ = ("asked", "creating")
+
+    def __init__(self) -> None:
+        self.creating: set[asyncio.Task[Any]] = set()  # conversations in their create
+        self.asked: set[asyncio.Task[Any]] = set()  # those asked to stop once it ends
+
+    def cancel(self, task: asyncio.Task[Any]) -> None:
+        """Cancel ``task``'s conversation: at once, or as soon as its create has ended."""
+        if task in self.creating and task not in self.asked:
+            self.asked.add(task)
+            task.add_done_callback(self.asked.discard)
+            asyncio.get_running_loop().call_later(CLOSE_ON_CANCEL_SECONDS, self._give_up, task)
+        else:
+            task.cancel()
+
+    def _give_up(self, task: asyncio.Task[Any]) -> None:
+        if task in self.creating:  # its create did not end in time: it is cancelled too
+            task.cancel()
+
+
 # The observer methods that have raised, by observer class: each is logged once a process.
 _logged: set[tuple[type[Any], str]] = set()
 
 
 class _Guarded:
-    """An Observer passing each outcome on to another, logging what it raises."""
+    """An Observer passing each outcome on to another, logging what it raises.
+
+    Made once per run by the runner (``guard``), not once per conversation; each method is
+    one frame on the way to the observer's (the hot path: every call of a run).
+    """
 
     __slots__ = ("_observer",)
 
     def __init__(self, observer: Observer) -> None:
         self._observer = observer
 
-    def _pass(self, method: str, *args: Any, **kwargs: Any) -> None:
+    def _failed(self, method: str) -> None:
         observer = self._observer
-        try:
-            getattr(observer, method)(*args, **kwargs)
-        except Exception:
-            key = (type(observer), method)
-            if key not in _logged:
-                _logged.add(key)
-                logger.warning(
-                    "polyai_async: the observer's %s.%s raised; the conversation goes on "
-                    "(its later failures are not logged)",
-                    type(observer).__qualname__,
-                    method,
-                    exc_info=True,
-                )
+        key = (type(observer), method)
+        if key not in _logged:
+            _logged.add(key)
+            logger.warning(
+                "polyai_async: the observer's %s.%s raised; the conversation goes on "
+                "(its later failures are not logged)",
+                type(observer).__qualname__,
+                method,
+                exc_info=True,
+            )
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        self._pass("request", *args, **kwargs)
+        try:
+            self._observer.request(*args, **kwargs)
+        except Exception:
+            self._failed("request")
 
     def expectation(self, *args: Any, **kwargs: Any) -> None:
-        self._pass("expectation", *args, **kwargs)
+        try:
+            self._observer.expectation(*args, **kwargs)
+        except Exception:
+            self._failed("expectation")
 
     def conversation(self, *args: Any, **kwargs: Any) -> None:
-        self._pass("conversation", *args, **kwargs)
+        try:
+            self._observer.conversation(*args, **kwargs)
+        except Exception:
+            self._failed("conversation")
+
+
+def guard(observer: Observer) -> Observer:
+    """``observer``, its methods' failures logged once instead of raised (see run_conversation).
+
+    A caller running many conversations into one observer guards it once and passes the
+    result: run_conversation does not guard it again.
+    """
+    return observer if type(observer) is _Guarded else _Guarded(observer)

@@ -133,17 +133,44 @@ def _histogram_of(histograms: dict[str, Any], name: str) -> Any:
 
 @attrs.define(eq=False)
 class _Second:
-    """One second of the series: counters, a gauge and per-endpoint histograms."""
+    """One second of the series: counters, a gauge and per-endpoint histograms.
+
+    While it is current, a call is recorded once: a successful one into ``live``
+    (``create.ok``...), a failed one into ``failed`` (by endpoint); an endpoint's histogram of
+    every call is the two added (``live_histograms``), made as the second is sealed.
+    """
 
     t: int
     counters: Counter[str] = attrs.Factory(Counter)
     in_flight: int = 0
     live: dict[str, Any] = attrs.Factory(dict)
     encoded: dict[str, str] = attrs.Factory(dict)
+    failed: dict[str, Any] = attrs.Factory(dict)
+
+    def live_histograms(self) -> dict[str, Any]:
+        """The series' histograms of what this second recorded live, by name."""
+        result: dict[str, Any] = {}
+        endpoints = dict.fromkeys([*(n.removesuffix(".ok") for n in self.live), *self.failed])
+        for endpoint in endpoints:
+            ok = self.live.get(f"{endpoint}.ok")
+            bad = self.failed.get(endpoint)
+            if bad is None:
+                result[endpoint] = ok
+            elif ok is None:
+                result[endpoint] = bad
+            else:
+                result[endpoint] = whole = new_histogram()
+                whole.add(ok)
+                whole.add(bad)
+            if ok is not None:
+                result[f"{endpoint}.ok"] = ok
+        return result
 
     def histogram(self, endpoint: str) -> Any | None:
-        if endpoint in self.live:
-            return self.live[endpoint]
+        if self.live or self.failed:
+            live = self.live_histograms().get(endpoint)
+            if live is not None:
+                return live
         text = self.encoded.get(endpoint)
         return None if text is None else decode(text)
 
@@ -159,15 +186,17 @@ class _Second:
             if ours is None:
                 ours = new_histogram()
             ours.add(histogram)
-            if name in self.live:
-                self.live[name] = ours
-            else:
-                self.encoded[name] = _encode(ours)
+            self.encoded[name] = _encode(ours)  # merged into is sealed: see Metrics.merge
 
     def seal(self) -> None:
-        for endpoint, histogram in self.live.items():
-            self.encoded[endpoint] = _encode(histogram)
+        texts: dict[int, str] = {}  # an endpoint without failures: the same as its .ok
+        for name, histogram in self.live_histograms().items():
+            text = texts.get(id(histogram))
+            if text is None:
+                text = texts[id(histogram)] = _encode(histogram)
+            self.encoded[name] = text
         self.live.clear()
+        self.failed.clear()
 
 
 @attrs.define(eq=False)
@@ -203,7 +232,12 @@ class Metrics:
 
     def __init__(self, *, start: float | None = None) -> None:
         self.start = time.perf_counter() if start is None else start
-        self.histograms: dict[str, Any] = {}
+        # The whole run's histograms, but for the endpoints' (``create``, ``create.ok``...):
+        # those of the sealed seconds only. A call's latency is recorded once, into its second's
+        # live histograms, which are added here as the second is sealed (two records a call
+        # fewer, a few microseconds of a conversation's CPU); ``histograms`` adds the current
+        # second's to what it returns.
+        self._histograms: dict[str, Any] = {}
         self.counters: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
         self.errors: dict[str, list[Any]] = {}
@@ -223,10 +257,47 @@ class Metrics:
 
     # -- recording ---------------------------------------------------------------------------
 
+    @property
+    def histograms(self) -> dict[str, Any]:
+        """The histograms by name (see the class), the current second's calls included."""
+        current = self._current
+        if current is None or not (current.live or current.failed):
+            return self._histograms
+        names = dict.fromkeys([*self._histograms, *current.live_histograms()])
+        return {name: self._whole(name) for name in names}
+
+    @histograms.setter
+    def histograms(self, value: dict[str, Any]) -> None:
+        self._histograms = value
+
+    def _whole(self, name: str) -> Any | None:
+        """The histogram ``name`` of the whole run: the sealed seconds' and the current one's."""
+        whole = self._histograms.get(name)
+        current = self._current
+        live = None
+        if current is not None and (current.live or current.failed):
+            live = current.live_histograms().get(name)
+        if live is None:
+            return whole
+        total = new_histogram()  # a copy: the live one goes on recording
+        if whole is not None:
+            total.add(whole)
+        total.add(live)
+        return total
+
+    def _fold(self, second: _Second) -> None:
+        """Add the live histograms of ``second`` (about to be sealed) into the whole run's."""
+        histograms = self._histograms
+        for name, live in second.live_histograms().items():
+            whole = histograms.get(name)
+            if whole is None:
+                whole = histograms[name] = new_histogram()
+            whole.add(live)
+
     def _record(self, name: str, seconds: float) -> None:
-        histogram = self.histograms.get(name)
+        histogram = self._histograms.get(name)
         if histogram is None:
-            histogram = self.histograms[name] = new_histogram()
+            histogram = self._histograms[name] = new_histogram()
         histogram.record_value(_micros(seconds))
 
     def _second(self) -> _Second:
@@ -237,6 +308,7 @@ class Metrics:
             return current
         if current is not None:
             current.in_flight = self.in_flight
+            self._fold(current)
             current.seal()
             for gap in range(current.t + 1, t):  # seconds in which nothing happened
                 self.series[gap] = _Second(gap, in_flight=self.in_flight)
@@ -251,6 +323,7 @@ class Metrics:
         """Seal the last second: the run is over."""
         current = self._second()
         current.in_flight = self.in_flight
+        self._fold(current)
         current.seal()
         self._current = None
 
@@ -315,11 +388,12 @@ class Metrics:
         counters["calls"] += 1
         counters[names.count] += 1
         second = self._second()
-        _histogram_of(self.histograms, endpoint).record_value(micros)
         if turn is not None:
-            _histogram_of(self.histograms, names.turn(turn)).record_value(micros)
-        _histogram_of(second.live, endpoint).record_value(micros)
+            _histogram_of(self._histograms, names.turn(turn)).record_value(micros)
+        # Once, into the second's histograms (see _Second); the whole run's get them as it is
+        # sealed.
         if error is not None:
+            _histogram_of(second.failed, endpoint).record_value(micros)
             counters["errors_total"] += 1
             second.counters["errors"] += 1
             name = type(error).__name__
@@ -332,7 +406,6 @@ class Metrics:
         counters[names.ok_count] += 1
         if endpoint == "respond":
             second.counters["turns"] += 1
-        _histogram_of(self.histograms, names.ok).record_value(micros)
         _histogram_of(second.live, names.ok).record_value(micros)
 
     def expectation(self, persona: str, expectation: str, passed: bool, reply: str | None) -> None:
@@ -397,32 +470,32 @@ class Metrics:
 
     def histogram(self, name: str) -> Any | None:
         """The histogram called ``name`` (``create``, ``respond[0]``...), None if empty."""
-        return self.histograms.get(name)
+        return self._whole(name)
 
     def percentile_ms(self, name: str, percentile: float) -> float | None:
         """The ``percentile`` (0..100) of histogram ``name``, in ms; None without samples."""
-        histogram = self.histograms.get(name)
+        histogram = self._whole(name)
         if histogram is None or histogram.get_total_count() == 0:
             return None
         return float(histogram.get_value_at_percentile(percentile)) / 1000
 
     def max_ms(self, name: str) -> float | None:
         """The largest value of histogram ``name``, in ms (within HDR precision)."""
-        histogram = self.histograms.get(name)
+        histogram = self._whole(name)
         if histogram is None or histogram.get_total_count() == 0:
             return None
         return float(histogram.get_max_value()) / 1000
 
     def mean_ms(self, name: str) -> float | None:
         """The mean of histogram ``name``, in ms."""
-        histogram = self.histograms.get(name)
+        histogram = self._whole(name)
         if histogram is None or histogram.get_total_count() == 0:
             return None
         return _mean(histogram) / 1000
 
     def spectrum(self, name: str) -> list[dict[str, float]]:
         """The percentile spectrum of ``name``: ``[{"percentile", "ms"}, ...]`` from 0 to 99.999."""
-        histogram = self.histograms.get(name)
+        histogram = self._whole(name)
         if histogram is None or histogram.get_total_count() == 0:
             return []
         points = []
@@ -462,7 +535,7 @@ class Metrics:
                     if (text := second.encoded.get(e)) is not None
                 },
             }
-        lag = self.histograms.get("generator_lag")
+        lag = self._histograms.get("generator_lag")  # recorded directly, never live
         return {
             "counters": dict(self.counters),
             "retries": dict(self.retries),
@@ -480,12 +553,16 @@ class Metrics:
         ``other`` ran beside this one (a worker process of the same run) by default. With
         ``after=True`` it ran after it (another run of the same setup, for ``compare``): its
         series follows this one's, the load windows add up and the peak in flight is the
-        larger one, so the rates stay those of one run.
+        larger one, so the rates stay those of one run. A Metrics still recording is finished
+        first (its current second sealed): else that second's live histograms would hold
+        ``other``'s calls of it as well as its own, and count them twice once sealed.
         """
+        if self._current is not None:
+            self.finish()
         for name, histogram in other.histograms.items():
-            mine = self.histograms.get(name)
+            mine = self._histograms.get(name)
             if mine is None:
-                mine = self.histograms[name] = new_histogram()
+                mine = self._histograms[name] = new_histogram()
             mine.add(histogram)
         self.counters.update(other.counters)
         self.retries.update(other.retries)
@@ -529,7 +606,7 @@ class Metrics:
         for t in sorted(self.series):
             second = self.series[t]
             encoded = dict(second.encoded)
-            encoded.update({e: _encode(h) for e, h in second.live.items()})
+            encoded.update({e: _encode(h) for e, h in second.live_histograms().items()})
             series.append(
                 {
                     "t": t,

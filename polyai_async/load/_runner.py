@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 from .._client import PolyAIClient
 from .._errors import ConfigurationError, PolyAIError
-from ._conversation import CLOSE_ON_CANCEL_SECONDS, guarded, run_conversation
+from ._conversation import (
+    CLOSE_ON_CANCEL_SECONDS,
+    Cancellations,
+    Observer,
+    guard,
+    guarded,
+    run_conversation,
+)
 from ._metrics import Metrics
 from ._retries import count_retries, quiet_retry_warnings
 from ._scenario import Scenario
@@ -157,9 +164,12 @@ async def _conversation(
     scenario: Scenario,
     load: Load,
     metrics: Metrics,
+    observer: Observer,
+    cancellations: Cancellations,
     rng: random.Random,
     scheduled: float | None,
 ) -> None:
+    """One conversation; ``observer`` is ``metrics``, guarded once for the whole run."""
     persona = scenario.pick(rng)
     metrics.started(persona.name)
     try:
@@ -168,9 +178,10 @@ async def _conversation(
             scenario,
             persona,
             rng,
-            metrics,
+            observer,
             think_time=load.think_time,
             scheduled=scheduled,
+            cancellations=cancellations,
         )
     except asyncio.CancelledError:
         metrics.interrupted(persona.name)
@@ -181,7 +192,9 @@ async def _conversation(
         metrics.request("create", "POST", 0.0, error, None)
 
 
-async def _finish(tasks: set[asyncio.Task[None]], grace: float | None) -> None:
+async def _finish(
+    tasks: set[asyncio.Task[None]], grace: float | None, cancellations: Cancellations
+) -> None:
     """Wait up to ``grace`` seconds (None: for ever) for ``tasks``, then cancel the rest.
 
     A cancelled conversation still closes itself.
@@ -190,15 +203,15 @@ async def _finish(tasks: set[asyncio.Task[None]], grace: float | None) -> None:
         return
     _, pending = await asyncio.wait(tasks, timeout=grace)
     for task in pending:
-        task.cancel()
+        cancellations.cancel(task)
     if pending:
         await asyncio.wait(pending)
 
 
-async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+async def _cancel(tasks: set[asyncio.Task[None]], cancellations: Cancellations) -> None:
     """Cancel ``tasks`` (the run itself was cancelled) and let them close their conversations."""
     for task in tasks:
-        task.cancel()
+        cancellations.cancel(task)
     if tasks:
         await asyncio.wait(tasks, timeout=CLOSE_ON_CANCEL_SECONDS + 1)
 
@@ -211,6 +224,8 @@ async def _closed(
     deadline = None if planned is None else start + planned
     remaining = load.conversations
     running: dict[int, asyncio.Task[None]] = {}
+    observer = guard(metrics)
+    cancellations = Cancellations()
 
     def more() -> bool:
         return (remaining is None or remaining > 0) and (
@@ -222,18 +237,22 @@ async def _closed(
         while more() and index < load.users_at(time.perf_counter() - start):
             if remaining is not None:
                 remaining -= 1
-            await _conversation(client, scenario, load, metrics, rng, None)
+            await _conversation(client, scenario, load, metrics, observer, cancellations, rng, None)
 
     try:
         await _supervise(load, metrics, running, more, user, lambda: remaining)
         timed_out = deadline is not None and time.perf_counter() >= deadline
         if timed_out:  # the window is the planned duration; then the graceful stop
             _end_of_arrivals(metrics, planned)
-        await _finish(set(running.values()), None if deadline is None else load.graceful_stop)
+        await _finish(
+            set(running.values()),
+            None if deadline is None else load.graceful_stop,
+            cancellations,
+        )
         if not timed_out:  # bound by a count: the load lasts until its last conversation ends
             _end_of_arrivals(metrics, None)
     except asyncio.CancelledError:
-        await _cancel(set(running.values()))
+        await _cancel(set(running.values()), cancellations)
         raise
 
 
@@ -294,6 +313,8 @@ async def _open(
     """
     start = metrics.start
     tasks: set[asyncio.Task[None]] = set()
+    observer = guard(metrics)
+    cancellations = Cancellations()
     count = 0
     clock = time.perf_counter
     first: float | None = None
@@ -328,7 +349,9 @@ async def _open(
             if len(tasks) >= load.max_in_flight:
                 metrics.dropped()
                 continue
-            task = asyncio.create_task(_conversation(client, scenario, load, metrics, rng, when))
+            task = asyncio.create_task(
+                _conversation(client, scenario, load, metrics, observer, cancellations, rng, when)
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         planned = load.planned_seconds()
@@ -339,7 +362,7 @@ async def _open(
         # Bound by a count, the window ends where the next arrival would have come: later
         # than now, the last arrival's start.
         _end_of_arrivals(metrics, window, clamp=planned is not None)
-        await _finish(set(tasks), None if planned is None else load.graceful_stop)
+        await _finish(set(tasks), None if planned is None else load.graceful_stop, cancellations)
     except asyncio.CancelledError:
-        await _cancel(set(tasks))
+        await _cancel(set(tasks), cancellations)
         raise

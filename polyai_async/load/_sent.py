@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from .._client import PolyAIClient
 from .._hooks import CallEvent
@@ -30,8 +31,22 @@ OUTCOMES = ("ok", "failed", "cancelled")
 _ENDPOINTS = {"create_chat": "create", "respond": "respond", "close_chat": "close"}
 
 
+class _Call(Protocol):
+    """What the counter reads of a call: a CallEvent, or the client's CallState (a tap's)."""
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def call_id(self) -> int: ...
+
+
 class _RequestCounter:
-    """The four hooks, sharing the requests still out (by call id)."""
+    """The four events, sharing the requests still out (by call id).
+
+    A tap of the client (``_hooks.Tap``: told of each event with the call itself, no
+    CallEvent built, the load engine's way) or, through ``request_hooks``, four event hooks.
+    """
 
     def __init__(
         self,
@@ -44,28 +59,28 @@ class _RequestCounter:
         self.on_call_cancelled = on_call_cancelled
         self.out: dict[int, str] = {}  # call id -> endpoint, while its request is out
 
-    def sent(self, event: CallEvent) -> None:
-        endpoint = _ENDPOINTS.get(event.endpoint, "other")
-        self.out[event.call_id] = endpoint
+    def request_sent(self, call: _Call) -> None:
+        endpoint = _ENDPOINTS.get(call.endpoint, "other")
+        self.out[call.call_id] = endpoint
         self.on_sent(endpoint)
 
-    def _end(self, event: CallEvent, outcome: str) -> None:
-        endpoint = self.out.pop(event.call_id, None)
+    def _end(self, call: _Call, outcome: str) -> None:
+        endpoint = self.out.pop(call.call_id, None)
         if endpoint is not None:
             self.on_outcome(endpoint, outcome)
 
-    def answered(self, event: CallEvent) -> None:
-        self._end(event, "ok" if event.error is None else "failed")
+    def answer_received(self, call: _Call, error: BaseException | None) -> None:
+        self._end(call, "ok" if error is None else "failed")
 
-    def retrying(self, event: CallEvent) -> None:
+    def retry_scheduled(self, call: _Call, error: BaseException | None) -> None:
         # The attempt failed with no answer read (a timeout, a reset): it ends here.
-        self._end(event, "failed")
+        self._end(call, "failed")
 
-    def call_failed(self, event: CallEvent) -> None:
-        cancelled = isinstance(event.error, asyncio.CancelledError)
-        self._end(event, "cancelled" if cancelled else "failed")
+    def call_failed(self, call: _Call, error: BaseException | None) -> None:
+        cancelled = isinstance(error, asyncio.CancelledError)
+        self._end(call, "cancelled" if cancelled else "failed")
         if cancelled:
-            self.on_call_cancelled(_ENDPOINTS.get(event.endpoint, "other"))
+            self.on_call_cancelled(_ENDPOINTS.get(call.endpoint, "other"))
 
 
 def request_hooks(
@@ -78,11 +93,21 @@ def request_hooks(
     For a client that keeps them for its whole life (the Locust bridge's).
     """
     counter = _RequestCounter(on_sent, on_outcome, on_call_cancelled)
+
+    def answered(event: CallEvent) -> None:
+        counter.answer_received(event, event.error)
+
+    def retrying(event: CallEvent) -> None:
+        counter.retry_scheduled(event, event.error)
+
+    def call_failed(event: CallEvent) -> None:
+        counter.call_failed(event, event.error)
+
     return (
-        ("request_sent", counter.sent),
-        ("answer_received", counter.answered),
-        ("retry_scheduled", counter.retrying),
-        ("call_failed", counter.call_failed),
+        ("request_sent", counter.request_sent),
+        ("answer_received", answered),
+        ("retry_scheduled", retrying),
+        ("call_failed", call_failed),
     )
 
 
@@ -103,11 +128,10 @@ def count_requests(
             ``OUTCOMES``).
         on_call_cancelled: called with the endpoint of each call that was cancelled.
     """
-    hooks = request_hooks(on_sent, on_outcome, on_call_cancelled)
-    for name, hook in hooks:
-        client.add_event_hook(name, hook)
+    # A tap, not four event hooks: no CallEvent is built for each of a run's requests.
+    counter = _RequestCounter(on_sent, on_outcome, on_call_cancelled)
+    client._add_tap(counter)
     try:
         yield
     finally:
-        for name, hook in hooks:
-            client.remove_event_hook(name, hook)
+        client._remove_tap(counter)

@@ -18,6 +18,8 @@ from polyai_async.load import (
     TurnSpec,
     run_conversation,
 )
+from polyai_async.load import _conversation as conversation_module
+from polyai_async.load._conversation import Cancellations
 from polyai_async.testing import AgentReply, FakePolyAI, Faults, ScriptedAgent
 
 NO_RETRY = RetryPolicy(max_attempts=1)
@@ -197,3 +199,72 @@ async def test_messages_are_drawn_from_the_turns_choices() -> None:
         for state in fake.conversations.values():
             sent.update(state.turns)
     assert sent == {"one", "two", "three"}
+
+
+@pytest.mark.parametrize("create_fails", [False, True])
+async def test_asked_to_stop_in_its_create_a_conversation_ends_it_then_stops(
+    create_fails: bool,
+) -> None:
+    """Through the runner's Cancellations (its create awaited in its own task, not shielded in
+    another), a conversation asked to stop during its create lets the create end: what it
+    created is closed, a failed create is reported, and the task ends cancelled."""
+    faults = Faults(latency=0.3, endpoints={"create"}, error_rate=1.0 if create_fails else 0.0)
+    scenario, persona = scenario_of(TurnSpec(say=("a",)))
+    observer = Recorder()
+    cancellations = Cancellations()
+    async with FakePolyAI(faults=faults) as fake, fake.client(retry=NO_RETRY) as client:
+        task = asyncio.create_task(
+            run_conversation(
+                client, scenario, persona, random.Random(1), observer, cancellations=cancellations
+            )
+        )
+        await asyncio.sleep(0.1)  # in its create (0.3 s)
+        cancellations.cancel(task)
+        await asyncio.sleep(0.05)
+        assert not task.done()  # not cancelled in flight: the create goes on
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [r[0] for r in observer.requests] == (
+            ["create"] if create_fails else ["create", "close"]
+        )
+        assert (observer.requests[0][3] is not None) is create_fails
+        assert observer.conversations == []  # interrupted, not ended
+        assert all(state.closed for state in fake.conversations.values())
+        assert len(fake.conversations) == (0 if create_fails else 1)
+
+
+async def test_a_create_that_outlasts_the_close_bound_is_cancelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A conversation asked to stop whose create does not end within the bound is cancelled
+    then, as a shielded create is; one asked twice is cancelled at once."""
+    monkeypatch.setattr(conversation_module, "CLOSE_ON_CANCEL_SECONDS", 0.2)
+    scenario, persona = scenario_of(TurnSpec(say=("a",)))
+    cancellations = Cancellations()
+    faults = Faults(latency=5.0, endpoints={"create"})
+    async with FakePolyAI(faults=faults) as fake, fake.client(retry=NO_RETRY) as client:
+        tasks = [
+            asyncio.create_task(
+                run_conversation(
+                    client,
+                    scenario,
+                    persona,
+                    random.Random(1),
+                    Recorder(),
+                    cancellations=cancellations,
+                )
+            )
+            for _ in range(2)
+        ]
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        for task in tasks:
+            cancellations.cancel(task)
+        cancellations.cancel(tasks[1])  # asked twice: at once
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[1]
+        assert time.perf_counter() - started < 0.15
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+        assert 0.15 <= time.perf_counter() - started < 2
+        assert not cancellations.creating

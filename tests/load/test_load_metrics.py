@@ -11,6 +11,7 @@ import pytest
 
 from polyai_async import Handoff, InternalServerError
 from polyai_async.load import Metrics
+from polyai_async.load._metrics import new_histogram
 
 ERROR = InternalServerError("boom", status=500)
 
@@ -79,6 +80,56 @@ def test_merge_equals_the_union_of_the_samples() -> None:
     exact = sorted(first + second)
     p99 = exact[int(0.99 * len(exact)) - 1] * 1000
     assert a.percentile_ms("create", 99) == pytest.approx(p99, rel=0.002)
+
+
+def test_the_whole_runs_histograms_hold_every_second_read_mid_run_or_after() -> None:
+    """A call is recorded once, into its second; the whole run's histograms (made as each
+    second is sealed) hold every call of every second, read mid-second, after finish, through
+    JSON, and merged into a Metrics still recording, as histograms recorded directly would."""
+    rng = random.Random(5)
+    metrics = Metrics()
+    direct = {name: new_histogram() for name in ("create", "create.ok")}
+    per_second = []  # (calls, successful calls) of each second
+    for second in range(3):
+        if second:
+            metrics.start -= 1.0  # the next second of the run
+        per_second.append([0, 0])
+        for _ in range(200):
+            seconds = rng.lognormvariate(-5, 1)
+            error = ERROR if rng.random() < 0.1 else None
+            metrics.request("create", "POST", seconds, error, None)
+            for name in ("create",) if error else ("create", "create.ok"):
+                direct[name].record_value(round(seconds * 1_000_000))
+            per_second[-1][0] += 1
+            per_second[-1][1] += error is None
+
+    def same(m: Metrics) -> None:
+        rows = [
+            [row[3]["create"].get_total_count(), row[3]["create.ok"].get_total_count()]
+            for row in m.seconds()
+        ]
+        assert rows == per_second
+        for name, histogram in direct.items():
+            whole = m.histogram(name)
+            assert whole is not None
+            assert whole.get_total_count() == histogram.get_total_count()
+            assert m.histograms[name].get_total_count() == histogram.get_total_count()
+            for p in (0, 50, 99, 100):
+                assert m.percentile_ms(name, p) == histogram.get_value_at_percentile(p) / 1000
+            assert m.max_ms(name) == histogram.get_max_value() / 1000
+
+    same(metrics)  # the third second still live
+    other = Metrics.from_dict(json.loads(json.dumps(metrics.to_dict())))
+    same(other)
+    metrics.finish()
+    same(metrics)
+    same(Metrics.from_dict(json.loads(json.dumps(metrics.to_dict()))))
+    recording = Metrics(start=metrics.start)  # in the run's last second, nothing recorded yet
+    recording.request("create", "POST", 0.5, None, None)
+    recording.merge(metrics)
+    assert recording.count("create_count") == 601
+    assert recording.histogram("create").get_total_count() == 601  # type: ignore[union-attr]
+    assert sum(row[3]["create"].get_total_count() for row in recording.seconds()) == 601
 
 
 def test_the_mean_is_hdrhistograms_mean_of_merged_and_decoded_histograms() -> None:
