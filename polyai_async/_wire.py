@@ -417,7 +417,7 @@ class Wire:
         self.closed = False
         # As aiohttp: a host with IPv6 and IPv4 addresses tries the next one after 250 ms, not
         # after the first one's connect timeout (asyncio's loop; uvloop has no such option).
-        self.eyeballs: dict[str, float] = (
+        self.eyeballs: dict[str, Any] = (
             {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
         )
 
