@@ -16,8 +16,9 @@ say) sees every request. Everything else goes through ``aiohttp.ClientSession.re
 What it does not do, because the API needs none of it: redirects (never followed, by either
 path), proxies, cookies, compression (the client asks for ``identity`` and does not decode),
 ``Expect: 100-continue``, pipelining. A connection carries one request at a time; the host's
-gate bounds how many are open. This module imports nothing else of the package: its
-failures are its own exception classes, translated by ``_errors.transport_error``.
+gate bounds how many are open. Of the package it imports only the attempt timer
+(``_timing``): its failures are its own exception classes, translated by
+``_errors.transport_error``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import aiohappyeyeballs
 import aiohttp
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from ._timing import Expiry
 
 __all__ = [
     "ORIGINAL_REQUEST",
@@ -208,16 +212,16 @@ class _Connection(asyncio.Protocol):
         if self.waiter is None or self.waiter.done():
             # Bytes nobody asked for (an answer after its request was given up, or a server
             # talking out of turn): the connection cannot be trusted for another request.
-            self.close()
+            self.abort()
             return
         try:
             self.parser.feed_data(data)
         except WireError as exc:  # raised by a callback below
             self._fail(exc)
-            self.close()
+            self.abort()
         except httptools.HttpParserError as exc:
             self._fail(NotHTTP(_excerpt(exc)))
-            self.close()
+            self.abort()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -317,7 +321,9 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             self.reusable = reusable and not self.lost
             waiter.set_result(self._answer())
-        if not reusable:
+        if self.truncated:
+            self.abort()  # the rest of the answer is not wanted: never read it
+        elif not reusable:
             self.close()
 
     def _fail(self, error: WireError) -> None:
@@ -330,6 +336,17 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         if self.transport is not None and not self.lost:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Reset the connection at once: the server learns now that its answer is not wanted.
+
+        For a request given up (cancelled, timed out) or an answer that cannot be trusted. A
+        plain close would only half-close: a server still working on the request would go on
+        until it answers, holding whatever the request holds there (an agent's slot, say).
+        """
+        self.reusable = False
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
 
 
 def _excerpt(exc: BaseException) -> str:
@@ -380,7 +397,6 @@ class Wire:
     __slots__ = (
         "closed",
         "connections",
-        "eyeballs",
         "family",
         "host",
         "idle",
@@ -415,11 +431,6 @@ class Wire:
         self.connections: set[_Connection] = set()
         self.sweeper: asyncio.TimerHandle | None = None
         self.closed = False
-        # As aiohttp: a host with IPv6 and IPv4 addresses tries the next one after 250 ms, not
-        # after the first one's connect timeout (asyncio's loop; uvloop has no such option).
-        self.eyeballs: dict[str, Any] = (
-            {"happy_eyeballs_delay": 0.25} if isinstance(loop, asyncio.BaseEventLoop) else {}
-        )
 
     async def exchange(self, data: bytes, cap: int, connect_timeout: float | None) -> Answer:
         """Send one request (``frame``'s bytes); return its answer, its body at most ``cap``.
@@ -434,7 +445,7 @@ class Wire:
         try:
             answer = await waiter
         except BaseException:
-            connection.close()
+            connection.abort()  # given up or broken: its answer belongs to nobody
             raise
         if connection.reusable and not self.closed:
             connection.idle_since = self.loop.time()
@@ -457,31 +468,64 @@ class Wire:
         return None
 
     async def _connect(self, timeout: float | None) -> _Connection:
+        # A timer that cancels this task, not asyncio.wait_for: on Python 3.10 and 3.11,
+        # wait_for returns the connection when the caller's cancellation comes just as the
+        # connection opens, and the cancellation is lost (the call then waits for its answer).
+        loop = self.loop
+        expiry = timer = None
+        if timeout is not None:
+            expiry = Expiry(asyncio.current_task())  # type: ignore[arg-type]
+            timer = loop.call_at(loop.time() + timeout, expiry)
         try:
-            _, connection = await asyncio.wait_for(
-                self.loop.create_connection(
+            # Happy eyeballs, as aiohttp connects (its library): with IPv6 and IPv4 addresses
+            # the next is tried after 250 ms, not after the first's timeout; and no socket is
+            # left open when the caller gives up mid-race (asyncio's own race, on 3.11,
+            # leaves them).
+            sock = await aiohappyeyeballs.start_connection(
+                await self._addresses(self.host, self.port),
+                local_addr_infos=None
+                if self.local_addr is None
+                else await self._addresses(*self.local_addr),
+                happy_eyeballs_delay=0.25,
+                interleave=1,
+                loop=loop,
+            )
+            try:
+                _, connection = await loop.create_connection(
                     lambda: _Connection(self),
-                    self.host,
-                    self.port,
+                    sock=sock,
                     ssl=self.tls,
                     server_hostname=self.server_hostname,
-                    family=self.family,
-                    local_addr=self.local_addr,
-                    **self.eyeballs,
-                ),
-                timeout,
-            )
-        except asyncio.TimeoutError:
+                )
+            except BaseException:
+                sock.close()
+                raise
+        except asyncio.CancelledError:
+            if expiry is None or not expiry.expired():
+                raise  # the caller's cancellation, not the connect timeout's
             raise ConnectTimeout from None
         except ssl.SSLCertVerificationError as exc:
             raise Certificate(_excerpt(exc)) from None
         except (OSError, ssl.SSLError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _excerpt(exc)
             raise ConnectFailed(self.host, self.port, reason) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
         if self.closed:
             connection.close()
             raise Disconnected
         return connection
+
+    async def _addresses(self, host: str, port: int) -> list[Any]:
+        """The host's addresses: at once for an IP address, else from the resolver."""
+        try:
+            return socket.getaddrinfo(
+                host, port, self.family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            pass  # a name, not an address
+        return await self.loop.getaddrinfo(host, port, family=self.family, type=socket.SOCK_STREAM)
 
     def _sweep(self) -> None:
         """Close the connections idle for ``keepalive`` seconds; come back for the rest."""
@@ -509,7 +553,10 @@ class Wire:
             self.sweeper = None
         self.idle.clear()
         for connection in list(self.connections):
-            connection.close()
+            if connection.waiter is not None and not connection.waiter.done():
+                connection.abort()  # a request still out
+            else:
+                connection.close()
 
     def abandon(self) -> None:
         """Forget the connections of an event loop that has ended (nothing can run there)."""

@@ -154,6 +154,35 @@ def test_the_wire_under_uvloop() -> None:
     assert uvloop.run(main()) == ("a", "b", 1, True)
 
 
+async def test_a_cancellation_as_the_connection_opens_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cancelled just as its connection opens, a call ends cancelled at once.
+
+    (``asyncio.wait_for`` on Python 3.10 and 3.11 returns the connection instead when the
+    cancellation comes as it opens: the cancellation is lost, and the call waits for its
+    answer, here 30 s.)
+    """
+    async with Scripted([reply("late")], delays=[30]) as server:
+        async with PolyAIClient(**CREDS, base_url=server.url, retry=NO_RETRY) as client:
+            tasks: list[asyncio.Task[object]] = []
+            loop_type = type(asyncio.get_running_loop())
+            connect = loop_type.create_connection
+
+            async def opened_then_cancelled(self: Any, *args: Any, **kwargs: Any) -> Any:
+                opened = await connect(self, *args, **kwargs)
+                tasks[0].cancel()  # the caller gives up as the connection opens
+                return opened
+
+            monkeypatch.setattr(loop_type, "create_connection", opened_then_cancelled)
+            tasks.append(asyncio.create_task(client.respond("C", "1")))
+            done, _ = await asyncio.wait(tasks, timeout=2)
+            assert tasks[0] in done
+            assert tasks[0].cancelled()
+            assert client.pool.open_connections() == 0  # and its connection went with it
+    assert server.connections == 1
+
+
 async def test_connection_close_in_the_answer_is_obeyed() -> None:
     """An answer saying ``Connection: close`` ends its connection; the next call opens one."""
     replies = [reply("a", extra="Connection: close\r\n"), reply("b")]
