@@ -539,17 +539,29 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines.append("")
     for name, c in result["ceilings"].items():
-        lines.append(
-            f"- {name}: honest ceiling {c['started_per_second']} conv/s (asked {c['rate']}); "
-            f"peak {c['peak_requests_per_second']} req/s; at 2x ({c['at_2x_rate']}/s) "
-            f"{c['at_2x_requests_per_second']} req/s"
+        ceiling = (
+            "no honest step"
+            if c["rate"] is None
+            else f"honest ceiling {c['started_per_second']} conv/s (asked {c['rate']:g})"
         )
+        at_2x = (
+            ""
+            if c["at_2x_rate"] is None
+            else f"; at 2x ({c['at_2x_rate']:g}/s) {c['at_2x_requests_per_second']} req/s"
+        )
+        lines.append(f"- {name}: {ceiling}; peak {c['peak_requests_per_second']} req/s{at_2x}")
+
+    def times(ratio: float | None, whose: str) -> str:
+        return f"{ratio}x {whose}" if ratio is not None else f"n/a ({whose} has none)"
+
     for name, r in result.get("ratios", {}).items():
+        at_2x = r["at_2x_over_peak"]
         lines.append(
-            f"- {name} per core: honest ceiling {r['ceiling_over_k6']}x k6's and "
-            f"{r['ceiling_over_locust']}x Locust's; most started per CPU-second "
-            f"{r['peak_per_cpu_over_k6']}x k6's and {r['peak_per_cpu_over_locust']}x Locust's; "
-            f"requests/s at 2x the ceiling {r['at_2x_over_peak']} of the peak's"
+            f"- {name} per core: honest ceiling {times(r['ceiling_over_k6'], 'k6')} and "
+            f"{times(r['ceiling_over_locust'], 'Locust')}; most started per CPU-second "
+            f"{times(r['peak_per_cpu_over_k6'], 'k6')} and "
+            f"{times(r['peak_per_cpu_over_locust'], 'Locust')}; requests/s at 2x the ceiling "
+            f"{'n/a (not run)' if at_2x is None else at_2x} of the peak's"
         )
     for name, reason in result["skipped"].items():
         lines.append(f"- {name}: skipped ({reason})")
