@@ -408,33 +408,47 @@ def detach(error: BaseException) -> None:
 TRANSPORT_ERRORS = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def _wire_error(exc: _wire.WireError, what: str) -> PolyAIError:
-    """The same errors, in the same words, for a failure on the client's own connections."""
-    if isinstance(exc, _wire.ConnectTimeout):
+def _failure(kind: str, what: str, detail: str = "") -> PolyAIError:
+    """The error for a transport failure of ``kind``: the same words whichever path failed."""
+    if kind == "connect-timeout":
         return APITimeoutError(
             f"{what} failed: timed out connecting to the server", request_sent=False
         )
-    if isinstance(exc, _wire.Certificate):
+    if kind == "certificate":
         return APIConnectionError(
-            f"{what} failed: the server's TLS certificate was rejected ({one_line(str(exc))})",
+            f"{what} failed: the server's TLS certificate was rejected ({detail})",
             request_sent=False,
         )
-    if isinstance(exc, _wire.ConnectFailed):
+    if kind == "connect":
         return APIConnectionError(
-            f"{what} failed: could not connect to {exc.host}:{exc.port} ({one_line(exc.reason)})",
-            request_sent=False,
+            f"{what} failed: could not connect to {detail}", request_sent=False
         )
-    if isinstance(exc, _wire.Disconnected):
+    if kind == "disconnected":
         return APIConnectionError(
             f"{what} failed: the server closed the connection before answering"
         )
-    if isinstance(exc, _wire.PayloadBroken):
+    if kind == "broken":
         return APIConnectionError(
-            f"{what} failed: the connection broke while reading the answer ({one_line(str(exc))})"
+            f"{what} failed: the connection broke while reading the answer ({detail})"
         )
-    return APIConnectionError(
-        f"{what} failed: the server's answer is not valid HTTP ({one_line(str(exc))})"
-    )
+    # A status line, header or framing that could not be parsed: not an answer in HTTP.
+    return APIConnectionError(f"{what} failed: the server's answer is not valid HTTP ({detail})")
+
+
+# The client's own connections' failures, by kind (anything else is not valid HTTP).
+_WIRE_KINDS: dict[type[_wire.WireError], str] = {
+    _wire.ConnectTimeout: "connect-timeout",
+    _wire.Certificate: "certificate",
+    _wire.Disconnected: "disconnected",
+    _wire.PayloadBroken: "broken",
+}
+
+
+def _wire_error(exc: _wire.WireError, what: str) -> PolyAIError:
+    """A failure on the client's own connections (``_wire``)."""
+    if isinstance(exc, _wire.ConnectFailed):
+        return _failure("connect", what, f"{exc.host}:{exc.port} ({one_line(exc.reason)})")
+    return _failure(_WIRE_KINDS.get(type(exc), "not-http"), what, one_line(str(exc)))
 
 
 def transport_error(  # noqa: PLR0911 - a table
@@ -465,36 +479,19 @@ def transport_error(  # noqa: PLR0911 - a table
             request_sent=False,
         )
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return APITimeoutError(
-            f"{what} failed: timed out connecting to the server", request_sent=False
-        )
+        return _failure("connect-timeout", what)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return APITimeoutError(f"{what} failed: timed out waiting for the answer")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return APIConnectionError(
-            f"{what} failed: the server's TLS certificate was rejected "
-            f"({one_line(str(exc.certificate_error))})",
-            request_sent=False,
-        )
+        return _failure("certificate", what, one_line(str(exc.certificate_error)))
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return APIConnectionError(
-            f"{what} failed: could not connect to {exc.host}:{exc.port} "
-            f"({one_line(str(exc.strerror))})",
-            request_sent=False,
-        )
+        return _failure("connect", what, f"{exc.host}:{exc.port} ({one_line(str(exc.strerror))})")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return APIConnectionError(
-            f"{what} failed: the server closed the connection before answering"
-        )
+        return _failure("disconnected", what)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return APIConnectionError(
-            f"{what} failed: the connection broke while reading the answer ({one_line(str(exc))})"
-        )
+        return _failure("broken", what, one_line(str(exc)))
     if isinstance(exc, aiohttp.ClientResponseError):
-        # A status line, header or framing aiohttp could not parse: not an answer in HTTP.
-        return APIConnectionError(
-            f"{what} failed: the server's answer is not valid HTTP ({one_line(exc.message)})"
-        )
+        return _failure("not-http", what, one_line(exc.message))
     return APIConnectionError(
         f"{what} failed: {type(exc).__name__}: {one_line(str(exc)) or 'connection error'}"
     )
