@@ -100,11 +100,10 @@ class Answer:
     """A status, its reason, the header fields (raw) and the body as read.
 
     ``truncated``: the body stopped at the cap (an error page, kept for its status) or was
-    not read at all (a success announced larger than the cap); ``announced`` is the
-    Content-Length the server gave, if any.
+    not read at all (a success announced larger than the cap).
     """
 
-    __slots__ = ("announced", "body", "fields", "reason", "status", "truncated")
+    __slots__ = ("body", "fields", "reason", "status", "truncated")
 
     def __init__(
         self,
@@ -113,14 +112,12 @@ class Answer:
         fields: list[tuple[bytes, bytes]],
         body: bytes,
         truncated: bool,
-        announced: int | None,
     ) -> None:
         self.status = status
         self.reason = reason
         self.fields = fields
         self.body = body
         self.truncated = truncated
-        self.announced = announced
 
     def header(self, name: bytes) -> str | None:
         """The first field named ``name`` (lower case), decoded as aiohttp decodes it, or None."""
@@ -260,17 +257,16 @@ class _Connection(asyncio.Protocol):
         if self.head_size > MAX_HEAD:
             raise NotHTTP(f"the headers are longer than {MAX_HEAD} bytes")
         self.fields.append((name, value))
+        lowered = name.lower()
+        if lowered == b"content-length":
+            self.framed = True
+            if value.isdigit():
+                self.announced = int(value)
+        elif lowered == b"transfer-encoding":
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
-        for name, value in self.fields:
-            lowered = name.lower()
-            if lowered == b"content-length":
-                self.framed = True
-                if value.isdigit():
-                    self.announced = int(value)
-            elif lowered == b"transfer-encoding":
-                self.framed = True
         announced = self.announced
         if announced is not None and announced > self.cap and self.status < 300:
             # A success larger than the client will hold: answered as such, never read.
@@ -313,7 +309,6 @@ class _Connection(asyncio.Protocol):
             self.fields,
             body,
             self.truncated,
-            self.announced,
         )
 
     def _finish(self, *, reusable: bool) -> None:

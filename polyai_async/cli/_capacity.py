@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +38,7 @@ from ._common import (
     fail,
     faults_from,
     json_path,
+    positive_number,
     positive_seconds,
     prog,
     whole,
@@ -58,18 +58,8 @@ _WINDOW = 5.0
 _MIN = 1.0
 
 
-def _positive_number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number above 0")
-    return value
-
-
 def _precision(text: str) -> float:
-    value = _positive_number(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    value = positive_number(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
     if not value < 1:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a precision between 0 and 1 (or 1%..99%)"
@@ -109,13 +99,13 @@ def add_parser(commands: Any) -> None:
     )
     search.add_argument(
         "--min",
-        type=_positive_number,
+        type=positive_number,
         metavar="N",
         help=f"the lowest target tried (default {_MIN:g}; the demo {_DEMO_MIN:g})",
     )
     search.add_argument(
         "--max",
-        type=_positive_number,
+        type=positive_number,
         metavar="N",
         help="the highest target tried: required against --base-url or --real, so no agent "
         "is overloaded by accident (default against the embedded fake: twice its capacity)",

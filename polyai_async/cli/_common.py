@@ -70,6 +70,27 @@ def _number(text: str) -> float:
     return value
 
 
+def _bounded(text: str, *, above_zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+        bound = "above 0" if above_zero else ">= 0"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number {bound}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0."""
+    return _bounded(text, above_zero=True)
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number of 0 or more."""
+    return _bounded(text, above_zero=False)
+
+
 def rate(text: str) -> float:
     value = _number(text)
     if not 0 <= value <= 1:

@@ -1,8 +1,8 @@
 """Counting every HTTP request the client sends, with its outcome.
 
-The client tells its event hooks of each attempt it sends (``request_sent``), of each answer
-it reads (``answer_received``), of each retry (``retry_scheduled``) and of each call that
-raises (``call_failed``, cancellation included). From those, every request that left the
+The client tells its taps (``_hooks.Tap``) of each attempt it sends (``request_sent``), of
+each answer it reads (``answer_received``), of each retry (``retry_scheduled``) and of each
+call that raises (``call_failed``, cancellation included). From those, every request that left the
 client ends as exactly one of:
 
 - ``ok``: an answer came and was good;
@@ -19,33 +19,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Protocol
 
 from .._client import PolyAIClient
-from .._hooks import CallEvent
+from .._hooks import CallState, Tap
 
-__all__ = ["OUTCOMES", "count_requests", "request_hooks"]
+__all__ = ["OUTCOMES", "count_requests", "request_tap"]
 
 OUTCOMES = ("ok", "failed", "cancelled")
 # The client's names for its calls (CallEvent.endpoint), as the load engine names them.
 _ENDPOINTS = {"create_chat": "create", "respond": "respond", "close_chat": "close"}
 
 
-class _Call(Protocol):
-    """What the counter reads of a call: a CallEvent, or the client's CallState (a tap's)."""
-
-    @property
-    def endpoint(self) -> str: ...
-
-    @property
-    def call_id(self) -> int: ...
-
-
 class _RequestCounter:
-    """The four events, sharing the requests still out (by call id).
+    """The counting tap: the requests still out, by call id, and how each ended.
 
-    A tap of the client (``_hooks.Tap``: told of each event with the call itself, no
-    CallEvent built, the load engine's way) or, through ``request_hooks``, four event hooks.
+    A ``_hooks.Tap``: told of each event with the call itself, no CallEvent built.
     """
 
     def __init__(
@@ -59,56 +47,40 @@ class _RequestCounter:
         self.on_call_cancelled = on_call_cancelled
         self.out: dict[int, str] = {}  # call id -> endpoint, while its request is out
 
-    def request_sent(self, call: _Call) -> None:
+    def request_sent(self, call: CallState) -> None:
         endpoint = _ENDPOINTS.get(call.endpoint, "other")
         self.out[call.call_id] = endpoint
         self.on_sent(endpoint)
 
-    def _end(self, call: _Call, outcome: str) -> None:
+    def _end(self, call: CallState, outcome: str) -> None:
         endpoint = self.out.pop(call.call_id, None)
         if endpoint is not None:
             self.on_outcome(endpoint, outcome)
 
-    def answer_received(self, call: _Call, error: BaseException | None) -> None:
+    def answer_received(self, call: CallState, error: BaseException | None) -> None:
         self._end(call, "ok" if error is None else "failed")
 
-    def retry_scheduled(self, call: _Call, error: BaseException | None) -> None:
+    def retry_scheduled(self, call: CallState, error: BaseException | None) -> None:
         # The attempt failed with no answer read (a timeout, a reset): it ends here.
         self._end(call, "failed")
 
-    def call_failed(self, call: _Call, error: BaseException | None) -> None:
+    def call_failed(self, call: CallState, error: BaseException) -> None:
         cancelled = isinstance(error, asyncio.CancelledError)
         self._end(call, "cancelled" if cancelled else "failed")
         if cancelled:
             self.on_call_cancelled(_ENDPOINTS.get(call.endpoint, "other"))
 
 
-def request_hooks(
+def request_tap(
     on_sent: Callable[[str], None],
     on_outcome: Callable[[str, str], None],
     on_call_cancelled: Callable[[str], None],
-) -> tuple[tuple[str, Callable[[CallEvent], None]], ...]:
-    """The ``(event name, hook)`` pairs that count requests (see ``count_requests``).
+) -> Tap:
+    """A tap that counts requests (see ``count_requests``), for ``PolyAIClient._add_tap``.
 
-    For a client that keeps them for its whole life (the Locust bridge's).
+    For a client that keeps it for its whole life (the Locust bridge's).
     """
-    counter = _RequestCounter(on_sent, on_outcome, on_call_cancelled)
-
-    def answered(event: CallEvent) -> None:
-        counter.answer_received(event, event.error)
-
-    def retrying(event: CallEvent) -> None:
-        counter.retry_scheduled(event, event.error)
-
-    def call_failed(event: CallEvent) -> None:
-        counter.call_failed(event, event.error)
-
-    return (
-        ("request_sent", counter.request_sent),
-        ("answer_received", answered),
-        ("retry_scheduled", retrying),
-        ("call_failed", call_failed),
-    )
+    return _RequestCounter(on_sent, on_outcome, on_call_cancelled)
 
 
 @contextlib.contextmanager
@@ -129,7 +101,7 @@ def count_requests(
         on_call_cancelled: called with the endpoint of each call that was cancelled.
     """
     # A tap, not four event hooks: no CallEvent is built for each of a run's requests.
-    counter = _RequestCounter(on_sent, on_outcome, on_call_cancelled)
+    counter = request_tap(on_sent, on_outcome, on_call_cancelled)
     client._add_tap(counter)
     try:
         yield

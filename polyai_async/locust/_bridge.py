@@ -35,7 +35,7 @@ from .._models import CloseChatResponse, CreateChatResponse, Handoff
 from .._redact import redact
 from ..load import Metrics, Scenario, ThinkTime, run_conversation
 from ..load._retries import retry_counter
-from ..load._sent import request_hooks
+from ..load._sent import request_tap
 from ._checks import RequestFailed, checks_of
 from ._loop import Inbox, LoopThread
 
@@ -226,12 +226,13 @@ class Bridge:
                 # Counted into whichever Metrics is current (reset swaps it), on the loop.
                 client.add_event_hook("retry_scheduled", retry_counter(self._count_retry))
                 # Lambdas, not bound methods: reset swaps self._metrics for a new one.
-                for name, hook in request_hooks(
-                    lambda e: self._metrics.request_sent(e),  # noqa: PLW0108
-                    lambda e, outcome: self._metrics.request_ended(e, outcome),  # noqa: PLW0108
-                    lambda e: self._metrics.call_cancelled(e),  # noqa: PLW0108
-                ):
-                    client.add_event_hook(name, hook)
+                client._add_tap(
+                    request_tap(
+                        lambda e: self._metrics.request_sent(e),  # noqa: PLW0108
+                        lambda e, outcome: self._metrics.request_ended(e, outcome),  # noqa: PLW0108
+                        lambda e: self._metrics.call_cancelled(e),  # noqa: PLW0108
+                    )
+                )
                 return client
 
             try:
